@@ -1,0 +1,100 @@
+"""Colab helpers: install Rust and the evcxr kernel on a Colab VM, or run a Rust notebook headless
+from a Python notebook and show its outputs (charts included).
+
+Used from the one-cell bootstrap in the README:
+
+    import sys; sys.path.insert(0, "/content/agentbench-tuning/kernel")
+    import colab; colab.bootstrap()
+
+`bootstrap()` installs Rust (rustup, minimal profile) if it is missing, the notebook engine and the
+evcxr kernel through `scripts/setup.sh`, registers the kernel "rust" so that it starts in the
+checkout's notebooks/ folder (the notebooks load the crate by the relative path ".."), and fetches
+the default model. A notebook whose metadata says `kernelspec.name = "rust"` (all of this
+project's do) then runs on the Rust kernel once Colab reconnects.
+
+`run_headless(name)` is the fallback that needs no kernel switch: from a Python notebook it runs
+`notebooks/<name>` with scripts/run_notebooks.py and displays the executed copy's markdown, text,
+tables and SVG charts inline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CARGO_BIN = Path.home() / ".cargo" / "bin"
+
+
+def _sh(cmd: list[str] | str, **kw) -> None:
+    print("$", cmd if isinstance(cmd, str) else " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, shell=isinstance(cmd, str), **kw)
+
+
+def bootstrap(profile: str | None = None) -> None:
+    """Install Rust, the notebook engine and the Rust kernel; fetch the default model."""
+    os.environ["PATH"] = f"{CARGO_BIN}:{os.environ['PATH']}"
+    if shutil.which("cargo") is None:
+        _sh("curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal")
+    _sh(["bash", str(ROOT / "scripts/setup.sh"), "--cwd", str(ROOT / "notebooks")])
+    _sh(["bash", str(ROOT / "scripts/fetch_default_model.sh")])
+    if profile:
+        os.environ["ABT_PROFILE"] = profile
+    print(
+        "\nReady. Two ways to run a notebook of this project:\n"
+        f"  1. On the Rust kernel: open {ROOT}/notebooks/<name>.ipynb in Colab (upload it, or open it\n"
+        "     from GitHub); its metadata names the kernel 'rust', which Colab now finds on this VM.\n"
+        "     If it still starts a Python kernel, use Runtime > Restart session (not 'delete\n"
+        "     runtime', which wipes this VM). The first cell compiles the crate once (a few\n"
+        "     minutes); later kernels reuse the build.\n"
+        "  2. Headless, from this Python notebook:  colab.run_headless('00_setup.ipynb')\n"
+    )
+
+
+def run_headless(name: str, profile: str = "tiny", run_dir: str | None = None) -> Path:
+    """Run notebooks/<name> on the Rust kernel headless, show its outputs, return the copy's path."""
+    run_dir = Path(run_dir) if run_dir else ROOT / "runs" / "colab"
+    python = ROOT / ".venv" / "bin" / "python"
+    result = subprocess.run(
+        [str(python), str(ROOT / "scripts/run_notebooks.py"), "--run-dir", str(run_dir),
+         "--profile", profile, str(ROOT / "notebooks" / name)],
+        text=True, capture_output=True,
+    )
+    print(result.stdout[-4000:], result.stderr[-4000:], sep="")
+    executed = run_dir / "notebooks" / name
+    if executed.exists():
+        show(executed)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed; the executed copy is {executed}")
+    return executed
+
+
+def show(executed: Path) -> None:
+    """Display an executed notebook's markdown and outputs with IPython (or print them)."""
+    try:
+        from IPython.display import HTML, SVG, Markdown, display
+    except ImportError:  # plain Python: print what can be printed
+        HTML = SVG = Markdown = lambda x: x  # noqa: E731
+        display = print
+    nb = json.loads(Path(executed).read_text())
+    for cell in nb["cells"]:
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] == "markdown":
+            display(Markdown(source))
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = lambda v: "".join(v) if isinstance(v, list) else v  # noqa: E731
+            if "image/svg+xml" in data:
+                display(SVG(text(data["image/svg+xml"])))
+            elif "text/html" in data:
+                display(HTML(text(data["text/html"])))
+            elif "text/plain" in data:
+                print(text(data["text/plain"]))
+            elif out.get("output_type") == "stream":
+                print(text(out.get("text", "")), end="")
+            elif out.get("output_type") == "error":
+                print("\n".join(out.get("traceback", [])))

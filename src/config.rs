@@ -1,0 +1,145 @@
+//! Run profiles and the run context a notebook or CLI command works in.
+//!
+//! A profile is a named preset (`tiny` for CPU and CI, `colab-*` for the target models on Colab
+//! GPUs); later phases read their defaults from it. The context is read from the environment so
+//! the same notebook runs unchanged under CI, Colab and a local Jupyter:
+//! `ABT_PROFILE` (default `tiny`) and `ABT_RUN_DIR` (default `runs/interactive` in the checkout).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::display::Show;
+use crate::error::{Error, Result};
+use crate::paths;
+use crate::table::Table;
+
+/// A named preset of the whole pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// SmolLM2-135M-Instruct on CPU; sized to finish in minutes on 2 cores (tests, CI, demos).
+    Tiny,
+    /// Qwen2.5-7B-Instruct on a Colab A100 40GB.
+    #[serde(rename = "colab-qwen2.5-7b")]
+    ColabQwen25_7b,
+    /// Qwen3-4B-Instruct-2507 on a Colab T4 16GB or better.
+    #[serde(rename = "colab-qwen3-4b")]
+    ColabQwen3_4b,
+}
+
+impl Profile {
+    /// Every profile, in the order they are documented.
+    pub const ALL: [Profile; 3] = [
+        Profile::Tiny,
+        Profile::ColabQwen25_7b,
+        Profile::ColabQwen3_4b,
+    ];
+
+    /// The name used in `ABT_PROFILE` and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Tiny => "tiny",
+            Profile::ColabQwen25_7b => "colab-qwen2.5-7b",
+            Profile::ColabQwen3_4b => "colab-qwen3-4b",
+        }
+    }
+
+    /// The base model the profile fine-tunes (a GGUF file name or a Hugging Face repo id).
+    pub fn base_model(self) -> &'static str {
+        match self {
+            Profile::Tiny => paths::DEFAULT_MODEL_FILE,
+            Profile::ColabQwen25_7b => "Qwen/Qwen2.5-7B-Instruct",
+            Profile::ColabQwen3_4b => "Qwen/Qwen3-4B-Instruct-2507",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Profile {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim())
+            .ok_or_else(|| Error::UnknownProfile {
+                name: s.to_string(),
+                known: Profile::ALL.map(Profile::name).join(", "),
+            })
+    }
+}
+
+/// Where and how a notebook or command runs: the profile and the run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunContext {
+    /// The active profile.
+    pub profile: Profile,
+    /// The run directory every phase reads from and writes to (`runs/<name>/`).
+    pub run_dir: PathBuf,
+}
+
+impl RunContext {
+    /// Reads `ABT_PROFILE` and `ABT_RUN_DIR`, with defaults `tiny` and `runs/interactive`.
+    pub fn from_env() -> Result<Self> {
+        let profile = match std::env::var("ABT_PROFILE") {
+            Ok(v) if !v.trim().is_empty() => v.parse().map_err(|e: Error| Error::InvalidEnv {
+                name: "ABT_PROFILE",
+                value: v.clone(),
+                reason: e.to_string(),
+            })?,
+            _ => Profile::Tiny,
+        };
+        let run_dir = match std::env::var_os("ABT_RUN_DIR") {
+            Some(v) if !v.is_empty() => paths::resolve(PathBuf::from(v)),
+            _ => paths::resolve("runs/interactive"),
+        };
+        Ok(RunContext { profile, run_dir })
+    }
+
+    /// The directory of one phase inside the run, e.g. `phase_dir("01_data")`.
+    pub fn phase_dir(&self, phase: &str) -> PathBuf {
+        self.run_dir.join(phase)
+    }
+}
+
+impl Show for RunContext {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        Table::settings(
+            "run context",
+            [
+                ("profile", self.profile.to_string()),
+                ("base model", self.profile.base_model().to_string()),
+                ("run dir", self.run_dir.display().to_string()),
+            ],
+        )
+        .mime_bundle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_names_round_trip() {
+        for p in Profile::ALL {
+            assert_eq!(p.name().parse::<Profile>().unwrap(), p);
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.name()));
+        }
+    }
+
+    #[test]
+    fn unknown_profile_lists_the_known_ones() {
+        let err = "huge".parse::<Profile>().unwrap_err().to_string();
+        assert!(err.contains("huge") && err.contains("tiny") && err.contains("colab-qwen3-4b"));
+    }
+}

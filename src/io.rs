@@ -1,0 +1,77 @@
+//! File-system helpers shared by every phase: atomic writes and directory creation.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Writes `contents` to `path` atomically: a temporary file beside it, flushed, then renamed.
+///
+/// A reader (or a crashed run) sees either the old file or the complete new one, never a
+/// half-written artefact. Missing parent directories are created.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_dir_all(parent)?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| {
+            Error::io(
+                "writing",
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+            )
+        })?
+        .to_string_lossy();
+    let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("writing", path, e)
+    })
+}
+
+/// Creates `dir` and all its parents, naming the directory on failure.
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_creates_parents_and_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/out.json");
+        write_atomic(&path, b"first version, long").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second");
+        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "temporary file left behind: {leftovers:?}"
+        );
+    }
+
+    #[test]
+    fn write_atomic_names_the_path_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "x").unwrap();
+        let err = write_atomic(&blocker.join("child.txt"), b"y").unwrap_err();
+        assert!(err.to_string().contains("file"), "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! agentbench-tuning: fine-tune small open chat models into better AgentBench agents.
+//!
+//! The library behind six notebooks (01 data, 02 prompts, 03 SFT, 04 pairs, 05 DPO/GRPO,
+//! 06 eval) and the `abt` command line. A notebook starts with
+//!
+//! ```ignore
+//! :dep agentbench_tuning = { path = ".." }
+//! use agentbench_tuning::prelude::*;
+//! let ctx = RunContext::from_env()?;
+//! ```
+//!
+//! and then calls one or two library functions per cell; charts ([`plot`]) and tables
+//! ([`table`]) display inline through [`display::Show`].
+
+pub mod config;
+pub mod display;
+pub mod error;
+pub mod io;
+pub mod paths;
+pub mod plot;
+pub mod prelude;
+pub mod progress;
+pub mod system;
+pub mod table;
+
+pub use error::{Error, Result};

@@ -1,0 +1,154 @@
+//! Charts rendered with plotters to SVG: shown inline in notebooks, saved as files elsewhere.
+//!
+//! Three kinds cover the project's reports: [`LineChart`] (metrics against steps, several series,
+//! optional log scale), [`BarChart`] (grouped bars: scores by task type and model stage) and
+//! [`Histogram`] (distributions such as token lengths). Each builder's `render()` returns an
+//! [`Svg`], which a notebook shows when it is a cell's last value and which `save()` writes to a
+//! file. Text is written as SVG `<text>`, so no system font is needed to render.
+
+mod bar;
+mod histogram;
+mod line;
+
+use std::path::Path;
+
+pub use bar::BarChart;
+pub use histogram::Histogram;
+pub use line::LineChart;
+
+use plotters::style::RGBColor;
+
+use crate::display::Show;
+use crate::error::{Error, Result};
+
+/// Default chart size in pixels.
+const DEFAULT_SIZE: (u32, u32) = (720, 400);
+
+/// A qualitative palette (Tableau 10): series keep the same colour across charts.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// The colour of the `i`-th series.
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// A rendered chart: an SVG document with its title.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Svg {
+    title: String,
+    content: String,
+}
+
+impl Svg {
+    /// The chart's title.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The SVG document.
+    pub fn as_str(&self) -> &str {
+        &self.content
+    }
+
+    /// Writes the SVG to `path` atomically (parents are created).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::io::write_atomic(path.as_ref(), self.content.as_bytes())
+    }
+}
+
+impl Show for Svg {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("image/svg+xml", self.content.clone()),
+            ("text/plain", format!("[chart: {}]", self.title)),
+        ]
+    }
+}
+
+/// Turns any plotters drawing error into a chart error naming the chart.
+fn plot_err(title: &str) -> impl Fn(Box<dyn std::error::Error + '_>) -> Error + '_ {
+    move |e| Error::Plot {
+        title: title.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Fails with a chart error naming the chart.
+fn invalid(title: &str, reason: impl Into<String>) -> Error {
+    Error::Plot {
+        title: title.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The range `[lo, hi]` widened by a margin so that data never touches the frame.
+fn padded(lo: f64, hi: f64, log: bool) -> (f64, f64) {
+    if log {
+        return (lo / 1.5, hi * 1.5);
+    }
+    if (hi - lo).abs() < f64::EPSILON {
+        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        return (lo - pad, hi + pad);
+    }
+    let pad = (hi - lo) * 0.05;
+    (lo - pad, hi + pad)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// The contents of every `<text>` element, trimmed.
+    pub(crate) fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].trim().to_string())
+            })
+            .collect()
+    }
+
+    /// Asserts that each of `wanted` is the content of some `<text>` element.
+    pub(crate) fn assert_texts(svg: &str, wanted: &[&str]) {
+        let found = texts(svg);
+        for w in wanted {
+            assert!(found.iter().any(|t| t == w), "no text {w:?} in {found:?}");
+        }
+    }
+
+    /// Checks that `svg` is a well-formed SVG document: one root, balanced tags.
+    pub(crate) fn assert_valid_svg(svg: &str) {
+        let body = svg.trim();
+        assert!(
+            body.starts_with("<svg"),
+            "not an SVG document: {:.80}",
+            body
+        );
+        assert!(body.ends_with("</svg>"), "SVG not closed");
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = body;
+        while let Some(start) = rest.find('<') {
+            let end = rest[start..].find('>').expect("unterminated tag") + start;
+            let tag = &rest[start + 1..end];
+            if let Some(name) = tag.strip_prefix('/') {
+                let open = stack.pop().expect("closing tag without opening");
+                assert_eq!(open, name.trim(), "mismatched tags");
+            } else if !tag.ends_with('/') && !tag.starts_with('?') && !tag.starts_with('!') {
+                let name = tag.split_whitespace().next().unwrap_or_default();
+                stack.push(name.to_string());
+            }
+            rest = &rest[end + 1..];
+        }
+        assert!(stack.is_empty(), "unclosed tags: {stack:?}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Everything a notebook needs in one `use agentbench_tuning::prelude::*;`.
+
+pub use crate::config::{Profile, RunContext};
+pub use crate::display::Show;
+pub use crate::error::{Error, Result};
+pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
+pub use crate::progress::Progress;
+pub use crate::system::{SystemReport, device, device_name, matmul_gflops};
+pub use crate::table::Table;

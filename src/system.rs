@@ -1,0 +1,198 @@
+//! The machine the toolkit runs on: compute device, threads, caches, default model.
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::config::RunContext;
+use crate::display::Show;
+use crate::error::{Error, Result};
+use crate::paths;
+use crate::table::Table;
+
+/// Picks the compute device: `ABT_DEVICE` (`cpu`, `cuda`, `cuda:N`) or the first GPU if the
+/// crate was built with `--features cuda` and one is present, else the CPU.
+pub fn device() -> Result<Device> {
+    match std::env::var("ABT_DEVICE") {
+        Ok(v) if !v.trim().is_empty() => parse_device(v.trim()),
+        _ => Ok(Device::cuda_if_available(0)?),
+    }
+}
+
+/// Parses a device name as accepted by `ABT_DEVICE`.
+fn parse_device(name: &str) -> Result<Device> {
+    let invalid = |reason: String| Error::InvalidEnv {
+        name: "ABT_DEVICE",
+        value: name.to_string(),
+        reason,
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| invalid(e.to_string())),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Device::new_cuda(i).map_err(|e| invalid(e.to_string())),
+            _ => Err(invalid("expected cpu, cuda or cuda:N".to_string())),
+        },
+    }
+}
+
+/// A short human name for a device.
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(_) => "cuda".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}
+
+/// Measures matrix-multiply throughput on `device`: GFLOP/s of an `n`×`n` f32 matmul, best of
+/// `reps` runs after one warm-up. A quick check that candle runs optimised on this machine.
+pub fn matmul_gflops(device: &Device, n: usize, reps: usize) -> Result<f64> {
+    let a = candle_core::Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let b = candle_core::Tensor::randn(0f32, 1.0, (n, n), device)?;
+    a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let start = std::time::Instant::now();
+        // Reading one value back waits for asynchronous devices to finish.
+        a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// What `abt env` prints: everything needed to tell whether this machine is ready.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemReport {
+    /// The crate version.
+    pub version: String,
+    /// The device computations run on.
+    pub device: String,
+    /// Whether the crate was built with CUDA support.
+    pub cuda_built: bool,
+    /// Threads candle uses on the CPU.
+    pub cpu_threads: usize,
+    /// CPU SIMD features candle was compiled to use.
+    pub cpu_features: Vec<&'static str>,
+    /// The active run profile.
+    pub profile: String,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The project cache.
+    pub cache_dir: PathBuf,
+    /// The Hugging Face hub cache.
+    pub hf_hub_cache: PathBuf,
+    /// The notebook kernel's persistent build directory.
+    pub evcxr_build_dir: PathBuf,
+    /// Where the default model is expected.
+    pub default_model: PathBuf,
+    /// Its size in bytes, if it is present.
+    pub default_model_bytes: Option<u64>,
+}
+
+impl SystemReport {
+    /// Inspects the machine and the environment.
+    pub fn collect() -> Result<Self> {
+        let ctx = RunContext::from_env()?;
+        let device = device()?;
+        let default_model = paths::default_model_path();
+        let default_model_bytes = std::fs::metadata(&default_model)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let cpu_features = [
+            (candle_core::utils::with_avx(), "avx"),
+            (candle_core::utils::with_f16c(), "f16c"),
+            (candle_core::utils::with_neon(), "neon"),
+            (candle_core::utils::with_simd128(), "simd128"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        Ok(SystemReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            device: device_name(&device),
+            cuda_built: cfg!(feature = "cuda"),
+            cpu_threads: candle_core::utils::get_num_threads(),
+            cpu_features,
+            profile: ctx.profile.to_string(),
+            run_dir: ctx.run_dir,
+            cache_dir: paths::cache_dir(),
+            hf_hub_cache: paths::hf_hub_cache_dir(),
+            evcxr_build_dir: paths::evcxr_build_dir(),
+            default_model,
+            default_model_bytes,
+        })
+    }
+
+    /// The report as a two-column table.
+    pub fn table(&self) -> Table {
+        let model = match self.default_model_bytes {
+            Some(b) => format!("present ({:.1} MB)", b as f64 / 1e6),
+            None => "missing: run `bash scripts/fetch_default_model.sh`".to_string(),
+        };
+        let features = if self.cpu_features.is_empty() {
+            "none".to_string()
+        } else {
+            self.cpu_features.join(", ")
+        };
+        Table::settings(
+            "agentbench-tuning environment",
+            [
+                ("version", self.version.clone()),
+                ("device", self.device.clone()),
+                ("cuda built", self.cuda_built.to_string()),
+                ("cpu threads", self.cpu_threads.to_string()),
+                ("cpu features", features),
+                ("profile", self.profile.clone()),
+                ("run dir", self.run_dir.display().to_string()),
+                ("cache dir", self.cache_dir.display().to_string()),
+                ("hf hub cache", self.hf_hub_cache.display().to_string()),
+                (
+                    "evcxr build dir",
+                    self.evcxr_build_dir.display().to_string(),
+                ),
+                ("default model", self.default_model.display().to_string()),
+                ("default model status", model),
+            ],
+        )
+    }
+}
+
+impl Show for SystemReport {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        self.table().mime_bundle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse() {
+        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        let err = parse_device("tpu").unwrap_err().to_string();
+        assert!(
+            err.contains("ABT_DEVICE") && err.contains("cuda:N"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn matmul_throughput_is_positive() {
+        let gflops = matmul_gflops(&Device::Cpu, 64, 2).unwrap();
+        assert!(gflops.is_finite() && gflops > 0.0, "{gflops}");
+    }
+
+    #[test]
+    fn report_lists_every_setting() {
+        let report = SystemReport::collect().unwrap();
+        let text = report.table().to_string();
+        for key in ["device", "cpu threads", "cache dir", "default model status"] {
+            assert!(text.contains(key), "missing {key} in\n{text}");
+        }
+        assert!(report.cpu_threads >= 1);
+    }
+}

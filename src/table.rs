@@ -1,0 +1,247 @@
+//! Tables shown in notebooks as HTML and on terminals as aligned text.
+//!
+//! [`Table`] is the crate's own small table (reports, comparisons); polars `DataFrame`s display
+//! through the same HTML rendering, so every table in a notebook looks alike.
+
+use std::fmt;
+
+use polars::prelude::DataFrame;
+
+use crate::display::{Show, escape_html};
+use crate::error::{Error, Result};
+
+/// Rows beyond this many are elided in HTML output (the count of the rest is shown).
+const MAX_HTML_ROWS: usize = 50;
+
+/// A table of text cells with a header row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    title: Option<String>,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// An empty table with the given column names.
+    pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Self {
+        Table {
+            title: None,
+            header: header.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// A two-column `setting | value` table from pairs (reports, run settings).
+    pub fn settings<K: ToString, V: ToString>(
+        title: impl Into<String>,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Table {
+            title: Some(title.into()),
+            header: vec!["setting".to_string(), "value".to_string()],
+            rows: pairs
+                .into_iter()
+                .map(|(k, v)| vec![k.to_string(), v.to_string()])
+                .collect(),
+        }
+    }
+
+    /// Sets a caption shown above the table.
+    pub fn with_title(mut self, title: impl Into<String>) -> Self {
+        self.title = Some(title.into());
+        self
+    }
+
+    /// Appends a row; it must have one cell per column.
+    pub fn push_row<S: ToString>(&mut self, cells: impl IntoIterator<Item = S>) -> Result<()> {
+        let row: Vec<String> = cells.into_iter().map(|c| c.to_string()).collect();
+        if row.len() != self.header.len() {
+            return Err(Error::TableShape {
+                row: self.rows.len(),
+                expected: self.header.len(),
+                found: row.len(),
+            });
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Appends a row, builder style.
+    pub fn row<S: ToString>(mut self, cells: impl IntoIterator<Item = S>) -> Result<Self> {
+        self.push_row(cells)?;
+        Ok(self)
+    }
+
+    /// The column names.
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// The rows, in insertion order.
+    pub fn rows(&self) -> &[Vec<String>] {
+        &self.rows
+    }
+
+    /// The table as an HTML `<table>`.
+    pub fn to_html(&self) -> String {
+        html_table(
+            self.title.as_deref(),
+            &self.header,
+            self.rows.iter().cloned(),
+            self.rows.len(),
+        )
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let widths: Vec<usize> = (0..self.header.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r[c].chars().count())
+                    .chain([self.header[c].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        if let Some(title) = &self.title {
+            writeln!(f, "{title}")?;
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[String]| -> fmt::Result {
+            let parts: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            writeln!(f, "{}", parts.join("  ").trim_end())
+        };
+        line(f, &self.header)?;
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        line(f, &rule)?;
+        for row in &self.rows {
+            line(f, row)?;
+        }
+        Ok(())
+    }
+}
+
+impl Show for Table {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("text/html", self.to_html()),
+            ("text/plain", self.to_string()),
+        ]
+    }
+}
+
+impl Show for DataFrame {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        let header: Vec<String> = self
+            .columns()
+            .iter()
+            .map(|c| format!("{} ({})", c.name(), c.dtype()))
+            .collect();
+        let rows = (0..self.height().min(MAX_HTML_ROWS)).map(|i| {
+            self.columns()
+                .iter()
+                .map(|c| match c.get(i) {
+                    Ok(v) => v.to_string(),
+                    Err(e) => format!("<{e}>"),
+                })
+                .collect()
+        });
+        vec![
+            ("text/html", html_table(None, &header, rows, self.height())),
+            ("text/plain", self.to_string()),
+        ]
+    }
+}
+
+/// Renders a header and rows as an HTML table; `total_rows` beyond those given are counted.
+fn html_table(
+    title: Option<&str>,
+    header: &[String],
+    rows: impl Iterator<Item = Vec<String>>,
+    total_rows: usize,
+) -> String {
+    let mut html = String::from("<table class=\"abt-table\">");
+    if let Some(t) = title {
+        html.push_str(&format!("<caption>{}</caption>", escape_html(t)));
+    }
+    html.push_str("<thead><tr>");
+    for h in header {
+        html.push_str(&format!("<th>{}</th>", escape_html(h)));
+    }
+    html.push_str("</tr></thead><tbody>");
+    let mut shown = 0;
+    for row in rows.take(MAX_HTML_ROWS) {
+        html.push_str("<tr>");
+        for cell in row {
+            html.push_str(&format!("<td>{}</td>", escape_html(&cell)));
+        }
+        html.push_str("</tr>");
+        shown += 1;
+    }
+    html.push_str("</tbody></table>");
+    if total_rows > shown {
+        html.push_str(&format!(
+            "<p>… {} more rows ({total_rows} in all)</p>",
+            total_rows - shown
+        ));
+    }
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::*;
+
+    fn sample() -> Table {
+        Table::new(["stage", "score"])
+            .with_title("Scores")
+            .row(["base", "0.10"])
+            .unwrap()
+            .row(["sft <lora>", "0.35"])
+            .unwrap()
+    }
+
+    #[test]
+    fn html_escapes_and_keeps_every_cell() {
+        let html = sample().to_html();
+        assert!(html.contains("<caption>Scores</caption>"));
+        assert!(html.contains("<th>stage</th><th>score</th>"));
+        assert!(html.contains("<td>sft &lt;lora&gt;</td><td>0.35</td>"));
+    }
+
+    #[test]
+    fn text_is_aligned() {
+        let text = sample().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "stage       score");
+        assert_eq!(lines[3], "base        0.10");
+    }
+
+    #[test]
+    fn ragged_rows_are_rejected() {
+        let err = Table::new(["a", "b"]).row(["1"]).unwrap_err();
+        assert!(
+            err.to_string().contains("has 1 cells, the header has 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dataframe_shows_as_html_with_elision() {
+        let n = MAX_HTML_ROWS + 7;
+        let df =
+            df!("step" => (0..n as i64).collect::<Vec<_>>(), "loss" => vec![1.5f64; n]).unwrap();
+        let bundle = df.mime_bundle();
+        assert_eq!(bundle[0].0, "text/html");
+        assert!(bundle[0].1.contains("<th>step (i64)</th>"));
+        assert!(bundle[0].1.contains("<td>1.5</td>"));
+        assert!(bundle[0].1.contains("7 more rows (57 in all)"));
+        assert_eq!(bundle[1].0, "text/plain");
+    }
+}

@@ -1,0 +1,60 @@
+//! The `abt` command line.
+
+use std::process::Command;
+
+fn abt(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_abt"))
+        .args(args)
+        .env("ABT_PROFILE", "tiny")
+        .output()
+        .expect("abt runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let (ok, text) = abt(&["--version"]);
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), format!("abt {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn env_prints_device_threads_caches_and_model() {
+    let (ok, text) = abt(&["env"]);
+    assert!(ok, "{text}");
+    for key in [
+        "device",
+        "cpu threads",
+        "cache dir",
+        "evcxr build dir",
+        "default model status",
+    ] {
+        assert!(text.contains(key), "missing {key}:\n{text}");
+    }
+}
+
+#[test]
+fn env_json_is_machine_readable() {
+    let (ok, text) = abt(&["env", "--json"]);
+    assert!(ok, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["profile"], "tiny");
+    assert!(v["cpu_threads"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn bad_profile_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_abt"))
+        .arg("env")
+        .env("ABT_PROFILE", "huge")
+        .output()
+        .expect("abt runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ABT_PROFILE") && err.contains("tiny"), "{err}");
+}

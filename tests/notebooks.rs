@@ -1,0 +1,179 @@
+//! Headless notebook runs through `scripts/run_notebooks.py` on the real evcxr kernel.
+//!
+//! Needs the set-up done by `bash scripts/setup.sh` (the test command runs it first). Kernels
+//! share one persistent build directory, so the tests take turns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// One kernel at a time: they share the evcxr build directory.
+static KERNEL: Mutex<()> = Mutex::new(());
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The outcome of one runner invocation.
+struct Run {
+    code: i32,
+    /// The runner's report (stdout).
+    stdout: String,
+    /// The kernels' own diagnostics (stderr), shown on failure.
+    stderr: String,
+    run_dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// The executed copy of a notebook saved by the runner.
+    fn executed(&self, name: &str) -> Value {
+        let path = self.run_dir.path().join("notebooks").join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("executed notebook {}: {e}\n{}", path.display(), self.stdout)
+        });
+        serde_json::from_str(&text).expect("executed notebook is JSON")
+    }
+
+    /// Everything the runner printed, for assertion messages.
+    fn log(&self) -> String {
+        format!("{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+    }
+
+    fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or_default()
+    }
+}
+
+fn run(notebooks: &[&str]) -> Run {
+    let python: PathBuf = root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/setup.sh` first (it installs the notebook engine and the Rust kernel)",
+        python.display()
+    );
+    let _turn = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let run_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(python)
+        .arg(root().join("scripts/run_notebooks.py"))
+        .arg("--run-dir")
+        .arg(run_dir.path())
+        .args(
+            notebooks
+                .iter()
+                .map(|n| root().join("tests/notebooks").join(n)),
+        )
+        .output()
+        .expect("runner starts");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        run_dir,
+    }
+}
+
+/// All outputs of code cell `index` (counting code cells only).
+fn outputs(nb: &Value, index: usize) -> &Vec<Value> {
+    let cell = nb["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cell_type"] == "code")
+        .nth(index)
+        .expect("code cell exists");
+    cell["outputs"].as_array().unwrap()
+}
+
+/// Notebook text, stored either as one string or as a list of lines.
+fn joined(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(lines) => Some(lines.iter().filter_map(Value::as_str).collect()),
+        _ => None,
+    }
+}
+
+/// The first output of a cell carrying `mime`, as text.
+fn data(outputs: &[Value], mime: &str) -> Option<String> {
+    outputs.iter().find_map(|o| joined(&o["data"][mime]))
+}
+
+#[test]
+fn clean_notebook_passes_with_value_table_and_chart() {
+    let run = run(&["smoke.ipynb"]);
+    assert_eq!(run.code, 0, "{}", run.log());
+    assert_eq!(run.last_line(), "1 passed, 0 failed", "{}", run.log());
+    let nb = run.executed("smoke.ipynb");
+    assert_eq!(nb["metadata"]["abt_runner"]["status"], "passed");
+
+    let first = outputs(&nb, 0);
+    let printed: String = first.iter().filter_map(|o| joined(&o["text"])).collect();
+    assert!(printed.contains("profile=tiny"), "{printed}");
+    assert!(
+        printed.contains(&run.run_dir.path().display().to_string()),
+        "ABT_RUN_DIR not passed: {printed}"
+    );
+
+    assert_eq!(data(outputs(&nb, 1), "text/plain").as_deref(), Some("42"));
+
+    let html = data(outputs(&nb, 2), "text/html").expect("table as HTML");
+    assert!(
+        html.contains("<th>stage</th>") && html.contains("<td>sft</td>"),
+        "{html}"
+    );
+
+    let svg = data(outputs(&nb, 3), "image/svg+xml").expect("chart as SVG");
+    assert!(svg.trim_start().starts_with("<svg") && svg.contains("Smoke scores"));
+    let saved = run.run_dir.path().join("smoke/scores.svg");
+    assert!(saved.is_file(), "chart not saved at {}", saved.display());
+}
+
+/// Asserts the runner failed on code cell `cell` (notebook index) with `needle` in the report,
+/// and never ran the cell after it.
+fn assert_fails_at(name: &str, cell: usize, needle: &str) {
+    let run = run(&[name]);
+    assert_eq!(run.code, 1, "{}", run.log());
+    assert_eq!(run.last_line(), "0 passed, 1 failed", "{}", run.log());
+    assert!(
+        run.stdout.contains(&format!("FAIL {name}: cell {cell} (")),
+        "failing cell not named:\n{}",
+        run.log()
+    );
+    assert!(
+        run.stdout.contains(needle),
+        "expected {needle:?} in:\n{}",
+        run.log()
+    );
+    let nb = run.executed(name);
+    assert_eq!(nb["metadata"]["abt_runner"]["status"], "failed");
+    assert_eq!(nb["metadata"]["abt_runner"]["failed_cell"], cell);
+    let later = &nb["cells"][cell + 1];
+    assert!(
+        later["execution_count"].is_null(),
+        "cell after the failure ran: {later}"
+    );
+}
+
+#[test]
+fn compile_error_fails_the_run() {
+    assert_fails_at("compile_error.ipynb", 1, "mismatched types");
+}
+
+#[test]
+fn panic_fails_the_run() {
+    assert_fails_at("panic.ipynb", 1, "panicked");
+}
+
+#[test]
+fn err_from_question_mark_fails_the_run() {
+    assert_fails_at("err.ipynb", 1, "invalid digit found in string");
+}
+
+#[test]
+fn missing_notebook_is_a_usage_error() {
+    let run = run(&["does_not_exist.ipynb"]);
+    assert_eq!(run.code, 2, "{}", run.log());
+    assert!(run.stderr.contains("notebook not found"), "{}", run.log());
+}
