@@ -1,5 +1,8 @@
 //! Everything a notebook needs in one `use agentbench_tuning::prelude::*;`.
 
+// candle itself, so that evcxr can name the types of notebook variables (`candle_core::Device`).
+pub use candle_core::{self, DType, Device, Tensor};
+
 pub use crate::config::{Profile, RunContext};
 pub use crate::display::Show;
 pub use crate::error::{Error, Result};

@@ -5,7 +5,9 @@ use std::ops::Range;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
 use plotters::prelude::*;
 
-use super::{DEFAULT_SIZE, Svg, color, invalid, plot_err};
+use super::{
+    AXIS_FONT, DEFAULT_SIZE, HEADROOM, Svg, TICK_FONT, TITLE_FONT, color, invalid, plot_err, tick,
+};
 use crate::error::Result;
 
 /// Share of each category's width filled by its bars.
@@ -99,7 +101,7 @@ impl BarChart {
         let span = if hi - lo > 0.0 { hi - lo } else { 1.0 };
         let (y0, y1) = (
             if lo < 0.0 { lo - 0.08 * span } else { 0.0 },
-            hi + 0.12 * span,
+            hi + HEADROOM * span,
         );
 
         let mut content = String::new();
@@ -108,7 +110,7 @@ impl BarChart {
             let root = SVGBackend::with_string(&mut content, self.size).into_drawing_area();
             root.fill(&WHITE).map_err(|e| err(Box::new(e)))?;
             let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 22))
+                .caption(&self.title, TITLE_FONT)
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(64)
@@ -119,6 +121,9 @@ impl BarChart {
                 .disable_x_mesh()
                 .x_desc(&self.x_label)
                 .y_desc(&self.y_label)
+                .y_label_formatter(&tick)
+                .label_style(TICK_FONT)
+                .axis_desc_style(AXIS_FONT)
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(|e| err(Box::new(e)))?;

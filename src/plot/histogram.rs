@@ -2,7 +2,10 @@
 
 use plotters::prelude::*;
 
-use super::{DEFAULT_SIZE, Svg, color, invalid, padded, plot_err};
+use super::{
+    AXIS_FONT, DEFAULT_SIZE, HEADROOM, Svg, TICK_FONT, TITLE_FONT, color, invalid, padded,
+    plot_err, tick,
+};
 use crate::error::Result;
 
 /// A histogram with shared bins over one or more overlaid series.
@@ -78,7 +81,7 @@ impl Histogram {
         let (lo, hi) = if hi > lo {
             (lo, hi)
         } else {
-            padded(lo, hi, false)
+            padded(lo, hi, 0.5, 0.5, false)
         };
         let width = (hi - lo) / self.bins as f64;
         let edges = (0..=self.bins).map(|i| lo + i as f64 * width).collect();
@@ -100,7 +103,8 @@ impl Histogram {
     /// Renders the histogram to SVG.
     pub fn render(&self) -> Result<Svg> {
         let (edges, counts) = self.counts()?;
-        let top = counts.iter().flatten().copied().max().unwrap_or(0).max(1) as f64 * 1.12;
+        let top =
+            counts.iter().flatten().copied().max().unwrap_or(0).max(1) as f64 * (1.0 + HEADROOM);
         let alpha = if self.series.len() > 1 { 0.55 } else { 0.85 };
         let mut content = String::new();
         {
@@ -108,7 +112,7 @@ impl Histogram {
             let root = SVGBackend::with_string(&mut content, self.size).into_drawing_area();
             root.fill(&WHITE).map_err(|e| err(Box::new(e)))?;
             let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 22))
+                .caption(&self.title, TITLE_FONT)
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(64)
@@ -119,6 +123,10 @@ impl Histogram {
                 .disable_x_mesh()
                 .x_desc(&self.x_label)
                 .y_desc(&self.y_label)
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
+                .label_style(TICK_FONT)
+                .axis_desc_style(AXIS_FONT)
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(|e| err(Box::new(e)))?;

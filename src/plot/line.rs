@@ -3,8 +3,14 @@
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
-use super::{DEFAULT_SIZE, Svg, color, invalid, padded, plot_err};
+use super::{
+    AXIS_FONT, DEFAULT_SIZE, HEADROOM, Svg, TICK_FONT, TITLE_FONT, color, invalid, padded,
+    plot_err, tick,
+};
 use crate::error::Result;
+
+/// Series with at most this many points get point markers.
+const MARKER_MAX_POINTS: usize = 40;
 
 /// A line chart with several named series and an optional logarithmic y axis.
 #[derive(Debug, Clone)]
@@ -89,14 +95,12 @@ impl LineChart {
             fold(f64::min, f64::INFINITY, |p| p.0),
             fold(f64::max, f64::NEG_INFINITY, |p| p.0),
         );
-        let (x0, x1) = if x0 == x1 {
-            padded(x0, x1, false)
-        } else {
-            (x0, x1)
-        };
+        let (x0, x1) = padded(x0, x1, 0.02, 0.02, false);
         let (y0, y1) = padded(
             fold(f64::min, f64::INFINITY, |p| p.1),
             fold(f64::max, f64::NEG_INFINITY, |p| p.1),
+            0.05,
+            HEADROOM,
             self.log_y,
         );
 
@@ -107,7 +111,7 @@ impl LineChart {
             root.fill(&WHITE).map_err(|e| err(Box::new(e)))?;
             let mut builder = ChartBuilder::on(&root);
             builder
-                .caption(&self.title, ("sans-serif", 22))
+                .caption(&self.title, TITLE_FONT)
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(64);
@@ -147,12 +151,22 @@ impl LineChart {
             .configure_mesh()
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .label_style(TICK_FONT)
+            .axis_desc_style(AXIS_FONT)
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         for (i, (name, points)) in self.series.iter().enumerate() {
             let style = color(i).stroke_width(2);
+            // Sparse series get a marker on each point, so single measurements stay visible.
+            let marker = if points.len() <= MARKER_MAX_POINTS {
+                3
+            } else {
+                0
+            };
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), style))?
+                .draw_series(LineSeries::new(points.iter().copied(), style).point_size(marker))?
                 .label(name.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], color(i).stroke_width(2))

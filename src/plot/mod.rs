@@ -38,6 +38,28 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
+/// Font of tick labels.
+const TICK_FONT: (&str, u32) = ("sans-serif", 14);
+/// Font of axis descriptions.
+const AXIS_FONT: (&str, u32) = ("sans-serif", 15);
+/// Font of the title.
+const TITLE_FONT: (&str, u32) = ("sans-serif", 24);
+/// Share of the value range added above the data, room for the legend.
+const HEADROOM: f64 = 0.22;
+
+/// A tick label without float noise: `100`, `0.25`, `1.5e-5`.
+fn tick(v: &f64) -> String {
+    let v = *v;
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    if v.abs() >= 1e5 || v.abs() < 1e-3 {
+        return format!("{v:.2e}");
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// The colour of the `i`-th series.
 fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
@@ -92,21 +114,38 @@ fn invalid(title: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// The range `[lo, hi]` widened by a margin so that data never touches the frame.
-fn padded(lo: f64, hi: f64, log: bool) -> (f64, f64) {
+/// The range `[lo, hi]` widened by `below` and `above` (shares of its span) so that data never
+/// touches the frame; on a log scale the shares apply to the decades spanned.
+fn padded(lo: f64, hi: f64, below: f64, above: f64, log: bool) -> (f64, f64) {
     if log {
-        return (lo / 1.5, hi * 1.5);
+        let decades = (hi / lo).log10().max(1.0);
+        return (
+            lo / 10f64.powf(decades * below),
+            hi * 10f64.powf(decades * above),
+        );
     }
-    if (hi - lo).abs() < f64::EPSILON {
-        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-        return (lo - pad, hi + pad);
-    }
-    let pad = (hi - lo) * 0.05;
-    (lo - pad, hi + pad)
+    let span = if (hi - lo).abs() < f64::EPSILON {
+        if lo == 0.0 { 1.0 } else { lo.abs() }
+    } else {
+        hi - lo
+    };
+    (lo - span * below, hi + span * above)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::tick;
+
+    #[test]
+    fn ticks_have_no_float_noise() {
+        assert_eq!(tick(&100.0), "100");
+        assert_eq!(tick(&0.25), "0.25");
+        assert_eq!(tick(&-1.5), "-1.5");
+        assert_eq!(tick(&0.0), "0");
+        assert_eq!(tick(&2.5e-5), "2.50e-5");
+        assert_eq!(tick(&1.0e6), "1.00e6");
+    }
+
     /// The contents of every `<text>` element, trimmed.
     pub(crate) fn texts(svg: &str) -> Vec<String> {
         svg.split("<text")
