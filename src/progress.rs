@@ -71,14 +71,7 @@ impl Progress {
             return;
         }
         self.finished = true;
-        let line = self.line();
-        let mut out = std::io::stdout().lock();
-        let _ = if self.tty {
-            writeln!(out, "\r\x1b[2K{line}")
-        } else {
-            writeln!(out, "{line}")
-        };
-        let _ = out.flush();
+        self.print(true);
     }
 
     /// The current progress line.
@@ -96,21 +89,22 @@ impl Progress {
     fn maybe_print(&mut self) {
         let now = Instant::now();
         let interval = if self.tty { TTY_INTERVAL } else { LOG_INTERVAL };
-        let due = match self.last_print {
-            None => now.duration_since(self.start) >= interval,
-            Some(last) => now.duration_since(last) >= interval,
-        };
-        if !due || self.finished {
+        let since = self.last_print.unwrap_or(self.start);
+        if self.finished || now.duration_since(since) < interval {
             return;
         }
         self.last_print = Some(now);
-        let line = self.line();
+        // On a terminal the line is redrawn in place until the final one ends it.
+        self.print(!self.tty);
+    }
+
+    /// Writes the current line to stdout: over the previous one on a terminal, and ended with a
+    /// newline when `newline` is set.
+    fn print(&self, newline: bool) {
         let mut out = std::io::stdout().lock();
-        let _ = if self.tty {
-            write!(out, "\r\x1b[2K{line}")
-        } else {
-            writeln!(out, "{line}")
-        };
+        let clear = if self.tty { "\r\x1b[2K" } else { "" };
+        let end = if newline { "\n" } else { "" };
+        let _ = write!(out, "{clear}{}{end}", self.line());
         let _ = out.flush();
     }
 }

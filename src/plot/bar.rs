@@ -5,9 +5,8 @@ use std::ops::Range;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
 use plotters::prelude::*;
 
-use super::{
-    AXIS_FONT, DEFAULT_SIZE, HEADROOM, Svg, TICK_FONT, TITLE_FONT, color, invalid, plot_err, tick,
-};
+use super::frame::{Frame, XAxis, frame_setters};
+use super::{HEADROOM, Svg, color};
 use crate::error::Result;
 
 /// Share of each category's width filled by its bars.
@@ -16,10 +15,7 @@ const GROUP_WIDTH: f64 = 0.8;
 /// A grouped bar chart: categories along x, one coloured bar per series in each category.
 #[derive(Debug, Clone)]
 pub struct BarChart {
-    title: String,
-    x_label: String,
-    y_label: String,
-    size: (u32, u32),
+    frame: Frame,
     categories: Vec<String>,
     series: Vec<(String, Vec<f64>)>,
 }
@@ -28,14 +24,13 @@ impl BarChart {
     /// An empty chart with a title.
     pub fn new(title: impl Into<String>) -> Self {
         BarChart {
-            title: title.into(),
-            x_label: String::new(),
-            y_label: String::new(),
-            size: DEFAULT_SIZE,
+            frame: Frame::new(title.into()),
             categories: Vec::new(),
             series: Vec::new(),
         }
     }
+
+    frame_setters!();
 
     /// Sets the categories (groups along the x axis), in display order.
     pub fn categories<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
@@ -54,105 +49,47 @@ impl BarChart {
         self
     }
 
-    /// Labels the x axis.
-    pub fn x_label(mut self, label: impl Into<String>) -> Self {
-        self.x_label = label.into();
-        self
-    }
-
-    /// Labels the y axis.
-    pub fn y_label(mut self, label: impl Into<String>) -> Self {
-        self.y_label = label.into();
-        self
-    }
-
-    /// Sets the size in pixels.
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = (width, height);
-        self
-    }
-
     /// Renders the chart to SVG.
     pub fn render(&self) -> Result<Svg> {
         let n = self.categories.len();
         if n == 0 || self.series.is_empty() {
-            return Err(invalid(
-                &self.title,
-                "needs at least one category and one series",
-            ));
+            return Err(self
+                .frame
+                .invalid("needs at least one category and one series"));
         }
         for (name, values) in &self.series {
             if values.len() != n {
-                return Err(invalid(
-                    &self.title,
-                    format!(
-                        "series {name:?} has {} values for {n} categories",
-                        values.len()
-                    ),
-                ));
+                return Err(self.frame.invalid(format!(
+                    "series {name:?} has {} values for {n} categories",
+                    values.len()
+                )));
             }
             if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-                return Err(invalid(&self.title, format!("series {name:?} holds {v}")));
+                return Err(self.frame.invalid(format!("series {name:?} holds {v}")));
             }
         }
         let values = || self.series.iter().flat_map(|(_, v)| v.iter().copied());
         let lo = values().fold(0.0, f64::min);
         let hi = values().fold(0.0, f64::max);
         let span = if hi - lo > 0.0 { hi - lo } else { 1.0 };
-        let (y0, y1) = (
-            if lo < 0.0 { lo - 0.08 * span } else { 0.0 },
-            hi + HEADROOM * span,
-        );
-
-        let mut content = String::new();
-        {
-            let err = plot_err(&self.title);
-            let root = SVGBackend::with_string(&mut content, self.size).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| err(Box::new(e)))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, TITLE_FONT)
-                .margin(12)
-                .x_label_area_size(44)
-                .y_label_area_size(64)
-                .build_cartesian_2d(CategoryAxis(&self.categories), y0..y1)
-                .map_err(|e| err(Box::new(e)))?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_desc(&self.x_label)
-                .y_desc(&self.y_label)
-                .y_label_formatter(&tick)
-                .label_style(TICK_FONT)
-                .axis_desc_style(AXIS_FONT)
-                .light_line_style(WHITE.mix(0.0))
-                .draw()
-                .map_err(|e| err(Box::new(e)))?;
-            let width = GROUP_WIDTH / self.series.len() as f64;
+        let y0 = if lo < 0.0 { lo - 0.08 * span } else { 0.0 };
+        let y1 = hi + HEADROOM * span;
+        let width = GROUP_WIDTH / self.series.len() as f64;
+        let axis = CategoryAxis(&self.categories);
+        self.frame.render(axis, y0..y1, XAxis::Categories, |chart| {
             for (j, (name, values)) in self.series.iter().enumerate() {
                 let bars = values.iter().enumerate().map(move |(i, v)| {
                     let left = i as f64 + (1.0 - GROUP_WIDTH) / 2.0 + j as f64 * width;
                     Rectangle::new([(left, 0.0), (left + width * 0.92, *v)], color(j).filled())
                 });
                 chart
-                    .draw_series(bars)
-                    .map_err(|e| err(Box::new(e)))?
+                    .draw_series(bars)?
                     .label(name.as_str())
                     .legend(move |(x, y)| {
                         Rectangle::new([(x, y - 5), (x + 12, y + 5)], color(j).filled())
                     });
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(|e| err(Box::new(e)))?;
-            root.present().map_err(|e| err(Box::new(e)))?;
-        }
-        Ok(Svg {
-            title: self.title.clone(),
-            content,
+            Ok(())
         })
     }
 }

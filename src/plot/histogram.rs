@@ -2,57 +2,35 @@
 
 use plotters::prelude::*;
 
-use super::{
-    AXIS_FONT, DEFAULT_SIZE, HEADROOM, Svg, TICK_FONT, TITLE_FONT, color, invalid, padded,
-    plot_err, tick,
-};
+use super::frame::{Frame, XAxis, frame_setters};
+use super::{HEADROOM, Svg, color, padded};
 use crate::error::Result;
 
 /// A histogram with shared bins over one or more overlaid series.
 #[derive(Debug, Clone)]
 pub struct Histogram {
-    title: String,
-    x_label: String,
-    y_label: String,
+    frame: Frame,
     bins: usize,
-    size: (u32, u32),
     series: Vec<(String, Vec<f64>)>,
 }
 
 impl Histogram {
-    /// An empty histogram with a title and 20 bins.
+    /// An empty histogram with a title, 20 bins and the y axis labelled "count".
     pub fn new(title: impl Into<String>) -> Self {
+        let mut frame = Frame::new(title.into());
+        frame.y_label = "count".to_string();
         Histogram {
-            title: title.into(),
-            x_label: String::new(),
-            y_label: "count".to_string(),
+            frame,
             bins: 20,
-            size: DEFAULT_SIZE,
             series: Vec::new(),
         }
     }
 
+    frame_setters!();
+
     /// Sets the number of equal-width bins.
     pub fn bins(mut self, bins: usize) -> Self {
         self.bins = bins;
-        self
-    }
-
-    /// Labels the x axis.
-    pub fn x_label(mut self, label: impl Into<String>) -> Self {
-        self.x_label = label.into();
-        self
-    }
-
-    /// Labels the y axis (default "count").
-    pub fn y_label(mut self, label: impl Into<String>) -> Self {
-        self.y_label = label.into();
-        self
-    }
-
-    /// Sets the size in pixels.
-    pub fn size(mut self, width: u32, height: u32) -> Self {
-        self.size = (width, height);
         self
     }
 
@@ -70,11 +48,11 @@ impl Histogram {
     /// The bin edges (`bins + 1` values) and each series' counts per bin.
     pub fn counts(&self) -> Result<(Vec<f64>, Vec<Vec<usize>>)> {
         if self.bins == 0 {
-            return Err(invalid(&self.title, "needs at least one bin"));
+            return Err(self.frame.invalid("needs at least one bin"));
         }
         let all = || self.series.iter().flat_map(|(_, v)| v.iter().copied());
         if all().next().is_none() {
-            return Err(invalid(&self.title, "no values in any series"));
+            return Err(self.frame.invalid("no values in any series"));
         }
         let lo = all().fold(f64::INFINITY, f64::min);
         let hi = all().fold(f64::NEG_INFINITY, f64::max);
@@ -103,61 +81,26 @@ impl Histogram {
     /// Renders the histogram to SVG.
     pub fn render(&self) -> Result<Svg> {
         let (edges, counts) = self.counts()?;
-        let top =
-            counts.iter().flatten().copied().max().unwrap_or(0).max(1) as f64 * (1.0 + HEADROOM);
+        let most = counts.iter().flatten().copied().max().unwrap_or(0).max(1);
+        let top = most as f64 * (1.0 + HEADROOM);
         let alpha = if self.series.len() > 1 { 0.55 } else { 0.85 };
-        let mut content = String::new();
-        {
-            let err = plot_err(&self.title);
-            let root = SVGBackend::with_string(&mut content, self.size).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| err(Box::new(e)))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, TITLE_FONT)
-                .margin(12)
-                .x_label_area_size(44)
-                .y_label_area_size(64)
-                .build_cartesian_2d(edges[0]..edges[self.bins], 0.0..top)
-                .map_err(|e| err(Box::new(e)))?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_desc(&self.x_label)
-                .y_desc(&self.y_label)
-                .x_label_formatter(&tick)
-                .y_label_formatter(&tick)
-                .label_style(TICK_FONT)
-                .axis_desc_style(AXIS_FONT)
-                .light_line_style(WHITE.mix(0.0))
-                .draw()
-                .map_err(|e| err(Box::new(e)))?;
+        let x = edges[0]..edges[self.bins];
+        self.frame.render(x, 0.0..top, XAxis::Numeric, |chart| {
             for (j, ((name, _), c)) in self.series.iter().zip(&counts).enumerate() {
                 let edges = &edges;
                 let bars = c.iter().enumerate().map(move |(i, n)| {
-                    Rectangle::new(
-                        [(edges[i], 0.0), (edges[i + 1], *n as f64)],
-                        color(j).mix(alpha).filled(),
-                    )
+                    let corners = [(edges[i], 0.0), (edges[i + 1], *n as f64)];
+                    Rectangle::new(corners, color(j).mix(alpha).filled())
                 });
                 chart
-                    .draw_series(bars)
-                    .map_err(|e| err(Box::new(e)))?
+                    .draw_series(bars)?
                     .label(name.as_str())
                     .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], color(j).mix(alpha).filled())
+                        let swatch = color(j).mix(alpha).filled();
+                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], swatch)
                     });
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(|e| err(Box::new(e)))?;
-            root.present().map_err(|e| err(Box::new(e)))?;
-        }
-        Ok(Svg {
-            title: self.title.clone(),
-            content,
+            Ok(())
         })
     }
 }

@@ -7,6 +7,7 @@
 //! file. Text is written as SVG `<text>`, so no system font is needed to render.
 
 mod bar;
+mod frame;
 mod histogram;
 mod line;
 
@@ -19,7 +20,7 @@ pub use line::LineChart;
 use plotters::style::RGBColor;
 
 use crate::display::Show;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Default chart size in pixels.
 const DEFAULT_SIZE: (u32, u32) = (720, 400);
@@ -95,22 +96,6 @@ impl Show for Svg {
             ("image/svg+xml", self.content.clone()),
             ("text/plain", format!("[chart: {}]", self.title)),
         ]
-    }
-}
-
-/// Turns any plotters drawing error into a chart error naming the chart.
-fn plot_err(title: &str) -> impl Fn(Box<dyn std::error::Error + '_>) -> Error + '_ {
-    move |e| Error::Plot {
-        title: title.to_string(),
-        reason: e.to_string(),
-    }
-}
-
-/// Fails with a chart error naming the chart.
-fn invalid(title: &str, reason: impl Into<String>) -> Error {
-    Error::Plot {
-        title: title.to_string(),
-        reason: reason.into(),
     }
 }
 
