@@ -46,7 +46,6 @@ except ImportError as exc:  # pragma: no cover - message for users without the v
 BARRIER = "ABT_RUNNER_BARRIER"
 BARRIER_TIMEOUT = 120
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentbench-tuning"
 
 
 def plain(text: str) -> str:
@@ -149,7 +148,6 @@ def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
     env = dict(os.environ)
     env["ABT_PROFILE"] = profile
     env["ABT_RUN_DIR"] = str(run_dir)
-    env.setdefault("EVCXR_TMPDIR", str(DEFAULT_CACHE / "evcxr"))
     client = NotebookClient(
         nb,
         kernel_name=kernel,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::Device;
+use candle_core::{Device, DeviceLocation};
 use serde::Serialize;
 
 use crate::config::RunContext;
@@ -37,12 +37,12 @@ fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
-/// A short human name for a device.
+/// A short name for a device, in the form `ABT_DEVICE` accepts: `cpu`, `cuda:0`, `metal:0`.
 pub fn device_name(device: &Device) -> String {
-    match device {
-        Device::Cpu => "cpu".to_string(),
-        Device::Cuda(_) => "cuda".to_string(),
-        Device::Metal(_) => "metal".to_string(),
+    match device.location() {
+        DeviceLocation::Cpu => "cpu".to_string(),
+        DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
 
@@ -173,6 +173,7 @@ mod tests {
     #[test]
     fn device_names_parse() {
         assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        assert_eq!(device_name(&Device::Cpu), "cpu");
         let err = parse_device("tpu").unwrap_err().to_string();
         assert!(
             err.contains("ABT_DEVICE") && err.contains("cuda:N"),
