@@ -48,7 +48,7 @@ const TITLE_FONT: (&str, u32) = ("sans-serif", 24);
 /// Share of the value range added above the data, room for the legend.
 const HEADROOM: f64 = 0.22;
 
-/// A tick label without float noise: `100`, `0.25`, `1.5e-5`.
+/// A tick label without float noise: `100`, `0.25`, and `2.50e-5` for very small or large values.
 fn tick(v: &f64) -> String {
     let v = *v;
     if v == 0.0 || !v.is_finite() {
