@@ -52,6 +52,73 @@ pub enum Error {
         /// Number of cells in the row.
         found: usize,
     },
+    /// A file the user pointed at (or a default) does not exist.
+    #[error("{path} does not exist: {hint}")]
+    MissingFile {
+        /// The path looked for.
+        path: PathBuf,
+        /// How to get the file.
+        hint: String,
+    },
+    /// A JSON file could not be parsed.
+    #[error("parsing {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A model configuration (config.json or GGUF metadata) is missing a field or holds a bad value.
+    #[error("model config {source_name}: {reason}")]
+    InvalidConfig {
+        /// Where the config came from (a path or repo id).
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A model architecture this crate does not implement.
+    #[error(
+        "unsupported model architecture {found:?} in {source_name}; supported: llama, qwen2, qwen3"
+    )]
+    UnsupportedArchitecture {
+        /// The architecture named by the config.
+        found: String,
+        /// Where the config came from.
+        source_name: String,
+    },
+    /// A weight the model needs is not in its checkpoint.
+    #[error("tensor {name:?} not found in {source_name}")]
+    MissingTensor {
+        /// The tensor's name (Hugging Face naming).
+        name: String,
+        /// The checkpoint looked in.
+        source_name: String,
+    },
+    /// A weight has a different shape from the one the config implies.
+    #[error("tensor {tensor:?} has shape {found:?}, the config implies {expected:?}")]
+    ShapeMismatch {
+        /// The tensor's name.
+        tensor: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape in the checkpoint.
+        found: Vec<usize>,
+    },
+    /// The Hugging Face hub could not provide a file.
+    #[error("hugging face hub, {repo}: {reason}")]
+    Hub {
+        /// The repo id.
+        repo: String,
+        /// What failed and how to fix it.
+        reason: String,
+    },
+    /// A LoRA adapter does not fit the model or its configuration is invalid.
+    #[error("LoRA adapter: {0}")]
+    Adapter(String),
+    /// An input batch is malformed (empty, ragged where it must not be, ids out of range).
+    #[error("batch: {0}")]
+    Batch(String),
     /// An error from candle (tensor operations, devices).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -16,10 +16,12 @@ pub mod config;
 pub mod display;
 pub mod error;
 pub mod io;
+pub mod model;
 pub mod paths;
 pub mod plot;
 pub mod prelude;
 pub mod progress;
+pub mod rng;
 pub mod system;
 pub mod table;
 

@@ -1,0 +1,235 @@
+//! A padded batch of token sequences, with the masks and positions the decoder needs.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Token ids `[batch, seq]` with a padding mask; positions count real tokens only.
+///
+/// Built right-padded for training (teacher forcing) and left-padded for generation. A pad
+/// token never influences a real one: keys at padded positions are masked, and each row's
+/// positions start at 0 at its first real token (as transformers does with
+/// `position_ids = cumsum(mask) - 1`).
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    ids: Vec<u32>,
+    mask: Vec<u8>,
+    batch: usize,
+    seq: usize,
+    device: Device,
+}
+
+/// Which side of a sequence pads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// Pads after the tokens (training, log-probs).
+    Right,
+    /// Pads before the tokens (batched generation: every row ends at the same column).
+    Left,
+}
+
+impl TokenBatch {
+    /// Pads `sequences` to the longest with `pad_id` on the given side.
+    pub fn pad(
+        sequences: &[Vec<u32>],
+        pad_id: u32,
+        side: Padding,
+        device: &Device,
+    ) -> Result<Self> {
+        if sequences.is_empty() {
+            return Err(Error::Batch("no sequences".into()));
+        }
+        let seq = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        if seq == 0 {
+            return Err(Error::Batch("all sequences are empty".into()));
+        }
+        let mut ids = Vec::with_capacity(sequences.len() * seq);
+        let mut mask = Vec::with_capacity(sequences.len() * seq);
+        for s in sequences {
+            let pads = seq - s.len();
+            if side == Padding::Left {
+                ids.extend(std::iter::repeat_n(pad_id, pads));
+                mask.extend(std::iter::repeat_n(0u8, pads));
+            }
+            ids.extend_from_slice(s);
+            mask.extend(std::iter::repeat_n(1u8, s.len()));
+            if side == Padding::Right {
+                ids.extend(std::iter::repeat_n(pad_id, pads));
+                mask.extend(std::iter::repeat_n(0u8, pads));
+            }
+        }
+        Ok(Self {
+            ids,
+            mask,
+            batch: sequences.len(),
+            seq,
+            device: device.clone(),
+        })
+    }
+
+    /// From row-major ids and a 0/1 mask (`[batch, seq]` each), e.g. read from a fixture.
+    pub fn from_parts(ids: Vec<u32>, mask: Vec<u8>, batch: usize, device: &Device) -> Result<Self> {
+        if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) || mask.len() != ids.len() {
+            return Err(Error::Batch(format!(
+                "{} ids and {} mask entries do not form {batch} equal rows",
+                ids.len(),
+                mask.len()
+            )));
+        }
+        let seq = ids.len() / batch;
+        Ok(Self {
+            ids,
+            mask,
+            batch,
+            seq,
+            device: device.clone(),
+        })
+    }
+
+    /// `(batch, seq)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.batch, self.seq)
+    }
+
+    /// The device tensors are created on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of real (non-pad) tokens.
+    pub fn num_tokens(&self) -> usize {
+        self.mask.iter().filter(|&&m| m == 1).count()
+    }
+
+    /// Token ids `[batch, seq]` (u32).
+    pub fn input_ids(&self) -> Result<Tensor> {
+        Ok(Tensor::from_slice(
+            &self.ids,
+            (self.batch, self.seq),
+            &self.device,
+        )?)
+    }
+
+    /// The 0/1 padding mask `[batch, seq]` in `dtype`.
+    pub fn mask(&self, dtype: DType) -> Result<Tensor> {
+        let m: Vec<f32> = self.mask.iter().map(|&m| f32::from(m)).collect();
+        Ok(Tensor::from_vec(m, (self.batch, self.seq), &self.device)?.to_dtype(dtype)?)
+    }
+
+    /// The mask over next-token targets `[batch, seq - 1]`: 1 where both the context token and
+    /// the predicted token are real.
+    pub fn target_mask(&self) -> Result<Tensor> {
+        let mut m = Vec::with_capacity(self.batch * (self.seq - 1));
+        for row in self.mask.chunks(self.seq) {
+            m.extend(row.windows(2).map(|w| f32::from(w[0] & w[1])));
+        }
+        Ok(Tensor::from_vec(
+            m,
+            (self.batch, self.seq - 1),
+            &self.device,
+        )?)
+    }
+
+    /// Positions `[batch, seq]` (u32): `cumsum(mask) - 1`, clamped at 0 on leading pads.
+    pub fn positions(&self) -> Result<Tensor> {
+        let mut pos = Vec::with_capacity(self.ids.len());
+        for row in self.mask.chunks(self.seq) {
+            let mut count = 0u32;
+            for &m in row {
+                count += u32::from(m);
+                pos.push(count.saturating_sub(1));
+            }
+        }
+        Ok(Tensor::from_vec(pos, (self.batch, self.seq), &self.device)?)
+    }
+
+    /// Additive attention bias `[batch, 1, 1, seq, seq]` (f32): 0 where query `i` may see key
+    /// `j` (`j ≤ i` and `j` real), −∞ elsewhere. A pad query with no visible key sees itself, so
+    /// no row is all −∞ (its output is never used).
+    pub fn attention_bias(&self) -> Result<Tensor> {
+        let (b, t) = (self.batch, self.seq);
+        let mut bias = vec![f32::NEG_INFINITY; b * t * t];
+        for (r, row) in self.mask.chunks(t).enumerate() {
+            for i in 0..t {
+                let out = &mut bias[(r * t + i) * t..(r * t + i + 1) * t];
+                let mut any = false;
+                for j in 0..=i {
+                    if row[j] == 1 {
+                        out[j] = 0.0;
+                        any = true;
+                    }
+                }
+                if !any {
+                    out[i] = 0.0;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(bias, (b, 1, 1, t, t), &self.device)?)
+    }
+
+    /// Per-row real tokens, without padding.
+    pub fn rows(&self) -> Vec<Vec<u32>> {
+        self.ids
+            .chunks(self.seq)
+            .zip(self.mask.chunks(self.seq))
+            .map(|(ids, m)| {
+                ids.iter()
+                    .zip(m)
+                    .filter(|(_, m)| **m == 1)
+                    .map(|(i, _)| *i)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn left_padding_starts_positions_at_the_first_real_token() {
+        let b = TokenBatch::pad(&[vec![5, 6, 7], vec![8]], 0, Padding::Left, &Device::Cpu).unwrap();
+        assert_eq!(
+            b.input_ids().unwrap().to_vec2::<u32>().unwrap(),
+            [[5, 6, 7], [0, 0, 8]]
+        );
+        assert_eq!(
+            b.positions().unwrap().to_vec2::<u32>().unwrap(),
+            [[0, 1, 2], [0, 0, 0]]
+        );
+        assert_eq!(
+            b.target_mask().unwrap().to_vec2::<f32>().unwrap(),
+            [[1., 1.], [0., 0.]]
+        );
+        assert_eq!(b.rows(), vec![vec![5, 6, 7], vec![8]]);
+        let bias = b
+            .attention_bias()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // row 1, query 0 (a pad with no real key before it) sees only itself
+        assert_eq!(&bias[9..12], &[0.0, f32::NEG_INFINITY, f32::NEG_INFINITY]);
+        // row 1, query 2 sees only key 2
+        assert_eq!(&bias[15..18], &[f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0]);
+    }
+
+    #[test]
+    fn right_padding_masks_targets_after_the_end() {
+        let b = TokenBatch::pad(
+            &[vec![1, 2], vec![3, 4, 5]],
+            9,
+            Padding::Right,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            b.target_mask().unwrap().to_vec2::<f32>().unwrap(),
+            [[1., 0.], [1., 1.]]
+        );
+        assert_eq!(b.num_tokens(), 5);
+        assert!(TokenBatch::pad(&[], 0, Padding::Right, &Device::Cpu).is_err());
+    }
+}

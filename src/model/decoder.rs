@@ -1,0 +1,526 @@
+//! One decoder for Llama, Qwen2 and Qwen3: frozen base weights plus optional LoRA adapters.
+
+use candle_core::{D, DType, Device, Tensor, Var};
+
+use super::batch::TokenBatch;
+use super::checkpoint::Checkpoint;
+use super::config::ModelConfig;
+use super::lora::{LoraConfig, LoraPair, Target};
+use super::ops;
+use super::source::{ModelFiles, ModelSource};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// How a forward pass treats the adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Adapters on, LoRA dropout active: the policy being trained.
+    Train,
+    /// Adapters on, no dropout: the policy as it is.
+    Eval,
+    /// Adapters off: the frozen base model, i.e. the DPO/GRPO reference policy.
+    Reference,
+}
+
+impl Mode {
+    fn adapters(self) -> bool {
+        self != Mode::Reference
+    }
+}
+
+/// A linear projection `x Wᵀ + b` with a frozen `W` and an optional adapter.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    lora: Option<LoraPair>,
+}
+
+impl Projection {
+    fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The adapter on this projection, if any.
+    pub fn lora(&self) -> Option<&LoraPair> {
+        self.lora.as_ref()
+    }
+
+    /// Applies the projection to `x` `[.., in]`.
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let x2 = x.reshape(((), in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let (Some(lora), true) = (&self.lora, mode.adapters()) {
+            y = (y + lora.forward(&x2, mode == Mode::Train)?)?;
+        }
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Projection,
+    up: Projection,
+    down: Projection,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Tensor,
+    attn: Attention,
+    post_norm: Tensor,
+    mlp: Mlp,
+}
+
+impl Layer {
+    fn projection(&self, target: Target) -> &Projection {
+        match target {
+            Target::Q => &self.attn.q,
+            Target::K => &self.attn.k,
+            Target::V => &self.attn.v,
+            Target::O => &self.attn.o,
+            Target::Gate => &self.mlp.gate,
+            Target::Up => &self.mlp.up,
+            Target::Down => &self.mlp.down,
+        }
+    }
+
+    fn projection_mut(&mut self, target: Target) -> &mut Projection {
+        match target {
+            Target::Q => &mut self.attn.q,
+            Target::K => &mut self.attn.k,
+            Target::V => &mut self.attn.v,
+            Target::O => &mut self.attn.o,
+            Target::Gate => &mut self.mlp.gate,
+            Target::Up => &mut self.mlp.up,
+            Target::Down => &mut self.mlp.down,
+        }
+    }
+}
+
+/// Per-batch inputs shared by every layer.
+struct Context {
+    cos: Tensor,
+    sin: Tensor,
+    bias: Tensor,
+}
+
+/// A Llama/Qwen2/Qwen3 decoder.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    config: ModelConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Option<Tensor>,
+    inv_freq: Tensor,
+    lora: Option<LoraConfig>,
+    device: Device,
+    dtype: DType,
+}
+
+impl Decoder {
+    /// Loads a model from a directory, a `.gguf` file or a hub repo id.
+    pub fn load(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self> {
+        Self::from_files(&source.resolve()?, device, dtype)
+    }
+
+    /// Loads a model from resolved files (GGUF is dequantised to `dtype`).
+    pub fn from_files(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        let (mut checkpoint, config) = match (&files.gguf, &files.config) {
+            (Some(gguf), _) => Checkpoint::gguf(gguf)?,
+            (None, Some(config)) => (
+                Checkpoint::safetensors(&files.weights)?,
+                ModelConfig::from_json_file(config)?,
+            ),
+            (None, None) => {
+                return Err(Error::InvalidConfig {
+                    source_name: "model files".into(),
+                    reason: "neither a GGUF file nor a config.json was given".into(),
+                });
+            }
+        };
+        Self::from_checkpoint(config, &mut checkpoint, device, dtype)
+    }
+
+    fn from_checkpoint(
+        config: ModelConfig,
+        ck: &mut Checkpoint,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let c = &config;
+        let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
+        let (qd, kvd) = (c.num_heads * d, c.num_kv_heads * d);
+        let mut load = |name: &str, shape: &[usize]| ck.load(name, shape, device, dtype);
+        let embed = load("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            let p = format!("model.layers.{l}");
+            let mut proj =
+                |module: &str, out: usize, inp: usize, bias: bool| -> Result<Projection> {
+                    let weight = load(&format!("{p}.{module}.weight"), &[out, inp])?;
+                    let bias = if bias {
+                        Some(load(&format!("{p}.{module}.bias"), &[out])?)
+                    } else {
+                        None
+                    };
+                    Ok(Projection::new(weight, bias))
+                };
+            let attn = Attention {
+                q: proj("self_attn.q_proj", qd, h, c.qkv_bias)?,
+                k: proj("self_attn.k_proj", kvd, h, c.qkv_bias)?,
+                v: proj("self_attn.v_proj", kvd, h, c.qkv_bias)?,
+                o: proj("self_attn.o_proj", h, qd, false)?,
+                q_norm: None,
+                k_norm: None,
+            };
+            let mlp = Mlp {
+                gate: proj("mlp.gate_proj", i, h, false)?,
+                up: proj("mlp.up_proj", i, h, false)?,
+                down: proj("mlp.down_proj", h, i, false)?,
+            };
+            let mut attn = attn;
+            if c.qk_norm {
+                attn.q_norm = Some(load(&format!("{p}.self_attn.q_norm.weight"), &[d])?);
+                attn.k_norm = Some(load(&format!("{p}.self_attn.k_norm.weight"), &[d])?);
+            }
+            layers.push(Layer {
+                input_norm: load(&format!("{p}.input_layernorm.weight"), &[h])?,
+                attn,
+                post_norm: load(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                mlp,
+            });
+        }
+        let norm = load("model.norm.weight", &[h])?;
+        // Some checkpoints of tied models still carry lm_head; it is the embedding either way.
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(load("lm_head.weight", &[c.vocab_size, h])?)
+        };
+        let inv_freq: Vec<f32> = c.inv_freq().into_iter().map(|f| f as f32).collect();
+        let inv_freq = Tensor::from_vec(inv_freq, d / 2, device)?;
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            lora: None,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The adapter configuration, when adapters are attached.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// Attaches fresh adapters (A random, B zero) to the configured projections of every layer.
+    pub fn add_lora(&mut self, config: &LoraConfig) -> Result<()> {
+        config.validate()?;
+        if self.lora.is_some() {
+            return Err(Error::Adapter(
+                "the model already has adapters; remove them first".into(),
+            ));
+        }
+        let mut rng = Rng::new(config.seed);
+        for layer in &mut self.layers {
+            for &target in &config.targets {
+                let proj = layer.projection_mut(target);
+                let (out_dim, in_dim) = proj.weight.dims2()?;
+                proj.lora = Some(LoraPair::new(
+                    in_dim,
+                    out_dim,
+                    config,
+                    &mut rng,
+                    &self.device,
+                )?);
+            }
+        }
+        self.lora = Some(config.clone());
+        Ok(())
+    }
+
+    /// Attaches adapters with given A, B per (layer, target); used when loading saved adapters.
+    pub(crate) fn set_lora(
+        &mut self,
+        config: &LoraConfig,
+        mut pairs: impl FnMut(usize, Target, (usize, usize)) -> Result<LoraPair>,
+    ) -> Result<()> {
+        config.validate()?;
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            for &target in &config.targets {
+                let proj = layer.projection_mut(target);
+                let shape = proj.weight.dims2()?;
+                proj.lora = Some(pairs(l, target, shape)?);
+            }
+        }
+        self.lora = Some(config.clone());
+        Ok(())
+    }
+
+    /// Detaches all adapters, leaving the base model.
+    pub fn remove_lora(&mut self) {
+        for layer in &mut self.layers {
+            for target in Target::ALL {
+                layer.projection_mut(target).lora = None;
+            }
+        }
+        self.lora = None;
+    }
+
+    /// Every adapter as `(layer, target, pair)`, in layer then target order.
+    pub fn lora_pairs(&self) -> Vec<(usize, Target, &LoraPair)> {
+        let mut out = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            for target in Target::ALL {
+                if let Some(pair) = layer.projection(target).lora() {
+                    out.push((l, target, pair));
+                }
+            }
+        }
+        out
+    }
+
+    /// The trainable tensors: every adapter's A and B.
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        self.lora_pairs()
+            .into_iter()
+            .flat_map(|(_, _, p)| [p.a.clone(), p.b.clone()])
+            .collect()
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_trainable(&self) -> usize {
+        self.trainable_vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// The base weight of one projection (HF layout `[out, in]`).
+    pub fn projection(&self, layer: usize, target: Target) -> Option<&Projection> {
+        self.layers.get(layer).map(|l| l.projection(target))
+    }
+
+    /// Every base tensor under its transformers name, with adapters merged into the projections
+    /// (`W + scale·B A`); the tied output head is not repeated.
+    pub fn named_base_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                layer.input_norm.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.post_norm.clone(),
+            ));
+            for (name, norm) in [
+                ("q_norm", &layer.attn.q_norm),
+                ("k_norm", &layer.attn.k_norm),
+            ] {
+                if let Some(w) = norm {
+                    out.push((format!("{p}.self_attn.{name}.weight"), w.clone()));
+                }
+            }
+            for target in Target::ALL {
+                let proj = layer.projection(target);
+                let path = format!("{p}.{}", target.module_path());
+                let weight = match proj.lora() {
+                    Some(lora) => {
+                        (proj.weight.to_dtype(DType::F32)? + lora.delta()?)?.to_dtype(self.dtype)?
+                    }
+                    None => proj.weight.clone(),
+                };
+                out.push((format!("{path}.weight"), weight));
+                if let Some(b) = &proj.bias {
+                    out.push((format!("{path}.bias"), b.clone()));
+                }
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        if let Some(head) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), head.clone()));
+        }
+        Ok(out)
+    }
+
+    fn attention(&self, attn: &Attention, x: &Tensor, ctx: &Context, mode: Mode) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let g = c.group_size();
+        let heads = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+            let y = y.reshape((b, t, n, d))?;
+            let y = match norm {
+                Some(w) => ops::rms_norm(&y, w, c.rms_norm_eps)?,
+                None => y,
+            };
+            Ok(y.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(attn.q.forward(x, mode)?, h, &attn.q_norm)?;
+        let k = heads(attn.k.forward(x, mode)?, kvh, &attn.k_norm)?;
+        let v = heads(attn.v.forward(x, mode)?, kvh, &None)?;
+        let q = ops::apply_rope(&q, &ctx.cos, &ctx.sin)?;
+        let k = ops::apply_rope(&k, &ctx.cos, &ctx.sin)?.contiguous()?;
+        // Grouped-query attention without copying K/V: the g query heads that share a KV head
+        // are stacked along the sequence axis, [b, kvh, g·t, d] against [b, kvh, t, d].
+        let q = q.contiguous()?.reshape((b, kvh, g * t, d))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scores = scores
+            .reshape((b, kvh, g, t, t))?
+            .to_dtype(ops::accumulation_dtype(self.dtype))?
+            .broadcast_add(&ctx.bias)?;
+        let probs = ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+        let out = probs.reshape((b, kvh, g * t, t))?.matmul(&v)?;
+        let out = out
+            .reshape((b, h, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * d))?;
+        attn.o.forward(&out, mode)
+    }
+
+    fn layer(&self, layer: &Layer, x: &Tensor, ctx: &Context, mode: Mode) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        let attn = self.attention(
+            &layer.attn,
+            &ops::rms_norm(x, &layer.input_norm, eps)?,
+            ctx,
+            mode,
+        )?;
+        let x = (x + attn)?;
+        let hidden = ops::rms_norm(&x, &layer.post_norm, eps)?;
+        let mlp = &layer.mlp;
+        let act = ops::swiglu(
+            &mlp.gate.forward(&hidden, mode)?,
+            &mlp.up.forward(&hidden, mode)?,
+        )?;
+        Ok((x + mlp.down.forward(&act, mode)?)?)
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (after the last RMSNorm).
+    pub fn forward_hidden(&self, batch: &TokenBatch, mode: Mode) -> Result<Tensor> {
+        let (b, t) = batch.dims();
+        let ids = batch.input_ids()?;
+        if let Some(bad) = ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .into_iter()
+            .find(|&i| i as usize >= self.config.vocab_size)
+        {
+            return Err(Error::Batch(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        let (cos, sin) = ops::rope_tables(&batch.positions()?, &self.inv_freq, self.dtype)?;
+        let ctx = Context {
+            cos,
+            sin,
+            bias: batch
+                .attention_bias()?
+                .to_dtype(ops::accumulation_dtype(self.dtype))?,
+        };
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?;
+        for layer in &self.layers {
+            x = self.layer(layer, &x, &ctx, mode)?;
+        }
+        Ok(ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)
+    }
+
+    /// Output-head logits for hidden states `[.., hidden]` → `[.., vocab]`.
+    pub fn logits_from_hidden(&self, hidden: &Tensor) -> Result<Tensor> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let dims = hidden.dims().to_vec();
+        let h = dims[dims.len() - 1];
+        let y = hidden.reshape(((), h))?.matmul(&head.t()?)?;
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.config.vocab_size;
+        Ok(y.reshape(out)?)
+    }
+
+    /// Logits `[batch, seq, vocab]`.
+    pub fn forward(&self, batch: &TokenBatch, mode: Mode) -> Result<Tensor> {
+        self.logits_from_hidden(&self.forward_hidden(batch, mode)?)
+    }
+
+    /// Log-probability of every next token under teacher forcing: `[batch, seq - 1]`, entry
+    /// `(b, t)` is `log p(ids[b, t+1] | ids[b, ..=t])`, 0 where that target is padding.
+    pub fn token_logprobs(&self, batch: &TokenBatch, mode: Mode) -> Result<Tensor> {
+        let (_, t) = batch.dims();
+        if t < 2 {
+            return Err(Error::Batch(
+                "log-probs need sequences of at least 2 tokens".into(),
+            ));
+        }
+        let hidden = self.forward_hidden(batch, mode)?.narrow(1, 0, t - 1)?;
+        let logits = self.logits_from_hidden(&hidden)?;
+        let targets = batch.input_ids()?.narrow(1, 1, t - 1)?.contiguous()?;
+        let logprobs = ops::log_softmax_last_dim(&logits)?
+            .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+            .squeeze(D::Minus1)?;
+        Ok((&logprobs * batch.target_mask()?.to_dtype(logprobs.dtype())?)?)
+    }
+
+    /// Sum of next-token log-probs per row over the positions where `mask` `[batch, seq - 1]`
+    /// is 1 (e.g. completion tokens only): `[batch]`.
+    pub fn sequence_logprobs(
+        &self,
+        batch: &TokenBatch,
+        mask: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let lp = self.token_logprobs(batch, mode)?;
+        Ok((&lp * mask.to_dtype(lp.dtype())?)?.sum(D::Minus1)?)
+    }
+}

@@ -1,0 +1,24 @@
+//! The model stack: one decoder for Llama, Qwen2 and Qwen3 with LoRA adapters.
+//!
+//! - [`config`]: the model's shape, from `config.json` or GGUF metadata.
+//! - [`source`]: where a model comes from (directory, `.gguf`, hub repo id).
+//! - [`decoder`]: the forward pass, adapters on/off, teacher-forced log-probs.
+//! - [`lora`]: adapter configuration and the A/B pairs.
+//! - [`peft`]: adapters in PEFT's file layout, merged-weight export.
+//! - [`batch`]: padded token batches with masks and positions.
+//! - [`ops`]: differentiable RMSNorm, softmax and RoPE.
+
+pub mod batch;
+pub(crate) mod checkpoint;
+pub mod config;
+pub mod decoder;
+pub mod lora;
+pub mod ops;
+pub mod peft;
+pub mod source;
+
+pub use batch::{Padding, TokenBatch};
+pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use decoder::{Decoder, Mode, Projection};
+pub use lora::{LoraConfig, LoraPair, Target};
+pub use source::{ModelFiles, ModelSource};

@@ -1,0 +1,637 @@
+//! The decoder against transformers/PEFT fixtures (see tests/fixtures/model/README.md).
+//!
+//! Tiny random Llama/Qwen2/Qwen3 models and PEFT adapters were run through transformers once by
+//! `scripts/make_model_fixtures.py`; these tests need neither Python nor a network.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use agentbench_tuning::model::{
+    Decoder, LoraConfig, Mode, ModelFiles, ModelSource, Padding, Target, TokenBatch,
+};
+use agentbench_tuning::paths;
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::Optimizer;
+
+/// Tolerance for f32 logits of the tiny models against transformers.
+const TINY_TOL: f32 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/model")
+        .join(name)
+}
+
+fn load(name: &str) -> Decoder {
+    Decoder::load(&ModelSource::Dir(fixture(name)), &Device::Cpu, DType::F32).unwrap()
+}
+
+struct Expected {
+    batch: TokenBatch,
+    mask: Vec<Vec<i64>>,
+    logits: Tensor,
+}
+
+fn expected(name: &str) -> Expected {
+    let t =
+        candle_core::safetensors::load(fixture(name).join("expected.safetensors"), &Device::Cpu)
+            .unwrap();
+    let ids = t["input_ids"].to_vec2::<i64>().unwrap();
+    let mask = t["attention_mask"].to_vec2::<i64>().unwrap();
+    let batch = TokenBatch::from_parts(
+        ids.iter().flatten().map(|&i| i as u32).collect(),
+        mask.iter().flatten().map(|&m| m as u8).collect(),
+        ids.len(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    // The fixture's explicit position ids are what TokenBatch derives from the mask.
+    let positions = t["position_ids"].to_vec2::<i64>().unwrap();
+    let ours = batch.positions().unwrap().to_vec2::<u32>().unwrap();
+    for (p, o) in positions.iter().flatten().zip(ours.iter().flatten()) {
+        assert_eq!(*p as u32, *o);
+    }
+    Expected {
+        batch,
+        mask,
+        logits: t["logits"].clone(),
+    }
+}
+
+/// Largest |a - b| over the real (non-pad) positions of `[batch, seq, vocab]` logits.
+fn max_diff_on_real_tokens(a: &Tensor, b: &Tensor, mask: &[Vec<i64>]) -> f32 {
+    let mut worst = 0f32;
+    for (row, m) in mask.iter().enumerate() {
+        for (pos, &real) in m.iter().enumerate() {
+            if real == 1 {
+                let x = a.get(row).unwrap().get(pos).unwrap();
+                let y = b.get(row).unwrap().get(pos).unwrap();
+                let d = (x - y)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                worst = worst.max(d);
+            }
+        }
+    }
+    worst
+}
+
+fn check_architecture(name: &str) {
+    let model = load(name);
+    let exp = expected(name);
+    let logits = model.forward(&exp.batch, Mode::Eval).unwrap();
+    let diff = max_diff_on_real_tokens(&logits, &exp.logits, &exp.mask);
+    println!("{name}: max |logits - transformers| = {diff:.2e}");
+    assert!(
+        diff < TINY_TOL,
+        "{name}: logits differ from transformers by {diff}"
+    );
+}
+
+#[test]
+fn llama_with_llama3_rope_scaling_matches_transformers() {
+    check_architecture("llama");
+}
+
+#[test]
+fn qwen2_with_qkv_bias_and_tied_embeddings_matches_transformers() {
+    let model = load("qwen2");
+    assert!(model.config().qkv_bias && model.config().tie_word_embeddings);
+    check_architecture("qwen2");
+}
+
+#[test]
+fn qwen3_with_qk_norm_and_wide_heads_matches_transformers() {
+    let model = load("qwen3");
+    assert!(model.config().qk_norm);
+    assert_ne!(
+        model.config().head_dim * model.config().num_heads,
+        model.config().hidden_size
+    );
+    check_architecture("qwen3");
+}
+
+fn check_peft_adapter(base: &str, adapter: &str) -> Decoder {
+    let mut model = load(base);
+    let config = model.load_adapter(&fixture(adapter)).unwrap();
+    let exp = expected(adapter);
+    let logits = model.forward(&exp.batch, Mode::Eval).unwrap();
+    let diff = max_diff_on_real_tokens(&logits, &exp.logits, &exp.mask);
+    println!(
+        "{adapter}: r={} scale={} max |logits - PEFT| = {diff:.2e}",
+        config.r,
+        config.scale()
+    );
+    assert!(
+        diff < TINY_TOL,
+        "{adapter}: logits differ from PEFT by {diff}"
+    );
+    // Adapters off is exactly the base model.
+    let base_logits = load(base).forward(&exp.batch, Mode::Eval).unwrap();
+    let reference = model.forward(&exp.batch, Mode::Reference).unwrap();
+    let off = max_diff_on_real_tokens(&reference, &base_logits, &exp.mask);
+    assert_eq!(off, 0.0, "adapters off must give the base model's logits");
+    assert!(max_diff_on_real_tokens(&logits, &base_logits, &exp.mask) > 1e-2);
+    model
+}
+
+#[test]
+fn peft_lora_adapter_on_all_projections_matches_peft() {
+    let model = check_peft_adapter("llama", "llama_lora");
+    assert_eq!(model.lora_config().unwrap().targets, Target::ALL.to_vec());
+}
+
+#[test]
+fn peft_rslora_adapter_on_some_projections_matches_peft() {
+    let model = check_peft_adapter("qwen2", "qwen2_rslora");
+    let config = model.lora_config().unwrap();
+    assert!(config.use_rslora);
+    assert_eq!(config.targets, vec![Target::Q, Target::V, Target::Down]);
+}
+
+#[test]
+fn adapters_round_trip_through_the_peft_layout() {
+    let mut model = load("qwen3");
+    model
+        .add_lora(&LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            seed: 11,
+            ..LoraConfig::default()
+        })
+        .unwrap();
+    // Fresh B is zero; give it values so the round trip is meaningful.
+    for (i, var) in model.trainable_vars().iter().enumerate() {
+        let t = (var.as_tensor().randn_like(0.0, 0.1).unwrap() + i as f64 * 1e-3).unwrap();
+        var.set(&t).unwrap();
+    }
+    let exp = expected("qwen3");
+    let before = model.forward(&exp.batch, Mode::Eval).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model
+        .save_adapter(dir.path(), "tests/fixtures/model/qwen3")
+        .unwrap();
+    let names: Vec<String> =
+        candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_keys()
+            .collect();
+    assert!(
+        names.contains(&"base_model.model.model.layers.1.mlp.down_proj.lora_B.weight".to_string())
+    );
+    let mut reloaded = load("qwen3");
+    let config = reloaded.load_adapter(dir.path()).unwrap();
+    assert_eq!(&config.targets, &model.lora_config().unwrap().targets);
+    let after = reloaded.forward(&exp.batch, Mode::Eval).unwrap();
+    assert_eq!(max_diff_on_real_tokens(&before, &after, &exp.mask), 0.0);
+}
+
+#[test]
+fn merged_export_reloads_as_a_plain_model_with_the_same_logits() {
+    let mut model = load("llama");
+    model.load_adapter(&fixture("llama_lora")).unwrap();
+    let exp = expected("llama_lora");
+    let dir = tempfile::tempdir().unwrap();
+    model.save_merged(dir.path()).unwrap();
+    let merged = Decoder::load(
+        &ModelSource::Dir(dir.path().to_path_buf()),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    assert!(merged.lora_config().is_none());
+    let logits = merged.forward(&exp.batch, Mode::Eval).unwrap();
+    let diff = max_diff_on_real_tokens(&logits, &exp.logits, &exp.mask);
+    assert!(diff < TINY_TOL, "merged model differs from PEFT by {diff}");
+}
+
+/// Loss used by the gradient tests: a weighted sum of next-token log-probs.
+fn weighted_logprob(model: &Decoder, batch: &TokenBatch) -> Tensor {
+    let lp = model.token_logprobs(batch, Mode::Eval).unwrap();
+    let (b, t) = lp.dims2().unwrap();
+    let w: Vec<f32> = (0..b * t).map(|i| 1.0 + (i % 5) as f32 * 0.25).collect();
+    let w = Tensor::from_vec(w, (b, t), &Device::Cpu)
+        .unwrap()
+        .to_dtype(lp.dtype())
+        .unwrap();
+    (lp * w).unwrap().sum_all().unwrap()
+}
+
+#[test]
+fn every_lora_var_gets_a_gradient_that_matches_finite_differences() {
+    // f64 activations so central differences are accurate; adapters stay f32 as in training.
+    let mut model = Decoder::load(
+        &ModelSource::Dir(fixture("llama")),
+        &Device::Cpu,
+        DType::F64,
+    )
+    .unwrap();
+    model.load_adapter(&fixture("llama_lora")).unwrap();
+    let batch = expected("llama_lora").batch;
+    let loss = weighted_logprob(&model, &batch);
+    let grads = loss.backward().unwrap();
+    let vars = model.trainable_vars();
+    assert_eq!(vars.len(), 2 * 7 * 2);
+    for var in &vars {
+        let g = grads
+            .get(var.as_tensor())
+            .expect("every LoRA var must receive a gradient");
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "a LoRA var got an all-zero gradient");
+    }
+    // Entries of A and B are O(0.2); a step of 1e-3 is exact enough in f32 and small enough
+    // that the O(eps²) error of central differences stays far below the tolerance.
+    let eps = 1e-3f32;
+    let mut checked = 0;
+    for (vi, var) in vars.iter().enumerate().step_by(5) {
+        let original = var.as_tensor().copy().unwrap();
+        let flat = original.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let analytic = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for idx in [0, flat.len() / 2, flat.len() - 1] {
+            let eval = |delta: f32| {
+                let mut v = flat.clone();
+                v[idx] += delta;
+                var.set(&Tensor::from_vec(v, original.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                weighted_logprob(&model, &batch)
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+            var.set(&original).unwrap();
+            let a = analytic[idx] as f64;
+            let err = (a - numeric).abs() / (1e-3 + a.abs().max(numeric.abs()));
+            assert!(
+                err < 1e-3,
+                "var {vi} entry {idx}: autograd {a} vs finite difference {numeric}"
+            );
+            checked += 1;
+        }
+    }
+    println!("{checked} LoRA gradient entries match central differences");
+}
+
+#[test]
+fn an_adamw_step_moves_only_the_adapters() {
+    let mut model = load("qwen2");
+    model
+        .add_lora(&LoraConfig {
+            r: 2,
+            alpha: 4.0,
+            dropout: 0.0,
+            ..LoraConfig::default()
+        })
+        .unwrap();
+    let base_before: HashMap<String, Vec<f32>> = model
+        .named_base_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    let vars = model.trainable_vars();
+    let before: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().copy().unwrap()).collect();
+    // No weight decay: with decay AdamW would shrink A even where its gradient is zero.
+    let params = candle_nn::ParamsAdamW {
+        lr: 1e-2,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    let mut opt = candle_nn::AdamW::new(vars.clone(), params).unwrap();
+    let batch = expected("qwen2").batch;
+    let loss = weighted_logprob(&model, &batch).neg().unwrap();
+    let grads = loss.backward().unwrap();
+    // With B = 0 only B has a gradient at the first step; PEFT behaves the same.
+    for (i, var) in vars.iter().enumerate() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(
+            g > 0.0,
+            i % 2 == 1,
+            "var {i}: only B gets a gradient while B is zero"
+        );
+    }
+    opt.step(&grads).unwrap();
+    // Base weights did not move (B moved, so merged weights differ: compare with adapters removed).
+    let mut base = model.clone();
+    base.remove_lora();
+    for (name, t) in base.named_base_tensors().unwrap() {
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            base_before[&name],
+            "{name} moved"
+        );
+    }
+    let moved = vars
+        .iter()
+        .zip(&before)
+        .filter(|(v, b)| {
+            (v.as_tensor() - *b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        })
+        .count();
+    assert_eq!(
+        moved,
+        vars.len() / 2,
+        "every B moved, no A yet (A's gradient is zero while B is zero)"
+    );
+    // After one step B is non-zero, so now every var receives a gradient.
+    let grads = weighted_logprob(&model, &batch).backward().unwrap();
+    for var in &vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(g > 0.0);
+    }
+}
+
+#[test]
+fn train_mode_applies_lora_dropout_and_eval_is_deterministic() {
+    let mut model = load("llama");
+    model.load_adapter(&fixture("llama_lora")).unwrap();
+    let mut config = model.lora_config().unwrap().clone();
+    config.dropout = 0.5;
+    let dir = tempfile::tempdir().unwrap();
+    model.save_adapter(dir.path(), "llama").unwrap();
+    let text = std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("adapter_config.json"),
+        text.replace("\"lora_dropout\": 0.0", "\"lora_dropout\": 0.5"),
+    )
+    .unwrap();
+    model.load_adapter(dir.path()).unwrap();
+    assert_eq!(model.lora_config().unwrap().dropout, 0.5);
+    let batch = expected("llama").batch;
+    let e1 = model.forward(&batch, Mode::Eval).unwrap();
+    let e2 = model.forward(&batch, Mode::Eval).unwrap();
+    let t1 = model.forward(&batch, Mode::Train).unwrap();
+    let d = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(d(&e1, &e2), 0.0);
+    assert!(d(&e1, &t1) > 1e-4);
+}
+
+#[test]
+fn logprobs_are_log_softmax_of_logits_at_the_next_token() {
+    let model = load("qwen3");
+    let batch = TokenBatch::pad(
+        &[vec![3, 9, 27, 81], vec![5, 7]],
+        0,
+        Padding::Right,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let lp = model
+        .token_logprobs(&batch, Mode::Eval)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let logits = model.forward(&batch, Mode::Eval).unwrap();
+    let ids = [[3u32, 9, 27, 81], [5, 7, 0, 0]];
+    for (row, len) in [(0usize, 4usize), (1, 2)] {
+        for t in 0..3 {
+            if t + 1 < len {
+                let l = logits
+                    .get(row)
+                    .unwrap()
+                    .get(t)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let max = l.iter().cloned().fold(f32::MIN, f32::max);
+                let lse = max + l.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+                let expected = l[ids[row][t + 1] as usize] - lse;
+                assert!((lp[row][t] - expected).abs() < 1e-5);
+            } else {
+                assert_eq!(lp[row][t], 0.0, "targets past the end are masked");
+            }
+        }
+    }
+    // Right padding does not change a row's log-probs.
+    let alone = TokenBatch::pad(&[vec![5, 7]], 0, Padding::Right, &Device::Cpu).unwrap();
+    let lp_alone = model
+        .token_logprobs(&alone, Mode::Eval)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert!((lp_alone[0][0] - lp[1][0]).abs() < 1e-5);
+    let mask = Tensor::new(&[[0f32, 1., 1.], [1., 0., 0.]], &Device::Cpu).unwrap();
+    let seq = model
+        .sequence_logprobs(&batch, &mask, Mode::Eval)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!((seq[0] - (lp[0][1] + lp[0][2])).abs() < 1e-5);
+    assert!((seq[1] - lp[1][0]).abs() < 1e-6);
+    let _ = D::Minus1;
+}
+
+#[test]
+fn shape_mismatches_and_bad_ids_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("llama/config.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut value = value;
+    value["intermediate_size"] = 80.into();
+    std::fs::write(dir.path().join("config.json"), value.to_string()).unwrap();
+    std::fs::copy(
+        fixture("llama/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let err = Decoder::load(
+        &ModelSource::Dir(dir.path().into()),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("model.layers.0.mlp.gate_proj.weight")
+            && err.contains("[80, 32]")
+            && err.contains("[64, 32]"),
+        "{err}"
+    );
+    let model = load("llama");
+    let batch = TokenBatch::pad(&[vec![1, 500]], 0, Padding::Right, &Device::Cpu).unwrap();
+    let err = model.forward(&batch, Mode::Eval).unwrap_err().to_string();
+    assert!(err.contains("500") && err.contains("128"), "{err}");
+    let err = ModelSource::Gguf("/nonexistent/m.gguf".into())
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/m.gguf") && err.contains("fetch_default_model.sh"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hub_models_load_from_the_cache_offline() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--tiny--llama");
+    let snapshot = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("llama").join(f), snapshot.join(f)).unwrap();
+    }
+    let files = ModelFiles::from_hub_cache(cache.path(), "tiny/llama", "main", true).unwrap();
+    assert_eq!(files.weights, vec![snapshot.join("model.safetensors")]);
+    let model = Decoder::from_files(&files, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(model.config().num_layers, 2);
+    let err = ModelFiles::from_hub_cache(cache.path(), "tiny/absent", "main", true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+}
+
+/// The embedded default model, dequantised from its Q4_1 GGUF, against transformers loading
+/// the same file (`gguf_file=`, which also dequantises to f32).
+#[test]
+fn default_gguf_model_matches_transformers() {
+    let path = paths::default_model_path();
+    if !path.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must fetch the default model ({})",
+            path.display()
+        );
+        eprintln!(
+            "skipped: {} is absent (bash scripts/fetch_default_model.sh)",
+            path.display()
+        );
+        return;
+    }
+    let model = Decoder::load(&ModelSource::Gguf(path), &Device::Cpu, DType::F32).unwrap();
+    let c = model.config();
+    assert_eq!(
+        (
+            c.num_layers,
+            c.hidden_size,
+            c.num_heads,
+            c.num_kv_heads,
+            c.vocab_size
+        ),
+        (30, 576, 9, 3, 49152)
+    );
+    assert!(c.tie_word_embeddings);
+    let t =
+        candle_core::safetensors::load(fixture("smollm2_gguf/expected.safetensors"), &Device::Cpu)
+            .unwrap();
+    let ids: Vec<u32> = t["input_ids"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let n = ids.len();
+    let batch = TokenBatch::pad(&[ids], 0, Padding::Right, &Device::Cpu).unwrap();
+    let logits = model
+        .forward(&batch, Mode::Eval)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let last_diff = (logits.get(n - 1).unwrap() - &t["logits_last"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let probe_ids = t["probe_ids"].to_dtype(DType::U32).unwrap();
+    let probe = logits.index_select(&probe_ids, 1).unwrap();
+    let probe_diff = (probe - &t["logits_probe"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let max = logits.max_keepdim(1).unwrap();
+    let lse = ((logits
+        .broadcast_sub(&max)
+        .unwrap()
+        .exp()
+        .unwrap()
+        .sum_keepdim(1)
+        .unwrap()
+        .log()
+        .unwrap()
+        + &max)
+        .unwrap())
+    .squeeze(1)
+    .unwrap();
+    let lse_diff = (lse - &t["logsumexp"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let argmax: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+    let expected_argmax: Vec<u32> = t["argmax"]
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    println!(
+        "SmolLM2 GGUF vs transformers over {n} tokens: last-position logits {last_diff:.2e}, probe {probe_diff:.2e}, logsumexp {lse_diff:.2e}"
+    );
+    // Logits are O(10) after 30 layers of dequantised weights; f32 summation order differs.
+    assert!(last_diff < 2e-3 && probe_diff < 2e-3 && lse_diff < 2e-3);
+    assert_eq!(argmax, expected_argmax);
+}
