@@ -37,6 +37,30 @@ fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// Keeps freed memory in the process instead of returning it to the kernel (glibc only).
+///
+/// A training step allocates and frees hundreds of tensor-sized buffers. With glibc's defaults
+/// every buffer over the dynamic mmap threshold is a fresh `mmap`, page-faulted and zeroed by the
+/// kernel, then `munmap`ed: measured here, a 55M-parameter LoRA step spent 85% of its time in the
+/// kernel (15.5 s/step; 2.5 s/step with this). Called once when a model is built; set
+/// `ABT_MALLOC_TUNING=0` to keep the defaults. The cost is that the process keeps its peak heap.
+pub fn tune_allocator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("ABT_MALLOC_TUNING").is_ok_and(|v| v == "0") {
+            return;
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes allocator parameters; it is called before the large
+        // allocations of a model and is safe to call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_TOP_PAD, 512 << 20);
+        }
+    });
+}
+
 /// A short name for a device, in the form `ABT_DEVICE` accepts: `cpu`, `cuda:0`, `metal:0`.
 pub fn device_name(device: &Device) -> String {
     match device.location() {

@@ -69,7 +69,11 @@ impl TokenBatch {
 
     /// From row-major ids and a 0/1 mask (`[batch, seq]` each), e.g. read from a fixture.
     pub fn from_parts(ids: Vec<u32>, mask: Vec<u8>, batch: usize, device: &Device) -> Result<Self> {
-        if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) || mask.len() != ids.len() {
+        if batch == 0
+            || ids.is_empty()
+            || !ids.len().is_multiple_of(batch)
+            || mask.len() != ids.len()
+        {
             return Err(Error::Batch(format!(
                 "{} ids and {} mask entries do not form {batch} equal rows",
                 ids.len(),

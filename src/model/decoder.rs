@@ -60,10 +60,7 @@ impl Projection {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let x2 = x.reshape(((), in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
+        let mut y = ops::frozen_linear(&x2, &self.weight, self.bias.as_ref())?;
         if let (Some(lora), true) = (&self.lora, mode.adapters()) {
             y = (y + lora.forward(&x2, mode == Mode::Train)?)?;
         }
@@ -167,19 +164,36 @@ impl Decoder {
                 });
             }
         };
-        Self::from_checkpoint(config, &mut checkpoint, device, dtype)
+        let mut load = |name: &str, shape: &[usize]| checkpoint.load(name, shape, device, dtype);
+        Self::build(config, &mut load, device, dtype)
     }
 
-    fn from_checkpoint(
+    /// A model with random weights (normal, std 0.02; norms 1), for benchmarks and tests.
+    pub fn random(config: ModelConfig, seed: u64, device: &Device, dtype: DType) -> Result<Self> {
+        let mut rng = Rng::new(seed);
+        let mut init = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name.contains("norm") {
+                vec![1.0; n]
+            } else {
+                (0..n).map(|_| 0.02 * rng.normal() as f32).collect()
+            };
+            Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+        };
+        Self::build(config, &mut init, device, dtype)
+    }
+
+    /// Assembles the decoder from a source of named tensors (transformers names and shapes).
+    fn build(
         config: ModelConfig,
-        ck: &mut Checkpoint,
+        load: &mut dyn FnMut(&str, &[usize]) -> Result<Tensor>,
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        crate::system::tune_allocator();
         let c = &config;
         let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
         let (qd, kvd) = (c.num_heads * d, c.num_kv_heads * d);
-        let mut load = |name: &str, shape: &[usize]| ck.load(name, shape, device, dtype);
         let embed = load("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
@@ -482,7 +496,7 @@ impl Decoder {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let dims = hidden.dims().to_vec();
         let h = dims[dims.len() - 1];
-        let y = hidden.reshape(((), h))?.matmul(&head.t()?)?;
+        let y = ops::frozen_linear(&hidden.reshape(((), h))?, head, None)?;
         let mut out = dims;
         let last = out.len() - 1;
         out[last] = self.config.vocab_size;

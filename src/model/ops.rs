@@ -4,7 +4,10 @@
 //! they silently cut the graph and the LoRA vars before them get no gradient. Everything here is
 //! composed from ops that candle differentiates, and is computed in f32 whatever the model dtype.
 
-use candle_core::{D, DType, Result, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp2, D, DType, Layout, MetalStorage, Result, Shape, Tensor,
+};
 
 /// The dtype reductions run in: f64 stays f64 (for gradient checks), everything else is f32.
 pub fn accumulation_dtype(dtype: DType) -> DType {
@@ -76,6 +79,84 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let cos = cos.unsqueeze(1)?;
     let sin = sin.unsqueeze(1)?;
     x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}
+
+/// `x Wᵀ (+ b)` for a frozen `W` `[out, in]`, `x` `[n, in]`: the backward pass computes the
+/// gradient of `x` only.
+///
+/// candle's matmul backward always computes both operand gradients, so a plain `x.matmul(&w.t())`
+/// spends a full extra matmul per projection (and keeps a weight-sized gradient) on tensors that
+/// never train. Here the product is computed on a detached `x` and re-attached to the graph by
+/// [`GradFromWeight`], whose backward is `grad · W`.
+pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let mut y = x.detach().matmul(&weight.t()?)?;
+    if let Some(b) = bias {
+        y = y.broadcast_add(b)?;
+    }
+    if !x.track_op() {
+        return Ok(y);
+    }
+    y.apply_op2(
+        x,
+        GradFromWeight {
+            weight: weight.clone(),
+        },
+    )
+}
+
+/// Passes a precomputed `y = x Wᵀ` through and routes `∂L/∂y · W` to `x` in the backward pass.
+struct GradFromWeight {
+    weight: Tensor,
+}
+
+impl CustomOp2 for GradFromWeight {
+    fn name(&self) -> &'static str {
+        "grad-from-frozen-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &CpuStorage,
+        l: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        // The CPU clone copies the whole buffer: only valid for a fresh contiguous product.
+        if !l.is_contiguous() || l.start_offset() != 0 {
+            candle_core::bail!("grad-from-frozen-weight expects a fresh contiguous product");
+        }
+        Ok((y.try_clone(l)?, l.shape().clone()))
+    }
+
+    fn cuda_fwd(
+        &self,
+        y: &CudaStorage,
+        l: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        Ok((y.try_clone(l)?, l.shape().clone()))
+    }
+
+    fn metal_fwd(
+        &self,
+        y: &MetalStorage,
+        l: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> Result<(MetalStorage, Shape)> {
+        Ok((y.try_clone(l)?, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((None, Some(grad.matmul(&self.weight)?)))
+    }
 }
 
 /// SwiGLU: `silu(gate) * up`.
