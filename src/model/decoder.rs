@@ -425,12 +425,8 @@ impl Decoder {
         // Grouped-query attention without copying K/V: the g query heads that share a KV head
         // are stacked along the sequence axis, [b, kvh, g·t, d] against [b, kvh, t, d].
         let q = q.contiguous()?.reshape((b, kvh, g * t, d))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        let scores = scores
-            .reshape((b, kvh, g, t, t))?
-            .to_dtype(ops::accumulation_dtype(self.dtype))?
-            .broadcast_add(&ctx.bias)?;
-        let probs = ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, kvh, g, t, t))?;
+        let probs = ops::masked_softmax(&scores, &ctx.bias, 1.0 / (d as f64).sqrt())?;
         let out = probs.reshape((b, kvh, g * t, t))?.matmul(&v)?;
         let out = out
             .reshape((b, h, t, d))?
@@ -517,12 +513,12 @@ impl Decoder {
                 "log-probs need sequences of at least 2 tokens".into(),
             ));
         }
+        let (b, _) = batch.dims();
         let hidden = self.forward_hidden(batch, mode)?.narrow(1, 0, t - 1)?;
-        let logits = self.logits_from_hidden(&hidden)?;
-        let targets = batch.input_ids()?.narrow(1, 1, t - 1)?.contiguous()?;
-        let logprobs = ops::log_softmax_last_dim(&logits)?
-            .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
-            .squeeze(D::Minus1)?;
+        let hidden = hidden.reshape((b * (t - 1), self.config.hidden_size))?;
+        let targets = batch.input_ids()?.narrow(1, 1, t - 1)?.flatten_all()?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let logprobs = ops::linear_logprobs(&hidden, head, &targets)?.reshape((b, t - 1))?;
         Ok((&logprobs * batch.target_mask()?.to_dtype(logprobs.dtype())?)?)
     }
 

@@ -159,6 +159,226 @@ impl CustomOp2 for GradFromWeight {
     }
 }
 
+/// Rows of logits computed at once by [`linear_logprobs`]: about 64 MB of f32 per chunk.
+const LOGIT_CHUNK_ELEMS: usize = 16 << 20;
+
+/// `log softmax(hidden · headᵀ)[targets]` per row, `[n]`, for `hidden` `[n, h]` and a frozen
+/// output head `[vocab, h]`.
+///
+/// On CPU in f32 the logits are never materialised whole: rows are processed in chunks of about
+/// 64 MB, and the backward pass recomputes each chunk's softmax to form `∂/∂hidden`. With a
+/// 152k vocabulary that replaces several `[n, vocab]` tensors (600 MB each at 4 × 256 tokens)
+/// by one chunk. Elsewhere it is the composition of [`frozen_linear`], [`log_softmax_last_dim`]
+/// and a gather, which gives the same values and gradients.
+pub fn linear_logprobs(hidden: &Tensor, head: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let fused =
+        hidden.device().is_cpu() && hidden.dtype() == DType::F32 && head.dtype() == DType::F32;
+    if !fused {
+        return linear_logprobs_unfused(hidden, head, targets);
+    }
+    let op = LinearLogprobs {
+        head: head.contiguous()?,
+        targets: targets.to_dtype(DType::U32)?.to_vec1::<u32>()?,
+    };
+    hidden.contiguous()?.apply_op1(op)
+}
+
+/// The reference composition behind [`linear_logprobs`].
+pub fn linear_logprobs_unfused(hidden: &Tensor, head: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = frozen_linear(hidden, head, None)?;
+    log_softmax_last_dim(&logits)?
+        .gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
+        .squeeze(1)
+}
+
+struct LinearLogprobs {
+    head: Tensor,
+    targets: Vec<u32>,
+}
+
+impl LinearLogprobs {
+    fn chunk_rows(&self) -> Result<usize> {
+        Ok((LOGIT_CHUNK_ELEMS / self.head.dim(0)?).max(1))
+    }
+
+    /// Logits of rows `[start, start + rows)` of `hidden` (`[n, h]` row-major) as a flat vector.
+    fn chunk_logits(
+        &self,
+        hidden: &[f32],
+        h: usize,
+        start: usize,
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let chunk = Tensor::from_slice(
+            &hidden[start * h..(start + rows) * h],
+            (rows, h),
+            self.head.device(),
+        )?;
+        chunk
+            .matmul(&self.head.t()?)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    }
+}
+
+/// `(max, log Σ exp(x - max))` of a row, accumulated in f64.
+fn row_logsumexp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+    max + sum.ln() as f32
+}
+
+impl candle_core::CustomOp1 for LinearLogprobs {
+    fn name(&self) -> &'static str {
+        "linear-logprobs"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, h) = l.shape().dims2()?;
+        let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
+            candle_core::bail!("linear-logprobs expects contiguous f32 hidden states");
+        };
+        if self.targets.len() != n {
+            candle_core::bail!(
+                "linear-logprobs: {} targets for {n} rows",
+                self.targets.len()
+            );
+        }
+        let hidden = &data[start..end];
+        let vocab = self.head.dim(0)?;
+        let mut out = Vec::with_capacity(n);
+        let step = self.chunk_rows()?;
+        for r0 in (0..n).step_by(step) {
+            let rows = step.min(n - r0);
+            let logits = self.chunk_logits(hidden, h, r0, rows)?;
+            for (i, row) in logits.chunks(vocab).enumerate() {
+                out.push(row[self.targets[r0 + i] as usize] - row_logsumexp(row));
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(&self, hidden: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (n, h) = hidden.dims2()?;
+        let vocab = self.head.dim(0)?;
+        let hidden_v = hidden.detach().flatten_all()?.to_vec1::<f32>()?;
+        let grad_v = grad.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let step = self.chunk_rows()?;
+        let mut parts = Vec::new();
+        for r0 in (0..n).step_by(step) {
+            let rows = step.min(n - r0);
+            let mut logits = self.chunk_logits(&hidden_v, h, r0, rows)?;
+            // ∂ logp[target] / ∂ logits = onehot(target) - softmax(logits), times the row's grad.
+            for (i, row) in logits.chunks_mut(vocab).enumerate() {
+                let g = grad_v[r0 + i];
+                let lse = row_logsumexp(row);
+                for v in row.iter_mut() {
+                    *v = -g * (*v - lse).exp();
+                }
+                row[self.targets[r0 + i] as usize] += g;
+            }
+            let g_logits = Tensor::from_vec(logits, (rows, vocab), hidden.device())?;
+            parts.push(g_logits.matmul(&self.head)?);
+        }
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
+}
+
+/// Attention probabilities `softmax(scores · scale + bias)` over the last dimension.
+///
+/// `scores` is `[batch, .., t, t]` (any number of head dims), `bias` the additive mask
+/// `[batch, 1, .., 1, t, t]` (f32, 0 or −∞) from [`crate::model::TokenBatch::attention_bias`].
+/// On CPU in f32 this is one parallel pass over the rows (masked keys are skipped) with a
+/// hand-written backward `scale · y ⊙ (g − Σ g ⊙ y)`; elsewhere it is the composition of
+/// candle ops, computed in f32.
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let fused =
+        scores.device().is_cpu() && scores.dtype() == DType::F32 && bias.dtype() == DType::F32;
+    if !fused {
+        return masked_softmax_unfused(scores, bias, scale);
+    }
+    let dims = scores.dims();
+    let (b, t) = (dims[0], dims[dims.len() - 1]);
+    if bias.elem_count() != b * t * t {
+        candle_core::bail!(
+            "masked_softmax: bias {:?} does not fit scores {:?}",
+            bias.dims(),
+            dims
+        );
+    }
+    scores.contiguous()?.apply_op1(MaskedSoftmax {
+        bias: bias.contiguous()?,
+        scale,
+    })
+}
+
+/// The reference composition behind [`masked_softmax`].
+pub fn masked_softmax_unfused(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let dtype = scores.dtype();
+    let acc = accumulation_dtype(dtype);
+    let x = (scores.to_dtype(acc)? * scale)?.broadcast_add(&bias.to_dtype(acc)?)?;
+    softmax_last_dim(&x)?.to_dtype(dtype)
+}
+
+struct MaskedSoftmax {
+    bias: Tensor,
+    scale: f64,
+}
+
+impl candle_core::CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let dims = l.shape().dims();
+        let (b, t) = (dims[0], dims[dims.len() - 1]);
+        let rows_per_batch = l.shape().elem_count() / (b * t);
+        let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
+            candle_core::bail!("masked-softmax expects contiguous f32 scores");
+        };
+        let x = &data[start..end];
+        let (bias_storage, bias_layout) = self.bias.storage_and_layout();
+        let (candle_core::Storage::Cpu(CpuStorage::F32(bias)), Some((b0, b1))) =
+            (&*bias_storage, bias_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("masked-softmax expects a contiguous f32 CPU bias");
+        };
+        let bias = &bias[b0..b1];
+        let scale = self.scale as f32;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(t).enumerate().for_each(|(r, y)| {
+            let batch = r / rows_per_batch;
+            let query = r % t;
+            let mask = &bias[(batch * t + query) * t..(batch * t + query + 1) * t];
+            let xs = &x[r * t..(r + 1) * t];
+            let mut max = f32::NEG_INFINITY;
+            for (v, m) in xs.iter().zip(mask) {
+                if *m == 0.0 {
+                    max = max.max(v * scale);
+                }
+            }
+            let mut sum = 0f32;
+            for ((yv, v), m) in y.iter_mut().zip(xs).zip(mask) {
+                if *m == 0.0 {
+                    *yv = (v * scale - max).exp();
+                    sum += *yv;
+                }
+            }
+            let inv = 1.0 / sum;
+            y.iter_mut().for_each(|v| *v *= inv);
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _scores: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let gy = (grad * y)?;
+        let dot = gy.sum_keepdim(D::Minus1)?;
+        Ok(Some(((gy - y.broadcast_mul(&dot)?)? * self.scale)?))
+    }
+}
+
 /// SwiGLU: `silu(gate) * up`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.silu()? * up
@@ -199,6 +419,53 @@ mod tests {
                 assert!((g[row][col] - expected).abs() < 1e-6);
             }
         }
+    }
+
+    #[test]
+    fn fused_linear_logprobs_match_the_composition_in_value_and_gradient() {
+        let dev = Device::Cpu;
+        let hidden = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 8), &dev).unwrap()).unwrap();
+        let head = Tensor::randn(0f32, 1.0, (11, 8), &dev).unwrap();
+        let targets = Tensor::new(&[0u32, 10, 3, 3, 7], &dev).unwrap();
+        let w = Tensor::new(&[1f32, -2.0, 0.5, 3.0, 1.5], &dev).unwrap();
+        let fused = linear_logprobs(hidden.as_tensor(), &head, &targets).unwrap();
+        let plain = linear_logprobs_unfused(hidden.as_tensor(), &head, &targets).unwrap();
+        let diff = (&fused - &plain).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        let g_fused = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_plain = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let a = g_fused.get(&hidden).unwrap();
+        let b = g_plain.get(&hidden).unwrap();
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+
+    #[test]
+    fn fused_masked_softmax_matches_the_composition_in_value_and_gradient() {
+        use crate::model::{Padding, TokenBatch};
+        let dev = Device::Cpu;
+        let batch =
+            TokenBatch::pad(&[vec![1, 2, 3, 4], vec![5, 6]], 0, Padding::Left, &dev).unwrap();
+        let bias = batch.attention_bias().unwrap();
+        let scores =
+            Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 2, 4, 4), &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (2, 3, 2, 4, 4), &dev).unwrap();
+        let fused = masked_softmax(scores.as_tensor(), &bias, 0.7).unwrap();
+        let plain = masked_softmax_unfused(scores.as_tensor(), &bias, 0.7).unwrap();
+        let diff = (&fused - &plain).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        let g_fused = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_plain = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let diff = (g_fused.get(&scores).unwrap() - g_plain.get(&scores).unwrap()).unwrap();
+        assert!(
+            diff.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                < 1e-5
+        );
     }
 
     #[test]
