@@ -221,10 +221,10 @@ impl LinearLogprobs {
     }
 }
 
-/// `(max, log Σ exp(x - max))` of a row, accumulated in f64.
+/// `log Σ exp(x)` of a row: f32 exponentials of `x - max`, summed in f64.
 fn row_logsumexp(row: &[f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
     max + sum.ln() as f32
 }
 
