@@ -6,12 +6,14 @@
 //! - [`lora`]: adapter configuration and the A/B pairs.
 //! - [`peft`]: adapters in PEFT's file layout, merged-weight export.
 //! - [`batch`]: padded token batches with masks and positions.
-//! - [`ops`]: differentiable RMSNorm, softmax and RoPE.
+//! - [`ops`]: differentiable RMSNorm, RoPE, attention softmax, frozen projections and output
+//!   log-probs (fused CPU kernels in `kernels`, with plain candle compositions as reference).
 
 pub mod batch;
 pub(crate) mod checkpoint;
 pub mod config;
 pub mod decoder;
+mod kernels;
 pub mod lora;
 pub mod ops;
 pub mod peft;

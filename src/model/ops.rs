@@ -5,6 +5,8 @@
 //! composed from ops that candle differentiates, and is computed in f32 whatever the model dtype.
 
 use candle_core::backend::BackendStorage;
+
+use super::kernels;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp2, D, DType, Layout, MetalStorage, Result, Shape, Tensor,
 };
@@ -18,8 +20,28 @@ pub fn accumulation_dtype(dtype: DType) -> DType {
     }
 }
 
+/// Whether the fused CPU kernels apply: f32 tensors on the CPU.
+fn fused(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`, computed in f32.
+///
+/// The weight is frozen: it gets no gradient (the fused CPU kernel computes only `∂x`).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused(&[x, weight]) {
+        return rms_norm_unfused(x, weight, eps);
+    }
+    x.contiguous()?.apply_op1(kernels::RmsNorm {
+        weight: weight.clone(),
+        eps: eps as f32,
+    })
+}
+
+/// The reference composition behind [`rms_norm`].
+pub fn rms_norm_unfused(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = x.to_dtype(accumulation_dtype(dtype))?;
     let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
@@ -72,6 +94,17 @@ pub fn rope_tables(
 /// Applies RoPE to `x` `[batch, heads, seq, head_dim]` with tables from [`rope_tables`]:
 /// `x * cos + rotate_half(x) * sin`, where `rotate_half(x) = cat(-x₂, x₁)`.
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !fused(&[x, cos, sin]) || x.rank() != 4 {
+        return apply_rope_unfused(x, cos, sin);
+    }
+    x.contiguous()?.apply_op1(kernels::Rope {
+        cos: cos.clone(),
+        sin: sin.clone(),
+    })
+}
+
+/// The reference composition behind [`apply_rope`].
+pub fn apply_rope_unfused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
@@ -159,9 +192,6 @@ impl CustomOp2 for GradFromWeight {
     }
 }
 
-/// Rows of logits computed at once by [`linear_logprobs`]: about 64 MB of f32 per chunk.
-const LOGIT_CHUNK_ELEMS: usize = 16 << 20;
-
 /// `log softmax(hidden · headᵀ)[targets]` per row, `[n]`, for `hidden` `[n, h]` and a frozen
 /// output head `[vocab, h]`.
 ///
@@ -176,7 +206,7 @@ pub fn linear_logprobs(hidden: &Tensor, head: &Tensor, targets: &Tensor) -> Resu
     if !fused {
         return linear_logprobs_unfused(hidden, head, targets);
     }
-    let op = LinearLogprobs {
+    let op = kernels::LinearLogprobs {
         head: head.contiguous()?,
         targets: targets.to_dtype(DType::U32)?.to_vec1::<u32>()?,
     };
@@ -189,99 +219,6 @@ pub fn linear_logprobs_unfused(hidden: &Tensor, head: &Tensor, targets: &Tensor)
     log_softmax_last_dim(&logits)?
         .gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
         .squeeze(1)
-}
-
-struct LinearLogprobs {
-    head: Tensor,
-    targets: Vec<u32>,
-}
-
-impl LinearLogprobs {
-    fn chunk_rows(&self) -> Result<usize> {
-        Ok((LOGIT_CHUNK_ELEMS / self.head.dim(0)?).max(1))
-    }
-
-    /// Logits of rows `[start, start + rows)` of `hidden` (`[n, h]` row-major) as a flat vector.
-    fn chunk_logits(
-        &self,
-        hidden: &[f32],
-        h: usize,
-        start: usize,
-        rows: usize,
-    ) -> Result<Vec<f32>> {
-        let chunk = Tensor::from_slice(
-            &hidden[start * h..(start + rows) * h],
-            (rows, h),
-            self.head.device(),
-        )?;
-        chunk
-            .matmul(&self.head.t()?)?
-            .flatten_all()?
-            .to_vec1::<f32>()
-    }
-}
-
-/// `log Σ exp(x)` of a row: f32 exponentials of `x - max`, summed in f64.
-fn row_logsumexp(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
-    max + sum.ln() as f32
-}
-
-impl candle_core::CustomOp1 for LinearLogprobs {
-    fn name(&self) -> &'static str {
-        "linear-logprobs"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, h) = l.shape().dims2()?;
-        let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
-            candle_core::bail!("linear-logprobs expects contiguous f32 hidden states");
-        };
-        if self.targets.len() != n {
-            candle_core::bail!(
-                "linear-logprobs: {} targets for {n} rows",
-                self.targets.len()
-            );
-        }
-        let hidden = &data[start..end];
-        let vocab = self.head.dim(0)?;
-        let mut out = Vec::with_capacity(n);
-        let step = self.chunk_rows()?;
-        for r0 in (0..n).step_by(step) {
-            let rows = step.min(n - r0);
-            let logits = self.chunk_logits(hidden, h, r0, rows)?;
-            for (i, row) in logits.chunks(vocab).enumerate() {
-                out.push(row[self.targets[r0 + i] as usize] - row_logsumexp(row));
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from(n)))
-    }
-
-    fn bwd(&self, hidden: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (n, h) = hidden.dims2()?;
-        let vocab = self.head.dim(0)?;
-        let hidden_v = hidden.detach().flatten_all()?.to_vec1::<f32>()?;
-        let grad_v = grad.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let step = self.chunk_rows()?;
-        let mut parts = Vec::new();
-        for r0 in (0..n).step_by(step) {
-            let rows = step.min(n - r0);
-            let mut logits = self.chunk_logits(&hidden_v, h, r0, rows)?;
-            // ∂ logp[target] / ∂ logits = onehot(target) - softmax(logits), times the row's grad.
-            for (i, row) in logits.chunks_mut(vocab).enumerate() {
-                let g = grad_v[r0 + i];
-                let lse = row_logsumexp(row);
-                for v in row.iter_mut() {
-                    *v = -g * (*v - lse).exp();
-                }
-                row[self.targets[r0 + i] as usize] += g;
-            }
-            let g_logits = Tensor::from_vec(logits, (rows, vocab), hidden.device())?;
-            parts.push(g_logits.matmul(&self.head)?);
-        }
-        Ok(Some(Tensor::cat(&parts, 0)?))
-    }
 }
 
 /// Attention probabilities `softmax(scores · scale + bias)` over the last dimension.
@@ -306,7 +243,7 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tens
             dims
         );
     }
-    scores.contiguous()?.apply_op1(MaskedSoftmax {
+    scores.contiguous()?.apply_op1(kernels::MaskedSoftmax {
         bias: bias.contiguous()?,
         scale,
     })
@@ -318,65 +255,6 @@ pub fn masked_softmax_unfused(scores: &Tensor, bias: &Tensor, scale: f64) -> Res
     let acc = accumulation_dtype(dtype);
     let x = (scores.to_dtype(acc)? * scale)?.broadcast_add(&bias.to_dtype(acc)?)?;
     softmax_last_dim(&x)?.to_dtype(dtype)
-}
-
-struct MaskedSoftmax {
-    bias: Tensor,
-    scale: f64,
-}
-
-impl candle_core::CustomOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        let dims = l.shape().dims();
-        let (b, t) = (dims[0], dims[dims.len() - 1]);
-        let rows_per_batch = l.shape().elem_count() / (b * t);
-        let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
-            candle_core::bail!("masked-softmax expects contiguous f32 scores");
-        };
-        let x = &data[start..end];
-        let (bias_storage, bias_layout) = self.bias.storage_and_layout();
-        let (candle_core::Storage::Cpu(CpuStorage::F32(bias)), Some((b0, b1))) =
-            (&*bias_storage, bias_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("masked-softmax expects a contiguous f32 CPU bias");
-        };
-        let bias = &bias[b0..b1];
-        let scale = self.scale as f32;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(t).enumerate().for_each(|(r, y)| {
-            let batch = r / rows_per_batch;
-            let query = r % t;
-            let mask = &bias[(batch * t + query) * t..(batch * t + query + 1) * t];
-            let xs = &x[r * t..(r + 1) * t];
-            let mut max = f32::NEG_INFINITY;
-            for (v, m) in xs.iter().zip(mask) {
-                if *m == 0.0 {
-                    max = max.max(v * scale);
-                }
-            }
-            let mut sum = 0f32;
-            for ((yv, v), m) in y.iter_mut().zip(xs).zip(mask) {
-                if *m == 0.0 {
-                    *yv = (v * scale - max).exp();
-                    sum += *yv;
-                }
-            }
-            let inv = 1.0 / sum;
-            y.iter_mut().for_each(|v| *v *= inv);
-        });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-
-    fn bwd(&self, _scores: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let gy = (grad * y)?;
-        let dot = gy.sum_keepdim(D::Minus1)?;
-        Ok(Some(((gy - y.broadcast_mul(&dot)?)? * self.scale)?))
-    }
 }
 
 /// SwiGLU: `silu(gate) * up`.
@@ -465,6 +343,52 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap()
                 < 1e-5
+        );
+    }
+
+    /// Value and input-gradient of a fused op against its reference composition.
+    fn assert_same(
+        shape: &[usize],
+        fused: impl Fn(&Tensor) -> Result<Tensor>,
+        plain: impl Fn(&Tensor) -> Result<Tensor>,
+    ) {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let a = fused(x.as_tensor()).unwrap();
+        let b = plain(x.as_tensor()).unwrap();
+        let max = |t: Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(max((&a - &b).unwrap()) < 1e-5);
+        let ga = (a * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (ga.get(&x).unwrap(), gb.get(&x).unwrap());
+        assert!(max(ga.clone()) > 0.0);
+        assert!(max((ga - gb).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn fused_rms_norm_and_rope_match_the_composition_in_value_and_gradient() {
+        let dev = Device::Cpu;
+        let w = (Tensor::randn(0f32, 0.1, 16, &dev).unwrap() + 1.0).unwrap();
+        assert_same(
+            &[3, 5, 16],
+            |x| rms_norm(x, &w, 1e-6),
+            |x| rms_norm_unfused(x, &w, 1e-6),
+        );
+        let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [0, 0, 1, 2, 3]], &dev).unwrap();
+        let inv = Tensor::new(&[1f32, 0.3, 0.1, 0.01], &dev).unwrap();
+        let (cos, sin) = rope_tables(&pos, &inv, DType::F32).unwrap();
+        assert_same(
+            &[2, 3, 5, 8],
+            |x| apply_rope(x, &cos, &sin),
+            |x| apply_rope_unfused(x, &cos, &sin),
         );
     }
 

@@ -1,0 +1,300 @@
+//! Fused CPU f32 kernels with hand-written backward passes, behind the functions of [`super::ops`].
+//!
+//! Each replaces a chain of candle ops (each allocating and sweeping its tensor) by one parallel
+//! pass. The public functions in `ops` pick these on CPU in f32 and the plain composition
+//! elsewhere; unit tests there check both agree in value and gradient.
+
+use candle_core::{CpuStorage, D, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Rows of logits computed at once by [`LinearLogprobs`]: about 64 MB of f32 per chunk.
+const LOGIT_CHUNK_ELEMS: usize = 16 << 20;
+
+/// The contiguous f32 CPU data of a layout, or an error naming the kernel.
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, kernel: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{kernel} expects contiguous f32 CPU data"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 CPU data of a tensor.
+fn with_f32<R>(t: &Tensor, kernel: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(f32_data(s, layout, kernel)?),
+        _ => candle_core::bail!("{kernel} expects a CPU tensor"),
+    }
+}
+
+/// `log softmax(hidden · headᵀ)[target]` per row, chunked; see `ops::linear_logprobs`.
+pub(crate) struct LinearLogprobs {
+    pub head: Tensor,
+    pub targets: Vec<u32>,
+}
+
+impl LinearLogprobs {
+    fn chunk_rows(&self) -> Result<usize> {
+        Ok((LOGIT_CHUNK_ELEMS / self.head.dim(0)?).max(1))
+    }
+
+    /// Logits of rows `[start, start + rows)` of `hidden` (`[n, h]` row-major) as a flat vector.
+    fn chunk_logits(
+        &self,
+        hidden: &[f32],
+        h: usize,
+        start: usize,
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let chunk = Tensor::from_slice(
+            &hidden[start * h..(start + rows) * h],
+            (rows, h),
+            self.head.device(),
+        )?;
+        chunk
+            .matmul(&self.head.t()?)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    }
+}
+
+/// `log Σ exp(x)` of a row: f32 exponentials of `x - max`, summed in f64.
+fn row_logsumexp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
+    max + sum.ln() as f32
+}
+
+impl candle_core::CustomOp1 for LinearLogprobs {
+    fn name(&self) -> &'static str {
+        "linear-logprobs"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, h) = l.shape().dims2()?;
+        let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
+            candle_core::bail!("linear-logprobs expects contiguous f32 hidden states");
+        };
+        if self.targets.len() != n {
+            candle_core::bail!(
+                "linear-logprobs: {} targets for {n} rows",
+                self.targets.len()
+            );
+        }
+        let hidden = &data[start..end];
+        let vocab = self.head.dim(0)?;
+        let mut out = Vec::with_capacity(n);
+        let step = self.chunk_rows()?;
+        for r0 in (0..n).step_by(step) {
+            let rows = step.min(n - r0);
+            let logits = self.chunk_logits(hidden, h, r0, rows)?;
+            for (i, row) in logits.chunks(vocab).enumerate() {
+                out.push(row[self.targets[r0 + i] as usize] - row_logsumexp(row));
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(&self, hidden: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (n, h) = hidden.dims2()?;
+        let vocab = self.head.dim(0)?;
+        let hidden_v = hidden.detach().flatten_all()?.to_vec1::<f32>()?;
+        let grad_v = grad.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let step = self.chunk_rows()?;
+        let mut parts = Vec::new();
+        for r0 in (0..n).step_by(step) {
+            let rows = step.min(n - r0);
+            let mut logits = self.chunk_logits(&hidden_v, h, r0, rows)?;
+            // ∂ logp[target] / ∂ logits = onehot(target) - softmax(logits), times the row's grad.
+            for (i, row) in logits.chunks_mut(vocab).enumerate() {
+                let g = grad_v[r0 + i];
+                let lse = row_logsumexp(row);
+                for v in row.iter_mut() {
+                    *v = -g * (*v - lse).exp();
+                }
+                row[self.targets[r0 + i] as usize] += g;
+            }
+            let g_logits = Tensor::from_vec(logits, (rows, vocab), hidden.device())?;
+            parts.push(g_logits.matmul(&self.head)?);
+        }
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
+}
+
+/// `softmax(scores · scale + bias)`; see `ops::masked_softmax`.
+pub(crate) struct MaskedSoftmax {
+    pub bias: Tensor,
+    pub scale: f64,
+}
+
+impl candle_core::CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l.shape().dims();
+        let (b, t) = (dims[0], dims[dims.len() - 1]);
+        let rows_per_batch = l.shape().elem_count() / (b * t);
+        let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
+            candle_core::bail!("masked-softmax expects contiguous f32 scores");
+        };
+        let x = &data[start..end];
+        let (bias_storage, bias_layout) = self.bias.storage_and_layout();
+        let (candle_core::Storage::Cpu(CpuStorage::F32(bias)), Some((b0, b1))) =
+            (&*bias_storage, bias_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("masked-softmax expects a contiguous f32 CPU bias");
+        };
+        let bias = &bias[b0..b1];
+        let scale = self.scale as f32;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(t).enumerate().for_each(|(r, y)| {
+            let batch = r / rows_per_batch;
+            let query = r % t;
+            let mask = &bias[(batch * t + query) * t..(batch * t + query + 1) * t];
+            let xs = &x[r * t..(r + 1) * t];
+            let mut max = f32::NEG_INFINITY;
+            for (v, m) in xs.iter().zip(mask) {
+                if *m == 0.0 {
+                    max = max.max(v * scale);
+                }
+            }
+            let mut sum = 0f32;
+            for ((yv, v), m) in y.iter_mut().zip(xs).zip(mask) {
+                if *m == 0.0 {
+                    *yv = (v * scale - max).exp();
+                    sum += *yv;
+                }
+            }
+            let inv = 1.0 / sum;
+            y.iter_mut().for_each(|v| *v *= inv);
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _scores: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let gy = (grad * y)?;
+        let dot = gy.sum_keepdim(D::Minus1)?;
+        Ok(Some(((gy - y.broadcast_mul(&dot)?)? * self.scale)?))
+    }
+}
+
+/// RMSNorm over the last dimension with a frozen weight; see `ops::rms_norm`.
+pub(crate) struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl candle_core::CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        with_f32(&self.weight, self.name(), |w| {
+            let n = w.len();
+            out.par_chunks_mut(n)
+                .zip(x.par_chunks(n))
+                .for_each(|(y, x)| {
+                    let ms = x.iter().map(|v| v * v).sum::<f32>() / n as f32;
+                    let r = 1.0 / (ms + self.eps).sqrt();
+                    for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                        *y = x * r * w;
+                    }
+                });
+            Ok(())
+        })?;
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    /// `∂x = r·(g⊙w) − x·r³·mean(g⊙w⊙x)` with `r = 1/√(mean(x²)+ε)`; the weight gets none.
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let out = with_f32(x, self.name(), |x| {
+            with_f32(grad, self.name(), |g| {
+                with_f32(&self.weight, self.name(), |w| {
+                    let n = w.len();
+                    let mut dx = vec![0f32; x.len()];
+                    dx.par_chunks_mut(n)
+                        .zip(x.par_chunks(n).zip(g.par_chunks(n)))
+                        .for_each(|(dx, (x, g))| {
+                            let ms = x.iter().map(|v| v * v).sum::<f32>() / n as f32;
+                            let r = 1.0 / (ms + self.eps).sqrt();
+                            let dot = x
+                                .iter()
+                                .zip(g)
+                                .zip(w)
+                                .map(|((x, g), w)| x * g * w)
+                                .sum::<f32>()
+                                / n as f32;
+                            let c = r * r * r * dot;
+                            for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(w) {
+                                *dx = r * g * w - x * c;
+                            }
+                        });
+                    Ok(dx)
+                })
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
+    }
+}
+
+/// Half-split RoPE on `[batch, heads, seq, head_dim]` with `[batch, seq, head_dim]` tables.
+pub(crate) struct Rope {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl Rope {
+    /// Applies the rotation (or, with `inverse`, its transpose, for the backward pass).
+    fn rotate(&self, x: &[f32], dims: &[usize], inverse: bool) -> Result<Vec<f32>> {
+        let (b, h, t, d) = (dims[0], dims[1], dims[2], dims[3]);
+        let half = d / 2;
+        let mut out = vec![0f32; x.len()];
+        with_f32(&self.cos, "rope", |cos| {
+            with_f32(&self.sin, "rope", |sin| {
+                if cos.len() != b * t * d {
+                    candle_core::bail!("rope tables do not match x {dims:?}");
+                }
+                let sign = if inverse { -1.0 } else { 1.0 };
+                out.par_chunks_mut(d)
+                    .zip(x.par_chunks(d))
+                    .enumerate()
+                    .for_each(|(row, (y, x))| {
+                        let (bi, ti) = (row / (h * t), row % t);
+                        let c = &cos[(bi * t + ti) * d..(bi * t + ti + 1) * d];
+                        let s = &sin[(bi * t + ti) * d..(bi * t + ti + 1) * d];
+                        for i in 0..half {
+                            let (x1, x2) = (x[i], x[i + half]);
+                            y[i] = x1 * c[i] - sign * x2 * s[i];
+                            y[i + half] = x2 * c[i + half] + sign * x1 * s[i + half];
+                        }
+                    });
+                Ok(())
+            })
+        })?;
+        Ok(out)
+    }
+}
+
+impl candle_core::CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let out = self.rotate(x, l.shape().dims(), false)?;
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    /// A rotation's transpose is the rotation by the opposite angle.
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_f32(grad, self.name(), |g| self.rotate(g, x.dims(), true))?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
