@@ -24,6 +24,9 @@ struct Args {
     batch: usize,
     seq: usize,
     json: bool,
+    /// Set by `cargo bench`; without it (`cargo test --all-targets`) a few tiny steps check that
+    /// the benchmark runs and the loss falls.
+    bench: bool,
 }
 
 fn parse_args() -> Args {
@@ -34,6 +37,7 @@ fn parse_args() -> Args {
         batch: 4,
         seq: 256,
         json: false,
+        bench: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,7 +49,7 @@ fn parse_args() -> Args {
             "--batch" => args.batch = value().parse().expect("--batch N"),
             "--seq" => args.seq = value().parse().expect("--seq N"),
             "--json" => args.json = true,
-            "--bench" => {} // passed by `cargo bench`
+            "--bench" => args.bench = true, // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
     }
@@ -96,6 +100,12 @@ fn build(name: &str, device: &candle_core::Device) -> Decoder {
             device,
             DType::F32,
         ),
+        "qwen2-tiny" => Decoder::random(
+            qwen2_shape(64, 2, 4, 2, 128, 512, false),
+            0,
+            device,
+            DType::F32,
+        ),
         "smollm2" => Decoder::load(&ModelSource::default_model(), device, DType::F32),
         other => panic!("unknown model {other}; use qwen2-55m, smollm2 or qwen2.5-0.5b"),
     }
@@ -132,7 +142,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args = parse_args();
+    let mut args = parse_args();
+    if !args.bench {
+        args = Args {
+            model: "qwen2-tiny".into(),
+            steps: 3,
+            warmup: 0,
+            batch: 2,
+            seq: 16,
+            json: true,
+            bench: false,
+        };
+    }
     let device = system::device().expect("device");
     let mut model = build(&args.model, &device);
     model
@@ -209,6 +230,15 @@ fn main() {
         "peak_rss_mb": peak_rss_mb(),
         "losses": losses, // every step, warm-up first
     });
+    if !args.bench {
+        let (first, last) = (losses[0], losses[losses.len() - 1]);
+        assert!(
+            last < first,
+            "the smoke run's loss did not fall: {losses:?}"
+        );
+        println!("lora_step smoke run: loss {first:.4} -> {last:.4}");
+        return;
+    }
     if args.json {
         println!("{report}");
     } else {
