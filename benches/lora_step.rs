@@ -5,7 +5,7 @@
 //! and `scripts/bench_lora_step.py` (PyTorch + PEFT) on the same machine and prints the ratios.
 //!
 //! ```text
-//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 --json
+//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 [--checkpoint] --json
 //! ```
 
 use std::time::Instant;
@@ -24,6 +24,8 @@ struct Args {
     batch: usize,
     seq: usize,
     json: bool,
+    /// Activation checkpointing (recompute each layer in the backward pass).
+    checkpoint: bool,
     /// Set by `cargo bench`; without it (`cargo test --all-targets`) a few tiny steps check that
     /// the benchmark runs and the loss falls.
     bench: bool,
@@ -37,6 +39,7 @@ fn parse_args() -> Args {
         batch: 4,
         seq: 256,
         json: false,
+        checkpoint: false,
         bench: false,
     };
     let mut it = std::env::args().skip(1);
@@ -49,6 +52,7 @@ fn parse_args() -> Args {
             "--batch" => args.batch = value().parse().expect("--batch N"),
             "--seq" => args.seq = value().parse().expect("--seq N"),
             "--json" => args.json = true,
+            "--checkpoint" => args.checkpoint = true,
             "--bench" => args.bench = true, // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -151,6 +155,7 @@ fn main() {
             batch: 2,
             seq: 16,
             json: true,
+            checkpoint: true,
             bench: false,
         };
     }
@@ -164,6 +169,7 @@ fn main() {
             ..LoraConfig::default()
         })
         .unwrap();
+    model.set_checkpointing(args.checkpoint);
     let vocab = model.config().vocab_size;
     let batch = TokenBatch::pad(
         &token_ids(args.batch, args.seq, vocab),
@@ -190,7 +196,7 @@ fn main() {
             .to_scalar::<f32>()
             .unwrap();
         let t1 = Instant::now();
-        let grads = loss.backward().unwrap();
+        let grads = model.backward(&loss).unwrap();
         device.synchronize().unwrap();
         let t2 = Instant::now();
         opt.step(&grads).unwrap();
@@ -218,6 +224,7 @@ fn main() {
         "model": args.model,
         "device": system::device_name(&device),
         "threads": candle_core::utils::get_num_threads(),
+        "checkpointing": args.checkpoint,
         "batch": args.batch,
         "seq": args.seq,
         "params": model.config().num_parameters(),

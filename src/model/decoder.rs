@@ -1,6 +1,10 @@
 //! One decoder for Llama, Qwen2 and Qwen3: frozen base weights plus optional LoRA adapters.
 
-use candle_core::{D, DType, Device, Tensor, Var};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, CustomOp3, D, DType, Device, Layout, Shape, Tensor, Var};
 
 use super::batch::TokenBatch;
 use super::checkpoint::Checkpoint;
@@ -25,6 +29,25 @@ pub enum Mode {
 impl Mode {
     fn adapters(self) -> bool {
         self != Mode::Reference
+    }
+}
+
+/// How one forward pass runs inside the decoder.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    mode: Mode,
+    /// Whether LoRA vars enter the graph (false for the first pass of a checkpointed layer).
+    track: bool,
+    /// Base of this pass's dropout seeds (one per layer and projection).
+    seed: u64,
+}
+
+impl Pass {
+    fn dropout_seed(self, layer: usize, target: Target) -> Option<u64> {
+        (self.mode == Mode::Train).then(|| {
+            let mut rng = Rng::new(self.seed ^ ((layer as u64) << 8) ^ target as u64);
+            rng.next_u64()
+        })
     }
 }
 
@@ -56,13 +79,13 @@ impl Projection {
     }
 
     /// Applies the projection to `x` `[.., in]`.
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, pass: Pass, layer: usize, target: Target) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let x2 = x.reshape(((), in_dim))?;
         let mut y = ops::frozen_linear(&x2, &self.weight, self.bias.as_ref())?;
-        if let (Some(lora), true) = (&self.lora, mode.adapters()) {
-            y = (y + lora.forward(&x2, mode == Mode::Train)?)?;
+        if let (Some(lora), true) = (&self.lora, pass.mode.adapters()) {
+            y = (y + lora.forward(&x2, pass.dropout_seed(layer, target), pass.track)?)?;
         }
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
@@ -97,6 +120,14 @@ struct Layer {
 }
 
 impl Layer {
+    fn lora_vars(&self) -> Vec<Var> {
+        Target::ALL
+            .iter()
+            .filter_map(|&t| self.projection(t).lora())
+            .flat_map(|p| [p.a.clone(), p.b.clone()])
+            .collect()
+    }
+
     fn projection(&self, target: Target) -> &Projection {
         match target {
             Target::Q => &self.attn.q,
@@ -123,6 +154,7 @@ impl Layer {
 }
 
 /// Per-batch inputs shared by every layer.
+#[derive(Debug, Clone)]
 struct Context {
     cos: Tensor,
     sin: Tensor,
@@ -141,6 +173,11 @@ pub struct Decoder {
     lora: Option<LoraConfig>,
     device: Device,
     dtype: DType,
+    checkpointing: bool,
+    /// Counts training forward passes: each gets fresh dropout masks.
+    passes: Arc<AtomicU64>,
+    /// LoRA gradients computed while recomputing checkpointed layers, for [`Decoder::backward`].
+    checkpoint_grads: Arc<Mutex<Vec<(Tensor, Tensor)>>>,
 }
 
 impl Decoder {
@@ -252,6 +289,9 @@ impl Decoder {
             lora: None,
             device: device.clone(),
             dtype,
+            checkpointing: false,
+            passes: Arc::new(AtomicU64::new(0)),
+            checkpoint_grads: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -404,7 +444,14 @@ impl Decoder {
         Ok(out)
     }
 
-    fn attention(&self, attn: &Attention, x: &Tensor, ctx: &Context, mode: Mode) -> Result<Tensor> {
+    fn attention(
+        &self,
+        l: usize,
+        attn: &Attention,
+        x: &Tensor,
+        ctx: &Context,
+        pass: Pass,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let (h, kvh, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
@@ -417,9 +464,9 @@ impl Decoder {
             };
             Ok(y.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(attn.q.forward(x, mode)?, h, &attn.q_norm)?;
-        let k = heads(attn.k.forward(x, mode)?, kvh, &attn.k_norm)?;
-        let v = heads(attn.v.forward(x, mode)?, kvh, &None)?;
+        let q = heads(attn.q.forward(x, pass, l, Target::Q)?, h, &attn.q_norm)?;
+        let k = heads(attn.k.forward(x, pass, l, Target::K)?, kvh, &attn.k_norm)?;
+        let v = heads(attn.v.forward(x, pass, l, Target::V)?, kvh, &None)?;
         let q = ops::apply_rope(&q, &ctx.cos, &ctx.sin)?;
         let k = ops::apply_rope(&k, &ctx.cos, &ctx.sin)?.contiguous()?;
         // Grouped-query attention without copying K/V: the g query heads that share a KV head
@@ -432,25 +479,83 @@ impl Decoder {
             .reshape((b, h, t, d))?
             .transpose(1, 2)?
             .reshape((b, t, h * d))?;
-        attn.o.forward(&out, mode)
+        attn.o.forward(&out, pass, l, Target::O)
     }
 
-    fn layer(&self, layer: &Layer, x: &Tensor, ctx: &Context, mode: Mode) -> Result<Tensor> {
+    fn layer(&self, l: usize, x: &Tensor, ctx: &Context, pass: Pass) -> Result<Tensor> {
+        let layer = &self.layers[l];
         let eps = self.config.rms_norm_eps;
-        let attn = self.attention(
-            &layer.attn,
-            &ops::rms_norm(x, &layer.input_norm, eps)?,
-            ctx,
-            mode,
-        )?;
+        let normed = ops::rms_norm(x, &layer.input_norm, eps)?;
+        let attn = self.attention(l, &layer.attn, &normed, ctx, pass)?;
         let x = (x + attn)?;
         let hidden = ops::rms_norm(&x, &layer.post_norm, eps)?;
         let mlp = &layer.mlp;
         let act = ops::swiglu(
-            &mlp.gate.forward(&hidden, mode)?,
-            &mlp.up.forward(&hidden, mode)?,
+            &mlp.gate.forward(&hidden, pass, l, Target::Gate)?,
+            &mlp.up.forward(&hidden, pass, l, Target::Up)?,
         )?;
-        Ok((x + mlp.down.forward(&act, mode)?)?)
+        Ok((x + mlp.down.forward(&act, pass, l, Target::Down)?)?)
+    }
+
+    /// Layer `l` with activation checkpointing: run without a graph, keep only the input, and
+    /// recompute the layer in the backward pass (see [`LayerCheckpoint`]).
+    fn checkpointed_layer(
+        &self,
+        l: usize,
+        x: &Tensor,
+        ctx: &Context,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let quiet = Pass {
+            track: false,
+            ..pass
+        };
+        let y = self.layer(l, &x.detach(), ctx, quiet)?;
+        let anchor = self.layers[l]
+            .lora_vars()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Adapter("checkpointing needs adapters to train".into()))?;
+        let op = LayerCheckpoint {
+            decoder: self.clone(),
+            layer: l,
+            ctx: ctx.clone(),
+            pass,
+            anchor: anchor.as_tensor().clone(),
+        };
+        Ok(y.apply_op3(x, anchor.as_tensor(), op)?)
+    }
+
+    /// Turns activation checkpointing on or off for training passes (`Mode::Train`).
+    ///
+    /// With it on, a layer's activations are dropped after the forward pass and recomputed in
+    /// the backward pass: memory for activations falls to one tensor per layer, at the cost of
+    /// about one more forward pass. Gradients must then be taken with [`Decoder::backward`].
+    pub fn set_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
+    /// Back-propagates `loss` and returns the gradients of every tensor, LoRA vars included.
+    ///
+    /// Use this rather than `loss.backward()`: with activation checkpointing the LoRA gradients
+    /// of recomputed layers are produced inside the backward pass and merged in here.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        self.checkpoint_grads.lock().map(|mut g| g.clear()).ok();
+        let mut grads = loss.backward()?;
+        let computed = std::mem::take(
+            &mut *self
+                .checkpoint_grads
+                .lock()
+                .map_err(|_| Error::Adapter("a checkpointed backward pass panicked".into()))?,
+        );
+        for (var, grad) in computed {
+            let sum = match grads.remove(&var) {
+                Some(existing) => (existing + grad)?,
+                None => grad,
+            };
+            grads.insert(&var, sum);
+        }
+        Ok(grads)
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last RMSNorm).
@@ -481,8 +586,25 @@ impl Decoder {
             t,
             self.config.hidden_size,
         ))?;
-        for layer in &self.layers {
-            x = self.layer(layer, &x, &ctx, mode)?;
+        let pass = Pass {
+            mode,
+            track: true,
+            seed: match mode {
+                Mode::Train => {
+                    let n = self.passes.fetch_add(1, Ordering::Relaxed);
+                    Rng::new(self.lora.as_ref().map_or(0, |c| c.seed) ^ n.rotate_left(32))
+                        .next_u64()
+                }
+                _ => 0,
+            },
+        };
+        let checkpoint = self.checkpointing && mode == Mode::Train && self.lora.is_some();
+        for l in 0..self.layers.len() {
+            x = if checkpoint {
+                self.checkpointed_layer(l, &x, &ctx, pass)?
+            } else {
+                self.layer(l, &x, &ctx, pass)?
+            };
         }
         Ok(ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)
     }
@@ -532,5 +654,85 @@ impl Decoder {
     ) -> Result<Tensor> {
         let lp = self.token_logprobs(batch, mode)?;
         Ok((&lp * mask.to_dtype(lp.dtype())?)?.sum(D::Minus1)?)
+    }
+}
+
+/// One checkpointed layer: the forward output is passed through (computed without a graph),
+/// and the backward pass recomputes the layer from its input with a graph to get `∂x` and the
+/// layer's LoRA gradients. The anchor (one of the layer's LoRA vars) keeps the op in the graph
+/// even when `x` itself does not track (layer 0); the other vars' gradients go to the decoder's
+/// `checkpoint_grads`, which [`Decoder::backward`] merges.
+struct LayerCheckpoint {
+    decoder: Decoder,
+    layer: usize,
+    ctx: Context,
+    pass: Pass,
+    anchor: Tensor,
+}
+
+impl CustomOp3 for LayerCheckpoint {
+    fn name(&self) -> &'static str {
+        "layer-checkpoint"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &CpuStorage,
+        l: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        if !l.is_contiguous() || l.start_offset() != 0 {
+            candle_core::bail!("layer-checkpoint expects a fresh contiguous output");
+        }
+        Ok((y.try_clone(l)?, l.shape().clone()))
+    }
+
+    fn cuda_fwd(
+        &self,
+        y: &candle_core::CudaStorage,
+        l: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        Ok((y.try_clone(l)?, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        x: &Tensor,
+        _anchor: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let to_candle = |e: Error| candle_core::Error::Msg(e.to_string());
+        let input = Var::from_tensor(&x.detach())?;
+        let y = self
+            .decoder
+            .layer(self.layer, input.as_tensor(), &self.ctx, self.pass)
+            .map_err(to_candle)?;
+        let grads = (y * grad.detach())?.sum_all()?.backward()?;
+        let mut anchor_grad = None;
+        let mut sink =
+            self.decoder.checkpoint_grads.lock().map_err(|_| {
+                candle_core::Error::Msg("checkpoint gradient store poisoned".into())
+            })?;
+        for var in self.decoder.layers[self.layer].lora_vars() {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                if var.as_tensor().id() == self.anchor.id() {
+                    anchor_grad = Some(g.clone());
+                } else {
+                    sink.push((var.as_tensor().clone(), g.clone()));
+                }
+            }
+        }
+        Ok((None, grads.get(input.as_tensor()).cloned(), anchor_grad))
     }
 }

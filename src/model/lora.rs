@@ -190,15 +190,35 @@ impl LoraPair {
     }
 
     /// The low-rank update for `x` `[n, in]`: `scale · dropout(x) Aᵀ Bᵀ`, `[n, out]`.
-    pub fn forward(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
+    ///
+    /// `dropout_seed` switches dropout on with a mask drawn from [`Rng`] (so a recomputed
+    /// forward pass sees the same mask); `track` false uses detached A and B (no graph).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        dropout_seed: Option<u64>,
+        track: bool,
+    ) -> CandleResult<Tensor> {
         let dtype = x.dtype();
-        let x = if train && self.dropout > 0.0 {
-            candle_nn::ops::dropout(x, self.dropout)?
-        } else {
-            x.clone()
+        let x = match dropout_seed {
+            Some(seed) if self.dropout > 0.0 => {
+                let keep = 1.0 / (1.0 - self.dropout);
+                let mask: Vec<f32> = Rng::new(seed)
+                    .uniform_vec(x.elem_count(), 0.0, 1.0)
+                    .into_iter()
+                    .map(|u| if u < self.dropout { 0.0 } else { keep })
+                    .collect();
+                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(dtype)?;
+                (x * mask)?
+            }
+            _ => x.clone(),
         };
-        let a = self.a.as_tensor().to_dtype(dtype)?;
-        let b = self.b.as_tensor().to_dtype(dtype)?;
+        let (a, b) = if track {
+            (self.a.as_tensor().clone(), self.b.as_tensor().clone())
+        } else {
+            (self.a.as_tensor().detach(), self.b.as_tensor().detach())
+        };
+        let (a, b) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
         x.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale
     }
 
@@ -246,7 +266,7 @@ mod tests {
         assert!(a.iter().all(|v| v.abs() <= 1.0 / 8.0));
         assert!(a.iter().any(|v| v.abs() > 0.1));
         let x = Tensor::ones((3, 64), DType::F32, &Device::Cpu).unwrap();
-        let y = pair.forward(&x, false).unwrap();
+        let y = pair.forward(&x, None, true).unwrap();
         assert_eq!(y.dims(), &[3, 8]);
         assert_eq!(
             y.abs()
