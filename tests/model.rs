@@ -705,3 +705,87 @@ fn activation_checkpointing_gives_the_same_loss_and_lora_gradients() {
     // A second training pass draws new dropout masks.
     assert_ne!(value(&loss(&plain)), value(&l1));
 }
+
+#[test]
+fn sharded_checkpoints_load_through_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors =
+        candle_core::safetensors::load(fixture("llama/model.safetensors"), &Device::Cpu).unwrap();
+    let (mut first, mut second) = (HashMap::new(), HashMap::new());
+    let mut weight_map = serde_json::Map::new();
+    for (i, (name, t)) in tensors.into_iter().enumerate() {
+        let (shard, file) = if i % 2 == 0 {
+            (&mut first, "model-00001-of-00002.safetensors")
+        } else {
+            (&mut second, "model-00002-of-00002.safetensors")
+        };
+        weight_map.insert(name.clone(), file.into());
+        shard.insert(name, t);
+    }
+    candle_core::safetensors::save(&first, dir.path().join("model-00001-of-00002.safetensors"))
+        .unwrap();
+    candle_core::safetensors::save(&second, dir.path().join("model-00002-of-00002.safetensors"))
+        .unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    std::fs::copy(fixture("llama/config.json"), dir.path().join("config.json")).unwrap();
+    let files = ModelFiles::from_dir(dir.path()).unwrap();
+    assert_eq!(files.weights.len(), 2);
+    let model = Decoder::from_files(&files, &Device::Cpu, DType::F32).unwrap();
+    let exp = expected("llama");
+    let logits = model.forward(&exp.batch, Mode::Eval).unwrap();
+    assert!(max_diff_on_real_tokens(&logits, &exp.logits, &exp.mask) < TINY_TOL);
+}
+
+#[test]
+fn bf16_weights_and_activations_track_f32_and_train_f32_adapters() {
+    // bf16 is the GPU dtype; on CPU it runs the plain candle compositions the GPU uses.
+    let mut model = Decoder::load(
+        &ModelSource::Dir(fixture("llama")),
+        &Device::Cpu,
+        DType::BF16,
+    )
+    .unwrap();
+    model.load_adapter(&fixture("llama_lora")).unwrap();
+    let exp = expected("llama_lora");
+    let logits = model
+        .forward(&exp.batch, Mode::Eval)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let diff = max_diff_on_real_tokens(&logits, &exp.logits, &exp.mask);
+    println!("bf16 llama+LoRA: max |logits - PEFT f32| = {diff:.3}");
+    // bf16 keeps 8 bits of mantissa; transformers + PEFT in bf16 on this fixture are 0.129 off.
+    assert!(diff < 0.2, "bf16 logits differ from f32 by {diff}");
+    let loss = model
+        .token_logprobs(&exp.batch, Mode::Train)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = model.backward(&loss).unwrap();
+    for var in model.trainable_vars() {
+        assert_eq!(
+            var.dtype(),
+            DType::F32,
+            "adapters stay f32 under a bf16 model"
+        );
+        let g = grads
+            .get(var.as_tensor())
+            .expect("gradient reaches every f32 adapter");
+        assert!(
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
+    }
+}

@@ -218,8 +218,10 @@ impl LoraPair {
         } else {
             (self.a.as_tensor().detach(), self.b.as_tensor().detach())
         };
-        let (a, b) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
-        x.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale
+        // Like PEFT, the update is computed in f32 (f64 for f64 models) whatever the model dtype.
+        let acc = super::ops::accumulation_dtype(dtype);
+        let (x, a, b) = (x.to_dtype(acc)?, a.to_dtype(acc)?, b.to_dtype(acc)?);
+        (x.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale)?.to_dtype(dtype)
     }
 
     /// The dense update `scale · B A` `[out, in]`, for merging into the base weight.
