@@ -5,7 +5,7 @@
 //! and `scripts/bench_lora_step.py` (PyTorch + PEFT) on the same machine and prints the ratios.
 //!
 //! ```text
-//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 [--checkpoint] --json
+//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 [--checkpoint] [--dtype bf16] --json
 //! ```
 
 use std::time::Instant;
@@ -24,6 +24,8 @@ struct Args {
     batch: usize,
     seq: usize,
     json: bool,
+    /// Weight and activation dtype (`f32`, or `bf16`/`f16` on a GPU).
+    dtype: DType,
     /// Activation checkpointing (recompute each layer in the backward pass).
     checkpoint: bool,
     /// Set by `cargo bench`; without it (`cargo test --all-targets`) a few tiny steps check that
@@ -39,6 +41,7 @@ fn parse_args() -> Args {
         batch: 4,
         seq: 256,
         json: false,
+        dtype: DType::F32,
         checkpoint: false,
         bench: false,
     };
@@ -53,6 +56,14 @@ fn parse_args() -> Args {
             "--seq" => args.seq = value().parse().expect("--seq N"),
             "--json" => args.json = true,
             "--checkpoint" => args.checkpoint = true,
+            "--dtype" => {
+                args.dtype = match value().as_str() {
+                    "f32" => DType::F32,
+                    "bf16" => DType::BF16,
+                    "f16" => DType::F16,
+                    other => panic!("--dtype {other}: use f32, bf16 or f16"),
+                }
+            }
             "--bench" => args.bench = true, // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -90,7 +101,7 @@ fn qwen2_shape(
     }
 }
 
-fn build(name: &str, device: &candle_core::Device) -> Decoder {
+fn build(name: &str, device: &candle_core::Device, dtype: DType) -> Decoder {
     match name {
         "qwen2-55m" => Decoder::random(
             qwen2_shape(512, 8, 8, 2, 1408, 32000, false),
@@ -110,7 +121,7 @@ fn build(name: &str, device: &candle_core::Device) -> Decoder {
             device,
             DType::F32,
         ),
-        "smollm2" => Decoder::load(&ModelSource::default_model(), device, DType::F32),
+        "smollm2" => Decoder::load(&ModelSource::default_model(), device, dtype),
         other => panic!("unknown model {other}; use qwen2-55m, smollm2 or qwen2.5-0.5b"),
     }
     .unwrap_or_else(|e| panic!("building {name}: {e}"))
@@ -155,12 +166,13 @@ fn main() {
             batch: 2,
             seq: 16,
             json: true,
+            dtype: DType::F32,
             checkpoint: true,
             bench: false,
         };
     }
     let device = system::device().expect("device");
-    let mut model = build(&args.model, &device);
+    let mut model = build(&args.model, &device, args.dtype);
     model
         .add_lora(&LoraConfig {
             r: 16,
@@ -225,6 +237,7 @@ fn main() {
         "device": system::device_name(&device),
         "threads": candle_core::utils::get_num_threads(),
         "checkpointing": args.checkpoint,
+        "dtype": format!("{:?}", args.dtype).to_lowercase(),
         "batch": args.batch,
         "seq": args.seq,
         "params": model.config().num_parameters(),
