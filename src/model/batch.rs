@@ -100,6 +100,11 @@ impl TokenBatch {
         &self.device
     }
 
+    /// The largest token id in the batch (pads included), checked against the vocabulary.
+    pub fn max_id(&self) -> Option<u32> {
+        self.ids.iter().copied().max()
+    }
+
     /// Number of real (non-pad) tokens.
     pub fn num_tokens(&self) -> usize {
         self.mask.iter().filter(|&&m| m == 1).count()

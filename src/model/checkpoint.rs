@@ -111,7 +111,7 @@ impl Checkpoint {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::MissingFile {
                     path: path.to_path_buf(),
-                    hint: "fetch the default model with `bash scripts/fetch_default_model.sh`, or pass the path of a .gguf file".into(),
+                    hint: super::source::GGUF_HINT.into(),
                 }
             } else {
                 Error::io("opening", path, e)

@@ -80,17 +80,13 @@ impl Projection {
 
     /// Applies the projection to `x` `[.., in]`.
     fn forward(&self, x: &Tensor, pass: Pass, layer: usize, target: Target) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let in_dim = dims[dims.len() - 1];
-        let x2 = x.reshape(((), in_dim))?;
-        let mut y = ops::frozen_linear(&x2, &self.weight, self.bias.as_ref())?;
-        if let (Some(lora), true) = (&self.lora, pass.mode.adapters()) {
-            y = (y + lora.forward(&x2, pass.dropout_seed(layer, target), pass.track)?)?;
+        let y = ops::frozen_linear(x, &self.weight, self.bias.as_ref())?;
+        match (&self.lora, pass.mode.adapters()) {
+            (Some(lora), true) => {
+                Ok((y + lora.forward(x, pass.dropout_seed(layer, target), pass.track)?)?)
+            }
+            _ => Ok(y),
         }
-        let mut out_dims = dims;
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.weight.dim(0)?;
-        Ok(y.reshape(out_dims)?)
     }
 }
 
@@ -384,10 +380,7 @@ impl Decoder {
 
     /// The trainable tensors: every adapter's A and B.
     pub fn trainable_vars(&self) -> Vec<Var> {
-        self.lora_pairs()
-            .into_iter()
-            .flat_map(|(_, _, p)| [p.a.clone(), p.b.clone()])
-            .collect()
+        self.layers.iter().flat_map(Layer::lora_vars).collect()
     }
 
     /// Number of trainable parameters.
@@ -561,18 +554,16 @@ impl Decoder {
     /// Final hidden states `[batch, seq, hidden]` (after the last RMSNorm).
     pub fn forward_hidden(&self, batch: &TokenBatch, mode: Mode) -> Result<Tensor> {
         let (b, t) = batch.dims();
-        let ids = batch.input_ids()?;
-        if let Some(bad) = ids
-            .flatten_all()?
-            .to_vec1::<u32>()?
-            .into_iter()
-            .find(|&i| i as usize >= self.config.vocab_size)
+        if let Some(bad) = batch
+            .max_id()
+            .filter(|&i| i as usize >= self.config.vocab_size)
         {
             return Err(Error::Batch(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 self.config.vocab_size
             )));
         }
+        let ids = batch.input_ids()?;
         let (cos, sin) = ops::rope_tables(&batch.positions()?, &self.inv_freq, self.dtype)?;
         let ctx = Context {
             cos,
@@ -612,13 +603,7 @@ impl Decoder {
     /// Output-head logits for hidden states `[.., hidden]` → `[.., vocab]`.
     pub fn logits_from_hidden(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let dims = hidden.dims().to_vec();
-        let h = dims[dims.len() - 1];
-        let y = ops::frozen_linear(&hidden.reshape(((), h))?, head, None)?;
-        let mut out = dims;
-        let last = out.len() - 1;
-        out[last] = self.config.vocab_size;
-        Ok(y.reshape(out)?)
+        Ok(ops::frozen_linear(hidden, head, None)?)
     }
 
     /// Logits `[batch, seq, vocab]`.
@@ -684,11 +669,7 @@ impl CustomOp3 for LayerCheckpoint {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        if !l.is_contiguous() || l.start_offset() != 0 {
-            candle_core::bail!("layer-checkpoint expects a fresh contiguous output");
-        }
-        Ok((y.try_clone(l)?, l.shape().clone()))
+        ops::pass_through_cpu(y, l, self.name())
     }
 
     fn cuda_fwd(

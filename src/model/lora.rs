@@ -189,7 +189,7 @@ impl LoraPair {
         self.scale
     }
 
-    /// The low-rank update for `x` `[n, in]`: `scale · dropout(x) Aᵀ Bᵀ`, `[n, out]`.
+    /// The low-rank update for `x` `[.., in]`: `scale · dropout(x) Aᵀ Bᵀ`, `[.., out]`.
     ///
     /// `dropout_seed` switches dropout on with a mask drawn from [`Rng`] (so a recomputed
     /// forward pass sees the same mask); `track` false uses detached A and B (no graph).
@@ -221,7 +221,13 @@ impl LoraPair {
         // Like PEFT, the update is computed in f32 (f64 for f64 models) whatever the model dtype.
         let acc = super::ops::accumulation_dtype(dtype);
         let (x, a, b) = (x.to_dtype(acc)?, a.to_dtype(acc)?, b.to_dtype(acc)?);
-        (x.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale)?.to_dtype(dtype)
+        let mut dims = x.dims().to_vec();
+        let in_dim = dims.pop().unwrap_or(0);
+        dims.push(b.dim(0)?);
+        let x = x.reshape(((), in_dim))?;
+        (x.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale)?
+            .to_dtype(dtype)?
+            .reshape(dims)
     }
 
     /// The dense update `scale · B A` `[out, in]`, for merging into the base weight.

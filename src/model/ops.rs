@@ -114,7 +114,7 @@ pub fn apply_rope_unfused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tens
     x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
 }
 
-/// `x Wᵀ (+ b)` for a frozen `W` `[out, in]`, `x` `[n, in]`: the backward pass computes the
+/// `x Wᵀ (+ b)` for a frozen `W` `[out, in]`, `x` `[.., in]`: the backward pass computes the
 /// gradient of `x` only.
 ///
 /// candle's matmul backward always computes both operand gradients, so a plain `x.matmul(&w.t())`
@@ -122,6 +122,13 @@ pub fn apply_rope_unfused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tens
 /// never train. Here the product is computed on a detached `x` and re-attached to the graph by
 /// [`GradFromWeight`], whose backward is `grad · W`.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if x.rank() != 2 {
+        // [.., in] → [n, in] → [n, out] → [.., out]
+        let mut dims = x.dims().to_vec();
+        let in_dim = dims.pop().unwrap_or(0);
+        dims.push(weight.dim(0)?);
+        return frozen_linear(&x.reshape(((), in_dim))?, weight, bias)?.reshape(dims);
+    }
     let mut y = x.detach().matmul(&weight.t()?)?;
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
@@ -135,6 +142,21 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
             weight: weight.clone(),
         },
     )
+}
+
+/// The forward of a pass-through custom op on CPU: a copy of a freshly computed tensor.
+///
+/// The CPU clone copies the whole buffer, so it is only valid for a contiguous tensor that owns
+/// its storage from offset 0 (the output of the op just before).
+pub(crate) fn pass_through_cpu(
+    y: &CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> Result<(CpuStorage, Shape)> {
+    if !l.is_contiguous() || l.start_offset() != 0 {
+        candle_core::bail!("{op} expects a fresh contiguous tensor");
+    }
+    Ok((y.try_clone(l)?, l.shape().clone()))
 }
 
 /// Passes a precomputed `y = x Wᵀ` through and routes `∂L/∂y · W` to `x` in the backward pass.
@@ -154,11 +176,7 @@ impl CustomOp2 for GradFromWeight {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        // The CPU clone copies the whole buffer: only valid for a fresh contiguous product.
-        if !l.is_contiguous() || l.start_offset() != 0 {
-            candle_core::bail!("grad-from-frozen-weight expects a fresh contiguous product");
-        }
-        Ok((y.try_clone(l)?, l.shape().clone()))
+        pass_through_cpu(y, l, self.name())
     }
 
     fn cuda_fwd(

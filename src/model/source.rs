@@ -8,6 +8,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::paths;
 
+/// How to get a GGUF file that is missing.
+pub(crate) const GGUF_HINT: &str = "fetch the default model with `bash scripts/fetch_default_model.sh`, or pass the path of a .gguf file";
+
 /// A model the user names: a directory, a `.gguf` file, or a hub repo id (`org/name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -61,7 +64,7 @@ impl ModelSource {
                 if !path.is_file() {
                     return Err(Error::MissingFile {
                         path: path.clone(),
-                        hint: "fetch the default model with `bash scripts/fetch_default_model.sh`, or pass the path of a .gguf file".into(),
+                        hint: GGUF_HINT.into(),
                     });
                 }
                 Ok(ModelFiles {
