@@ -69,6 +69,20 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A line of a JSONL file is not the record it should be.
+    #[error("{path}:{line}: {source}")]
+    JsonLine {
+        /// The file.
+        path: PathBuf,
+        /// One-based line number.
+        line: usize,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A SQL statement failed or a database could not be set up.
+    #[error("sqlite: {0}")]
+    Sql(#[from] rusqlite::Error),
     /// A model configuration (config.json or GGUF metadata) is missing a field or holds a bad value.
     #[error("model config {source_name}: {reason}")]
     InvalidConfig {

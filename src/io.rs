@@ -39,6 +39,22 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     })
 }
 
+/// Reads a JSONL file: one record per non-blank line; a bad line is reported with file and line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| Error::JsonLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Creates `dir` and all its parents, naming the directory on failure.
 pub fn create_dir_all(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))
@@ -47,6 +63,19 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_jsonl_names_the_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        fs::write(&path, "{\"a\": 1}\n\n{\"a\": 2}\n{\"a\": \n").unwrap();
+        let err = read_jsonl::<serde_json::Value>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("{}:4:", path.display())), "{err}");
+        fs::write(&path, "{\"a\": 1}\n\n{\"a\": 2}\n").unwrap();
+        assert_eq!(read_jsonl::<serde_json::Value>(&path).unwrap().len(), 2);
+    }
 
     #[test]
     fn write_atomic_creates_parents_and_replaces_whole_file() {

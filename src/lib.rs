@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod display;
+pub mod env;
 pub mod error;
 pub mod io;
 pub mod model;
