@@ -144,15 +144,11 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     )
 }
 
-/// The forward of a pass-through custom op on CPU: a copy of a freshly computed tensor.
+/// The forward of a pass-through custom op: a copy of a freshly computed tensor, on any backend.
 ///
 /// The CPU clone copies the whole buffer, so it is only valid for a contiguous tensor that owns
-/// its storage from offset 0 (the output of the op just before).
-pub(crate) fn pass_through_cpu(
-    y: &CpuStorage,
-    l: &Layout,
-    op: &str,
-) -> Result<(CpuStorage, Shape)> {
+/// its storage from offset 0 (the output of the op just before); the check applies everywhere.
+pub(crate) fn pass_through<S: BackendStorage>(y: &S, l: &Layout, op: &str) -> Result<(S, Shape)> {
     if !l.is_contiguous() || l.start_offset() != 0 {
         candle_core::bail!("{op} expects a fresh contiguous tensor");
     }
@@ -176,7 +172,7 @@ impl CustomOp2 for GradFromWeight {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        pass_through_cpu(y, l, self.name())
+        pass_through(y, l, self.name())
     }
 
     fn cuda_fwd(
@@ -186,7 +182,7 @@ impl CustomOp2 for GradFromWeight {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        Ok((y.try_clone(l)?, l.shape().clone()))
+        pass_through(y, l, self.name())
     }
 
     fn metal_fwd(
@@ -196,7 +192,7 @@ impl CustomOp2 for GradFromWeight {
         _: &MetalStorage,
         _: &Layout,
     ) -> Result<(MetalStorage, Shape)> {
-        Ok((y.try_clone(l)?, l.shape().clone()))
+        pass_through(y, l, self.name())
     }
 
     fn bwd(
