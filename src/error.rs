@@ -133,6 +133,20 @@ pub enum Error {
     /// An input batch is malformed (empty, ragged where it must not be, ids out of range).
     #[error("batch: {0}")]
     Batch(String),
+    /// A conversation cannot be rendered or encoded (no template, template error, truncation).
+    #[error("chat: {0}")]
+    Chat(String),
+    /// A tokenizer could not be loaded or failed on its input.
+    #[error("tokenizer {source_name}: {reason}")]
+    Tokenizer {
+        /// The file or model the tokenizer came from.
+        source_name: String,
+        /// What went wrong and how to fix it.
+        reason: String,
+    },
+    /// Generation was asked for something it cannot do (bad options, context too long).
+    #[error("generation: {0}")]
+    Generate(String),
     /// An error from candle (tensor operations, devices).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -12,10 +12,12 @@
 //! and then calls one or two library functions per cell; charts ([`plot`]) and tables
 //! ([`table`]) display inline through [`display::Show`].
 
+pub mod chat;
 pub mod config;
 pub mod display;
 pub mod env;
 pub mod error;
+pub mod generate;
 pub mod io;
 pub mod model;
 pub mod paths;

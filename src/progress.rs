@@ -65,6 +65,11 @@ impl Progress {
         self.message = message.into();
     }
 
+    /// Whether a line has been printed yet (short work never prints one).
+    pub fn shown(&self) -> bool {
+        self.last_print.is_some()
+    }
+
     /// Prints the final line (once) with the total elapsed time.
     pub fn finish(&mut self) {
         if self.finished {

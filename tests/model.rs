@@ -4,22 +4,21 @@
 //! `scripts/make_model_fixtures.py`; these tests need neither Python nor a network.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use agentbench_tuning::model::{
     Decoder, LoraConfig, Mode, ModelFiles, ModelSource, Padding, Target, TokenBatch,
 };
-use agentbench_tuning::paths;
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::Optimizer;
 
 /// Tolerance for f32 logits of the tiny models against transformers.
 const TINY_TOL: f32 = 1e-4;
 
+mod common;
+
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/model")
-        .join(name)
+    common::fixture("model").join(name)
 }
 
 fn load(name: &str) -> Decoder {
@@ -502,20 +501,9 @@ fn hub_models_load_from_the_cache_offline() {
 /// the same file (`gguf_file=`, which also dequantises to f32).
 #[test]
 fn default_gguf_model_matches_transformers() {
-    let path = paths::default_model_path();
-    if !path.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none()
-                && std::env::var_os("ABT_REQUIRE_DEFAULT_MODEL").is_none(),
-            "CI must fetch the default model ({})",
-            path.display()
-        );
-        eprintln!(
-            "skipped: {} is absent (bash scripts/fetch_default_model.sh)",
-            path.display()
-        );
+    let Some(path) = common::default_model() else {
         return;
-    }
+    };
     let model = Decoder::load(&ModelSource::Gguf(path), &Device::Cpu, DType::F32).unwrap();
     let c = model.config();
     assert_eq!(

@@ -7,6 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, CustomOp3, D, DType, Device, Layout, Shape, Tensor, Var};
 
 use super::batch::TokenBatch;
+use super::cache::KvCache;
 use super::checkpoint::Checkpoint;
 use super::config::ModelConfig;
 use super::lora::{LoraConfig, LoraPair, Target};
@@ -16,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// How a forward pass treats the adapters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Adapters on, LoRA dropout active: the policy being trained.
     Train,
@@ -444,6 +446,7 @@ impl Decoder {
         x: &Tensor,
         ctx: &Context,
         pass: Pass,
+        cache: Option<&KvCache>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
@@ -462,12 +465,19 @@ impl Decoder {
         let v = heads(attn.v.forward(x, pass, l, Target::V)?, kvh, &None)?;
         let q = ops::apply_rope(&q, &ctx.cos, &ctx.sin)?;
         let k = ops::apply_rope(&k, &ctx.cos, &ctx.sin)?.contiguous()?;
+        // With a cache, attend to every filled position: the new keys are written in place
+        // and the filled prefix is read as a view.
+        let (k, v) = match cache {
+            Some(cache) => cache.append(l, &k, &v)?,
+            None => (k, v),
+        };
+        let keys = k.dim(2)?;
         // Grouped-query attention without copying K/V: the g query heads that share a KV head
-        // are stacked along the sequence axis, [b, kvh, g·t, d] against [b, kvh, t, d].
+        // are stacked along the sequence axis, [b, kvh, g·t, d] against [b, kvh, T, d].
         let q = q.contiguous()?.reshape((b, kvh, g * t, d))?;
-        let scores = q.matmul(&k.t()?)?.reshape((b, kvh, g, t, t))?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, kvh, g, t, keys))?;
         let probs = ops::masked_softmax(&scores, &ctx.bias, 1.0 / (d as f64).sqrt())?;
-        let out = probs.reshape((b, kvh, g * t, t))?.matmul(&v)?;
+        let out = probs.reshape((b, kvh, g * t, keys))?.matmul(&v)?;
         let out = out
             .reshape((b, h, t, d))?
             .transpose(1, 2)?
@@ -475,11 +485,18 @@ impl Decoder {
         attn.o.forward(&out, pass, l, Target::O)
     }
 
-    fn layer(&self, l: usize, x: &Tensor, ctx: &Context, pass: Pass) -> Result<Tensor> {
+    fn layer(
+        &self,
+        l: usize,
+        x: &Tensor,
+        ctx: &Context,
+        pass: Pass,
+        cache: Option<&KvCache>,
+    ) -> Result<Tensor> {
         let layer = &self.layers[l];
         let eps = self.config.rms_norm_eps;
         let normed = ops::rms_norm(x, &layer.input_norm, eps)?;
-        let attn = self.attention(l, &layer.attn, &normed, ctx, pass)?;
+        let attn = self.attention(l, &layer.attn, &normed, ctx, pass, cache)?;
         let x = (x + attn)?;
         let hidden = ops::rms_norm(&x, &layer.post_norm, eps)?;
         let mlp = &layer.mlp;
@@ -503,7 +520,7 @@ impl Decoder {
             track: false,
             ..pass
         };
-        let y = self.layer(l, &x.detach(), ctx, quiet)?;
+        let y = self.layer(l, &x.detach(), ctx, quiet, None)?;
         let anchor = self.layers[l]
             .lora_vars()
             .into_iter()
@@ -594,9 +611,59 @@ impl Decoder {
             x = if checkpoint {
                 self.checkpointed_layer(l, &x, &ctx, pass)?
             } else {
-                self.layer(l, &x, &ctx, pass)?
+                self.layer(l, &x, &ctx, pass, None)?
             };
         }
+        Ok(ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)
+    }
+
+    /// Runs new tokens through the model with a KV cache and returns their final hidden states
+    /// `[batch, t, hidden]`; the cache then holds their keys and values too.
+    ///
+    /// `ids` and `positions` are `[batch, t]` (u32); `bias` is the additive attention mask
+    /// `[batch, 1, 1, t, cache.len() + t]` (f32, 0 or −∞) over every filled position. No
+    /// gradient graph is built (generation only).
+    pub fn forward_cached(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        bias: &Tensor,
+        cache: &mut KvCache,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        cache.check_room(b, t)?;
+        let expected = [b, 1, 1, t, cache.len() + t];
+        if bias.dims() != expected {
+            return Err(Error::Generate(format!(
+                "attention bias {:?} does not fit {expected:?}",
+                bias.dims()
+            )));
+        }
+        let (cos, sin) = ops::rope_tables(positions, &self.inv_freq, self.dtype)?;
+        let ctx = Context {
+            cos,
+            sin,
+            bias: bias.to_dtype(ops::accumulation_dtype(self.dtype))?,
+        };
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?;
+        let pass = Pass {
+            mode: if mode == Mode::Train {
+                Mode::Eval
+            } else {
+                mode
+            },
+            track: false,
+            seed: 0,
+        };
+        for l in 0..self.layers.len() {
+            x = self.layer(l, &x, &ctx, pass, Some(cache))?;
+        }
+        cache.advance(t);
         Ok(ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)
     }
 
@@ -696,7 +763,7 @@ impl CustomOp3 for LayerCheckpoint {
         let input = Var::from_tensor(&x.detach())?;
         let y = self
             .decoder
-            .layer(self.layer, input.as_tensor(), &self.ctx, self.pass)
+            .layer(self.layer, input.as_tensor(), &self.ctx, self.pass, None)
             .map_err(to_candle)?;
         let grads = (y * grad.detach())?.sum_all()?.backward()?;
         let mut anchor_grad = None;

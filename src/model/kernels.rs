@@ -135,7 +135,7 @@ impl candle_core::CustomOp1 for MaskedSoftmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = l.shape().dims();
-        let (b, t) = (dims[0], dims[dims.len() - 1]);
+        let (b, tq, t) = (dims[0], dims[dims.len() - 2], dims[dims.len() - 1]);
         let rows_per_batch = l.shape().elem_count() / (b * t);
         let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
             candle_core::bail!("masked-softmax expects contiguous f32 scores");
@@ -152,8 +152,8 @@ impl candle_core::CustomOp1 for MaskedSoftmax {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(t).enumerate().for_each(|(r, y)| {
             let batch = r / rows_per_batch;
-            let query = r % t;
-            let mask = &bias[(batch * t + query) * t..(batch * t + query + 1) * t];
+            let query = r % tq;
+            let mask = &bias[(batch * tq + query) * t..(batch * tq + query + 1) * t];
             let xs = &x[r * t..(r + 1) * t];
             let mut max = f32::NEG_INFINITY;
             for (v, m) in xs.iter().zip(mask) {

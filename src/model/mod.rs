@@ -6,10 +6,12 @@
 //! - [`lora`]: adapter configuration and the A/B pairs.
 //! - [`peft`]: adapters in PEFT's file layout, merged-weight export.
 //! - [`batch`]: padded token batches with masks and positions.
+//! - [`cache`]: the preallocated key/value cache for incremental decoding.
 //! - [`ops`]: differentiable RMSNorm, RoPE, attention softmax, frozen projections and output
 //!   log-probs (fused CPU kernels in `kernels`, with plain candle compositions as reference).
 
 pub mod batch;
+pub mod cache;
 pub(crate) mod checkpoint;
 pub mod config;
 pub mod decoder;
@@ -20,6 +22,7 @@ pub mod peft;
 pub mod source;
 
 pub use batch::{Padding, TokenBatch};
+pub use cache::KvCache;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use decoder::{Decoder, Mode, Projection};
 pub use lora::{LoraConfig, LoraPair, Target};

@@ -237,8 +237,8 @@ pub fn linear_logprobs_unfused(hidden: &Tensor, head: &Tensor, targets: &Tensor)
 
 /// Attention probabilities `softmax(scores · scale + bias)` over the last dimension.
 ///
-/// `scores` is `[batch, .., t, t]` (any number of head dims), `bias` the additive mask
-/// `[batch, 1, .., 1, t, t]` (f32, 0 or −∞) from [`crate::model::TokenBatch::attention_bias`].
+/// `scores` is `[batch, .., t, T]` (any number of head dims; `T ≥ t` keys with a KV cache),
+/// `bias` the additive mask `[batch, 1, .., 1, t, T]` (f32, 0 or −∞) from [`crate::model::TokenBatch::attention_bias`].
 /// On CPU in f32 this is one parallel pass over the rows (masked keys are skipped) with a
 /// hand-written backward `scale · y ⊙ (g − Σ g ⊙ y)`; elsewhere it is the composition of
 /// candle ops, computed in f32.
@@ -249,8 +249,8 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tens
         return masked_softmax_unfused(scores, bias, scale);
     }
     let dims = scores.dims();
-    let (b, t) = (dims[0], dims[dims.len() - 1]);
-    if bias.elem_count() != b * t * t {
+    let (b, tq, tk) = (dims[0], dims[dims.len() - 2], dims[dims.len() - 1]);
+    if bias.elem_count() != b * tq * tk {
         candle_core::bail!(
             "masked_softmax: bias {:?} does not fit scores {:?}",
             bias.dims(),

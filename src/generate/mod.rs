@@ -1,0 +1,13 @@
+//! Text generation: sampling, batched KV-cache generation and multi-turn rollouts.
+//!
+//! - [`sampling`]: greedy, temperature, top-k, top-p, repetition penalty.
+//! - [`generator`]: [`generate`] a batch of prompts with a preallocated KV cache.
+//! - [`rollout`]: play episodes of an [`crate::env::Environment`], turn by turn.
+
+pub mod generator;
+pub mod rollout;
+pub mod sampling;
+
+pub use generator::{FinishReason, GenerateOptions, Generation, generate};
+pub use rollout::{Episode, EpisodeEnd, RolloutOptions, rollout};
+pub use sampling::Sampling;
