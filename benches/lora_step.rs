@@ -10,9 +10,9 @@
 
 use std::time::Instant;
 
-use agentbench_tuning::model::{
-    Architecture, Decoder, LoraConfig, Mode, ModelConfig, ModelSource, Padding, TokenBatch,
-};
+mod common;
+
+use agentbench_tuning::model::{LoraConfig, Mode, Padding, TokenBatch};
 use agentbench_tuning::system;
 use candle_core::DType;
 use candle_nn::Optimizer;
@@ -56,104 +56,12 @@ fn parse_args() -> Args {
             "--seq" => args.seq = value().parse().expect("--seq N"),
             "--json" => args.json = true,
             "--checkpoint" => args.checkpoint = true,
-            "--dtype" => {
-                args.dtype = match value().as_str() {
-                    "f32" => DType::F32,
-                    "bf16" => DType::BF16,
-                    "f16" => DType::F16,
-                    other => panic!("--dtype {other}: use f32, bf16 or f16"),
-                }
-            }
+            "--dtype" => args.dtype = common::parse_dtype(&value()),
             "--bench" => args.bench = true, // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
     }
     args
-}
-
-fn qwen2_shape(
-    hidden: usize,
-    layers: usize,
-    heads: usize,
-    kv: usize,
-    ffn: usize,
-    vocab: usize,
-    tied: bool,
-) -> ModelConfig {
-    ModelConfig {
-        architecture: Architecture::Qwen2,
-        vocab_size: vocab,
-        hidden_size: hidden,
-        intermediate_size: ffn,
-        num_layers: layers,
-        num_heads: heads,
-        num_kv_heads: kv,
-        head_dim: hidden / heads,
-        rms_norm_eps: 1e-6,
-        rope_theta: 1e6,
-        rope_scaling: None,
-        max_position_embeddings: 4096,
-        tie_word_embeddings: tied,
-        qkv_bias: true,
-        qk_norm: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-    }
-}
-
-fn build(name: &str, device: &candle_core::Device, dtype: DType) -> Decoder {
-    match name {
-        "qwen2-55m" => Decoder::random(
-            qwen2_shape(512, 8, 8, 2, 1408, 32000, false),
-            0,
-            device,
-            DType::F32,
-        ),
-        "qwen2.5-0.5b" => Decoder::random(
-            qwen2_shape(896, 24, 14, 2, 4864, 151_936, true),
-            0,
-            device,
-            DType::F32,
-        ),
-        "qwen2-tiny" => Decoder::random(
-            qwen2_shape(64, 2, 4, 2, 128, 512, false),
-            0,
-            device,
-            DType::F32,
-        ),
-        "smollm2" => Decoder::load(&ModelSource::default_model(), device, dtype),
-        other => panic!("unknown model {other}; use qwen2-55m, smollm2 or qwen2.5-0.5b"),
-    }
-    .unwrap_or_else(|e| panic!("building {name}: {e}"))
-}
-
-/// The benchmark's token ids, reproducible in Python: an LCG over the vocabulary.
-fn token_ids(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
-    let mut state: u64 = 12345;
-    (0..batch)
-        .map(|_| {
-            (0..seq)
-                .map(|_| {
-                    state = (state * 1_103_515_245 + 12_345) % (1 << 31);
-                    (state % vocab as u64) as u32
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -172,7 +80,7 @@ fn main() {
         };
     }
     let device = system::device().expect("device");
-    let mut model = build(&args.model, &device, args.dtype);
+    let mut model = common::build(&args.model, &device, args.dtype);
     model
         .add_lora(&LoraConfig {
             r: 16,
@@ -184,7 +92,7 @@ fn main() {
     model.set_checkpointing(args.checkpoint);
     let vocab = model.config().vocab_size;
     let batch = TokenBatch::pad(
-        &token_ids(args.batch, args.seq, vocab),
+        &common::token_ids(args.batch, args.seq, vocab),
         0,
         Padding::Right,
         &device,
@@ -229,7 +137,7 @@ fn main() {
             );
         }
     }
-    let ms = median(step_ms);
+    let ms = common::median(step_ms);
     let tokens_per_s = (args.batch * args.seq) as f64 / (ms / 1e3);
     let report = serde_json::json!({
         "impl": "candle",
@@ -243,11 +151,11 @@ fn main() {
         "params": model.config().num_parameters(),
         "trainable": model.num_trainable(),
         "ms_per_step": ms,
-        "forward_ms": median(fwd_ms),
-        "backward_ms": median(bwd_ms),
-        "optimizer_ms": median(opt_ms),
+        "forward_ms": common::median(fwd_ms),
+        "backward_ms": common::median(bwd_ms),
+        "optimizer_ms": common::median(opt_ms),
         "tokens_per_s": tokens_per_s,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": common::peak_rss_mb(),
         "losses": losses, // every step, warm-up first
     });
     if !args.bench {

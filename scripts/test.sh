@@ -7,9 +7,10 @@ cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/setup.sh
-# The model tests compare the embedded default model with transformers: fetch it (idempotent)
-# and make its test fail rather than skip if it is missing.
+# The model and chat tests compare the embedded default model and the real Qwen tokenizers with
+# transformers: fetch them (idempotent) and make their tests fail rather than skip if missing.
 bash scripts/fetch_default_model.sh
+bash scripts/fetch_tokenizers.sh
 export ABT_REQUIRE_DEFAULT_MODEL=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

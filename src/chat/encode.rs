@@ -3,8 +3,8 @@
 //! The whole conversation is rendered once with the model's template. Each assistant turn is
 //! then located in that text: it starts after `render(messages[..i])` plus the part of the
 //! generation prompt (`<|im_start|>assistant\n`) the text repeats, and ends with the first
-//! end-of-turn token after it (included: the model must learn to stop). Tokens that start
-//! inside a trained turn get mask 1. A template whose earlier output changes when later
+//! end-of-turn token after it (included: the model must learn to stop). Tokens that overlap
+//! a trained turn get mask 1. A template whose earlier output changes when later
 //! messages are added is reported, never guessed around.
 
 use serde::{Deserialize, Serialize};
@@ -146,7 +146,9 @@ impl Tokenizer {
         let mut mask = vec![0u8; enc.ids.len()];
         for span in &mut spans {
             let (s, e) = span.bytes;
-            let first = enc.offsets.partition_point(|o| o.0 < s);
+            // Tokens overlapping the turn, as transformers' assistant masks: a token that
+            // straddles the header and the reply (`\n` + `\n` → `\n\n`) is the model's too.
+            let first = enc.offsets.partition_point(|o| o.1 <= s);
             let last = enc.offsets.partition_point(|o| o.0 < e);
             span.tokens = (first, last);
             if span.trained {

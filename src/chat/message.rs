@@ -36,10 +36,11 @@ pub struct ToolCall {
     pub id: Option<String>,
     /// The function's name.
     pub name: String,
-    /// The arguments as a JSON value (an object, normally).
+    /// The arguments: a JSON object (what transformers' templates expect), or the JSON
+    /// string OpenAI's API sends.
     ///
-    /// OpenAI sends them as a JSON string; they are parsed on the way in and written back as a
-    /// string on the way out, and templates see the parsed value (as transformers expects).
+    /// Kept as given, because templates differ on strings: Qwen3 prints one verbatim, Qwen2.5
+    /// encodes it again with `tojson`. [`ToolCall::parsed_arguments`] reads either form.
     pub arguments: Value,
 }
 
@@ -58,6 +59,14 @@ impl ToolCall {
         match &self.arguments {
             Value::String(s) => s.clone(),
             v => v.to_string(),
+        }
+    }
+
+    /// The arguments as a JSON value, parsing the string form; `None` if a string is not JSON.
+    pub fn parsed_arguments(&self) -> Option<Value> {
+        match &self.arguments {
+            Value::String(s) => serde_json::from_str(s).ok(),
+            v => Some(v.clone()),
         }
     }
 }
@@ -89,7 +98,7 @@ impl Serialize for ToolCall {
             kind: function_type(),
             function: WireFunction {
                 name: self.name.clone(),
-                arguments: Value::String(self.arguments_json()),
+                arguments: self.arguments.clone(),
             },
         }
         .serialize(s)
@@ -99,10 +108,7 @@ impl Serialize for ToolCall {
 impl<'de> Deserialize<'de> for ToolCall {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let wire = WireToolCall::deserialize(d)?;
-        // A string that holds JSON is parsed; anything else (an object, or text that is not
-        // JSON) is kept as it is.
         let arguments = match wire.function.arguments {
-            Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
             Value::Null => Value::Object(Map::new()),
             v => v,
         };
@@ -179,8 +185,14 @@ pub struct Message {
     /// The text (text parts of a multi-part OpenAI content are joined).
     #[serde(default, deserialize_with = "content_or_empty")]
     pub content: String,
-    /// The model's reasoning before the answer (Qwen3 thinking), when kept apart from content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The model's reasoning before the answer (Qwen3 thinking), when kept apart from content
+    /// (also read from `reasoning` or `thinking`, as transformers does).
+    #[serde(
+        default,
+        alias = "reasoning",
+        alias = "thinking",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reasoning_content: Option<String>,
     /// Tools the assistant calls in this turn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -259,8 +271,10 @@ impl Message {
         let mut m = Map::new();
         m.insert("role".into(), self.role.as_str().into());
         m.insert("content".into(), self.content.clone().into());
+        // transformers hands templates the reasoning under both names.
         if let Some(r) = &self.reasoning_content {
             m.insert("reasoning_content".into(), r.clone().into());
+            m.insert("thinking".into(), r.clone().into());
         }
         if !self.tool_calls.is_empty() {
             let calls = self
@@ -338,7 +352,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn openai_json_round_trips_with_string_arguments() {
+    fn openai_json_round_trips_with_either_argument_form() {
         let text = r#"{"messages":[
             {"role":"system","content":"be brief"},
             {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
@@ -349,15 +363,14 @@ mod tests {
         let conv = Conversation::from_json(text).unwrap();
         assert_eq!(conv.messages[1].content, "ab");
         assert_eq!(conv.messages[2].content, "");
-        assert_eq!(
-            conv.messages[2].tool_calls[0].arguments,
-            json!({"q": "SELECT 1"})
-        );
+        let call = &conv.messages[2].tool_calls[0];
+        assert_eq!(call.arguments, json!("{\"q\": \"SELECT 1\"}"));
+        assert_eq!(call.parsed_arguments(), Some(json!({"q": "SELECT 1"})));
         assert_eq!(conv.tools[0].name(), Some("sql"));
         let out = serde_json::to_value(&conv).unwrap();
         assert_eq!(
             out["messages"][2]["tool_calls"][0]["function"]["arguments"],
-            json!("{\"q\":\"SELECT 1\"}")
+            json!("{\"q\": \"SELECT 1\"}")
         );
         assert!(out["messages"][0].get("train").is_none());
         let back: Conversation = serde_json::from_value(out).unwrap();

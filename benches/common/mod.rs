@@ -1,0 +1,104 @@
+//! What the benchmarks share: the benchmark models, reproducible token ids, measurements.
+#![allow(dead_code)]
+
+use agentbench_tuning::model::{Architecture, Decoder, ModelConfig, ModelSource};
+use candle_core::DType;
+
+/// A Qwen2-shaped configuration (q/k/v bias, rope theta 1e6).
+pub fn qwen2_shape(
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    ffn: usize,
+    vocab: usize,
+    tied: bool,
+) -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Qwen2,
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: ffn,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim: hidden / heads,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        rope_scaling: None,
+        max_position_embeddings: 4096,
+        tie_word_embeddings: tied,
+        qkv_bias: true,
+        qk_norm: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    }
+}
+
+/// A benchmark model by name: random Qwen2 shapes, or the embedded default model.
+pub fn build(name: &str, device: &candle_core::Device, dtype: DType) -> Decoder {
+    match name {
+        "qwen2-55m" => Decoder::random(
+            qwen2_shape(512, 8, 8, 2, 1408, 32000, false),
+            0,
+            device,
+            DType::F32,
+        ),
+        "qwen2.5-0.5b" => Decoder::random(
+            qwen2_shape(896, 24, 14, 2, 4864, 151_936, true),
+            0,
+            device,
+            DType::F32,
+        ),
+        "qwen2-tiny" => Decoder::random(
+            qwen2_shape(64, 2, 4, 2, 128, 512, false),
+            0,
+            device,
+            DType::F32,
+        ),
+        "smollm2" => Decoder::load(&ModelSource::default_model(), device, dtype),
+        other => panic!("unknown model {other}; use qwen2-55m, smollm2 or qwen2.5-0.5b"),
+    }
+    .unwrap_or_else(|e| panic!("building {name}: {e}"))
+}
+
+/// The benchmark's token ids, reproducible in Python: an LCG over the vocabulary.
+pub fn token_ids(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
+    let mut state: u64 = 12345;
+    (0..batch)
+        .map(|_| {
+            (0..seq)
+                .map(|_| {
+                    state = (state * 1_103_515_245 + 12_345) % (1 << 31);
+                    (state % vocab as u64) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Peak resident memory of this process (VmHWM), MB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The median (upper middle for even lengths).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A dtype from its name: `f32`, `bf16` or `f16`.
+pub fn parse_dtype(name: &str) -> DType {
+    match name {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        other => panic!("--dtype {other}: use f32, bf16 or f16"),
+    }
+}
