@@ -298,3 +298,107 @@ impl candle_core::CustomOp1 for Rope {
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
+
+/// Rows up to which [`SkinnyLinear`] beats a general matrix product: decoding steps, where a
+/// few token rows meet each weight once.
+pub(crate) const SKINNY_ROWS: usize = 16;
+
+/// Output columns per parallel task of [`SkinnyLinear`].
+const SKINNY_COLUMNS: usize = 32;
+
+/// `x Wᵀ` for a few rows `x` `[m, k]` and a weight `[n, k]`, forward only (generation).
+///
+/// A general product packs the whole weight into its blocked layout on every call, which
+/// costs more than the product itself when `m` is small; here each weight row is read once,
+/// straight from memory, and dotted with every row of `x` (which stays in L1).
+pub(crate) struct SkinnyLinear;
+
+impl candle_core::CustomOp2 for SkinnyLinear {
+    fn name(&self) -> &'static str {
+        "skinny-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(xs, xl, self.name())?;
+        let w = f32_data(ws, wl, self.name())?;
+        let (m, k) = xl.shape().dims2()?;
+        let (n, k2) = wl.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("skinny-linear: x is [{m}, {k}], the weight [{n}, {k2}]");
+        }
+        // out is computed transposed ([n, m]: one weight row's results together), then
+        // written back as [m, n].
+        let mut out_t = vec![0f32; n * m];
+        out_t
+            .par_chunks_mut(SKINNY_COLUMNS * m)
+            .zip(w.par_chunks(SKINNY_COLUMNS * k))
+            .for_each(|(out, w)| skinny_block(x, w, k, m, out));
+        let mut out = vec![0f32; m * n];
+        for (j, col) in out_t.chunks_exact(m).enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                out[i * n + j] = *v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `out[j·m + i] = x[i] · w[j]` for the weight rows `w` of one block.
+fn skinny_block(x: &[f32], w: &[f32], k: usize, m: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected on this CPU.
+            return unsafe { skinny_block_avx512(x, w, k, m, out) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected on this CPU.
+            return unsafe { skinny_block_avx2(x, w, k, m, out) };
+        }
+    }
+    skinny_block_portable(x, w, k, m, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn skinny_block_avx512(x: &[f32], w: &[f32], k: usize, m: usize, out: &mut [f32]) {
+    skinny_block_portable(x, w, k, m, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn skinny_block_avx2(x: &[f32], w: &[f32], k: usize, m: usize, out: &mut [f32]) {
+    skinny_block_portable(x, w, k, m, out);
+}
+
+/// The block loop, inlined into each feature-specific copy so the compiler vectorises the
+/// lane loops with the widest registers the CPU has.
+#[inline(always)]
+fn skinny_block_portable(x: &[f32], w: &[f32], k: usize, m: usize, out: &mut [f32]) {
+    const LANES: usize = 16;
+    let whole = k / LANES * LANES;
+    for (w_row, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+        for (x_row, o) in x.chunks_exact(k).zip(out.iter_mut()) {
+            let mut acc = [0f32; LANES];
+            for (a, b) in x_row[..whole]
+                .chunks_exact(LANES)
+                .zip(w_row[..whole].chunks_exact(LANES))
+            {
+                for l in 0..LANES {
+                    acc[l] = a[l].mul_add(b[l], acc[l]);
+                }
+            }
+            let mut sum: f32 = acc.iter().sum();
+            for (a, b) in x_row[whole..].iter().zip(&w_row[whole..]) {
+                sum = a.mul_add(*b, sum);
+            }
+            *o = sum;
+        }
+    }
+}

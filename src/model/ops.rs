@@ -129,7 +129,16 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
         dims.push(weight.dim(0)?);
         return frozen_linear(&x.reshape(((), in_dim))?, weight, bias)?.reshape(dims);
     }
-    let mut y = x.detach().matmul(&weight.t()?)?;
+    let skinny = x.dim(0)? <= kernels::SKINNY_ROWS
+        && !x.track_op()
+        && weight.is_contiguous()
+        && fused(&[x, weight]);
+    let mut y = if skinny {
+        x.contiguous()?
+            .apply_op2_no_bwd(weight, &kernels::SkinnyLinear)?
+    } else {
+        x.detach().matmul(&weight.t()?)?
+    };
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
     }
@@ -310,6 +319,25 @@ mod tests {
                 let expected = f32::from(col == 0) - p[row][col];
                 assert!((g[row][col] - expected).abs() < 1e-6);
             }
+        }
+    }
+
+    #[test]
+    fn skinny_products_equal_matmul() {
+        let dev = Device::Cpu;
+        // k not a multiple of the 16 lanes, n not a multiple of the 32-column blocks
+        for (m, k, n) in [(1, 37, 70), (3, 64, 33), (16, 5, 1), (17, 20, 9)] {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+            let got = frozen_linear(&x, &w, Some(&b)).unwrap();
+            let want = x
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "{m}x{k}x{n}");
         }
     }
 
