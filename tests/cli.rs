@@ -1,5 +1,7 @@
 //! The `abt` command line.
 
+mod common;
+
 use std::process::Command;
 
 fn abt(args: &[&str]) -> (bool, String) {
@@ -57,4 +59,42 @@ fn bad_profile_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ABT_PROFILE") && err.contains("tiny"), "{err}");
+}
+
+#[test]
+fn generate_answers_from_the_default_model_as_json() {
+    if common::default_model().is_none() {
+        return;
+    }
+    let (ok, text) = abt(&[
+        "generate",
+        "--prompt",
+        "What is the capital of France?",
+        "--max-new-tokens",
+        "12",
+        "--json",
+    ]);
+    assert!(ok, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert!(reply["text"].as_str().unwrap().contains("Paris"), "{reply}");
+    assert_eq!(
+        reply["ids"].as_array().unwrap().len(),
+        reply["logprobs"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn generate_reports_a_missing_model_and_bad_messages() {
+    let (ok, text) = abt(&["generate", "--model", "/no/such.gguf", "--prompt", "hi"]);
+    assert!(!ok);
+    assert!(
+        text.contains("/no/such.gguf") && text.contains("fetch"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("m.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let (ok, text) = abt(&["generate", "--messages", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(text.contains("m.json"), "{text}");
 }

@@ -27,6 +27,8 @@ pub struct GenerateOptions {
     pub stop_strings: Vec<String>,
     /// Adapters on ([`Mode::Eval`]) or off ([`Mode::Reference`]).
     pub mode: Mode,
+    /// Print a progress line (to stdout) when generation takes more than a few seconds.
+    pub progress: bool,
 }
 
 impl Default for GenerateOptions {
@@ -38,6 +40,7 @@ impl Default for GenerateOptions {
             stop_token_ids: Vec::new(),
             stop_strings: Vec::new(),
             mode: Mode::Eval,
+            progress: true,
         }
     }
 }
@@ -234,7 +237,9 @@ pub fn generate(
                 row.done = true;
             }
         }
-        progress.inc(active.len() as u64);
+        if options.progress {
+            progress.inc(active.len() as u64);
+        }
         let keep: Vec<u32> = (0..active.len())
             .filter(|&i| !rows[active[i]].done)
             .map(|i| i as u32)

@@ -2,12 +2,15 @@
 //!
 //! - [`sampling`]: greedy, temperature, top-k, top-p, repetition penalty.
 //! - [`generator`]: [`generate`] a batch of prompts with a preallocated KV cache.
+//! - [`chat_model`]: a model with its tokenizer, answering conversations.
 //! - [`rollout`]: play episodes of an [`crate::env::Environment`], turn by turn.
 
+pub mod chat_model;
 pub mod generator;
 pub mod rollout;
 pub mod sampling;
 
+pub use chat_model::ChatModel;
 pub use generator::{FinishReason, GenerateOptions, Generation, generate};
 pub use rollout::{Episode, EpisodeEnd, RolloutOptions, rollout};
 pub use sampling::Sampling;
