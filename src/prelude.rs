@@ -3,9 +3,12 @@
 // candle itself, so that evcxr can name the types of notebook variables (`candle_core::Device`).
 pub use candle_core::{self, DType, Device, Tensor};
 
+pub use crate::chat::{Conversation, Message, RenderOptions, Role, Tokenizer, Tool, ToolCall};
 pub use crate::config::{Profile, RunContext};
 pub use crate::display::Show;
 pub use crate::error::{Error, Result};
+pub use crate::generate::{ChatModel, GenerateOptions, Generation, Sampling};
+pub use crate::model::{Decoder, ModelSource};
 pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
 pub use crate::progress::Progress;
 pub use crate::system::{SystemReport, device, device_name, matmul_gflops};
