@@ -378,27 +378,82 @@ unsafe fn skinny_block_avx2(x: &[f32], w: &[f32], k: usize, m: usize, out: &mut 
 }
 
 /// The block loop, inlined into each feature-specific copy so the compiler vectorises the
-/// lane loops with the widest registers the CPU has.
+/// lane loops with the widest registers the CPU has. Four token rows go together: each
+/// loaded weight vector feeds four independent multiply-add chains, so neither loads nor
+/// the multiply-add latency bound the loop.
 #[inline(always)]
 fn skinny_block_portable(x: &[f32], w: &[f32], k: usize, m: usize, out: &mut [f32]) {
-    const LANES: usize = 16;
-    let whole = k / LANES * LANES;
+    let rows: Vec<&[f32]> = x.chunks_exact(k).collect();
     for (w_row, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
-        for (x_row, o) in x.chunks_exact(k).zip(out.iter_mut()) {
-            let mut acc = [0f32; LANES];
-            for (a, b) in x_row[..whole]
-                .chunks_exact(LANES)
-                .zip(w_row[..whole].chunks_exact(LANES))
-            {
-                for l in 0..LANES {
-                    acc[l] = a[l].mul_add(b[l], acc[l]);
-                }
-            }
-            let mut sum: f32 = acc.iter().sum();
-            for (a, b) in x_row[whole..].iter().zip(&w_row[whole..]) {
-                sum = a.mul_add(*b, sum);
-            }
-            *o = sum;
+        let mut quads = rows.chunks_exact(4);
+        let mut i = 0;
+        for quad in quads.by_ref() {
+            let dots = dot4([quad[0], quad[1], quad[2], quad[3]], w_row);
+            out[i..i + 4].copy_from_slice(&dots);
+            i += 4;
+        }
+        for row in quads.remainder() {
+            out[i] = dot1(row, w_row);
+            i += 1;
         }
     }
+}
+
+/// `[x₀·w, x₁·w, x₂·w, x₃·w]`, 16 lanes at a time (named accumulators: LLVM keeps each in a
+/// vector register, where an array of them would live on the stack).
+#[inline(always)]
+fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+    const LANES: usize = 16;
+    let whole = w.len() / LANES * LANES;
+    let (mut a0, mut a1, mut a2, mut a3) =
+        ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    fn chunks(v: &[f32], whole: usize) -> std::slice::ChunksExact<'_, f32> {
+        v[..whole].chunks_exact(LANES)
+    }
+    for ((((b, x0), x1), x2), x3) in chunks(w, whole)
+        .zip(chunks(x[0], whole))
+        .zip(chunks(x[1], whole))
+        .zip(chunks(x[2], whole))
+        .zip(chunks(x[3], whole))
+    {
+        for l in 0..LANES {
+            a0[l] = x0[l].mul_add(b[l], a0[l]);
+            a1[l] = x1[l].mul_add(b[l], a1[l]);
+            a2[l] = x2[l].mul_add(b[l], a2[l]);
+            a3[l] = x3[l].mul_add(b[l], a3[l]);
+        }
+    }
+    let mut out = [a0, a1, a2, a3].map(|a| a.iter().sum::<f32>());
+    for (o, x) in out.iter_mut().zip(x) {
+        for (a, b) in x[whole..].iter().zip(&w[whole..]) {
+            *o = a.mul_add(*b, *o);
+        }
+    }
+    out
+}
+
+/// `x·w` with four independent chains over consecutive 16-lane chunks.
+#[inline(always)]
+fn dot1(x: &[f32], w: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    const STEP: usize = 4 * LANES;
+    let whole = w.len() / STEP * STEP;
+    let (mut a0, mut a1, mut a2, mut a3) =
+        ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    for (a, b) in x[..whole]
+        .chunks_exact(STEP)
+        .zip(w[..whole].chunks_exact(STEP))
+    {
+        for l in 0..LANES {
+            a0[l] = a[l].mul_add(b[l], a0[l]);
+            a1[l] = a[LANES + l].mul_add(b[LANES + l], a1[l]);
+            a2[l] = a[2 * LANES + l].mul_add(b[2 * LANES + l], a2[l]);
+            a3[l] = a[3 * LANES + l].mul_add(b[3 * LANES + l], a3[l]);
+        }
+    }
+    let mut sum: f32 = [a0, a1, a2, a3].iter().flatten().sum();
+    for (a, b) in x[whole..].iter().zip(&w[whole..]) {
+        sum = a.mul_add(*b, sum);
+    }
+    sum
 }
