@@ -8,7 +8,7 @@ should go down step by step.
 
     .venv-ref/bin/python scripts/bench_lora_step.py --model qwen2-55m --steps 8 --warmup 2 --json
 
-Models:
+Models (built in scripts/bench_common.py):
   qwen2-55m     random Qwen2 (hidden 512, 8 layers, 8 heads / 2 kv, ffn 1408, vocab 32000, untied)
   smollm2       SmolLM2-135M-Instruct from ~/.cache/agentbench-tuning/models/*.Q4_1.gguf, dequantised to f32
   qwen2.5-0.5b  random Qwen2 with Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14/2 heads, ffn 4864,
@@ -19,83 +19,24 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a tqdm bar
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import MODELS, build_model, rss_mb, token_ids  # noqa: E402  (sets TQDM_DISABLE before torch)
+
+import torch  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 deprecation noise from PEFT
 
-GGUF_DIR = Path(os.path.expanduser("~/.cache/agentbench-tuning/models"))
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def build_model(name, attn):
-    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    if name == "smollm2":
-        path = GGUF_DIR / GGUF_FILE
-        if not path.exists():
-            sys.exit(f"bench: {path} not found (run scripts/fetch_default_model.sh)")
-        return AutoModelForCausalLM.from_pretrained(
-            str(GGUF_DIR), gguf_file=GGUF_FILE, dtype=torch.float32, attn_implementation=attn
-        )
-    shapes = {
-        "qwen2-55m": dict(
-            hidden_size=512,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=2,
-            intermediate_size=1408,
-            vocab_size=32000,
-            tie_word_embeddings=False,
-        ),
-        "qwen2.5-0.5b": dict(
-            hidden_size=896,
-            num_hidden_layers=24,
-            num_attention_heads=14,
-            num_key_value_heads=2,
-            intermediate_size=4864,
-            vocab_size=151936,
-            tie_word_embeddings=True,
-        ),
-    }
-    cfg = Qwen2Config(
-        **shapes[name],
-        max_position_embeddings=4096,
-        rope_theta=1e6,
-        rms_norm_eps=1e-6,
-        use_sliding_window=False,
-        attn_implementation=attn,
-    )
-    return Qwen2ForCausalLM(cfg).float()
-
-
-def token_ids(batch, seq, vocab):
-    """The benchmark batch, identical to benches/lora_step.rs: an LCG over the vocabulary."""
-    state, rows = 12345, []
-    for _ in range(batch):
-        row = []
-        for _ in range(seq):
-            state = (state * 1103515245 + 12345) % (1 << 31)
-            row.append(state % vocab)
-        rows.append(row)
-    return rows
-
-
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["qwen2-55m", "smollm2", "qwen2.5-0.5b"], default="qwen2-55m")
+    ap.add_argument("--model", choices=MODELS, default="qwen2-55m")
     ap.add_argument("--steps", type=int, default=8, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     ap.add_argument("--batch", type=int, default=4)

@@ -1,0 +1,83 @@
+"""Shared pieces of the Python reference benchmarks (bench_lora_step.py, bench_generate.py).
+
+The model shapes and the LCG token ids here must stay in step with the Rust benches
+(benches/lora_step.rs, benches/generate.rs), which rebuild the same batches.
+
+Models:
+  qwen2-55m     random Qwen2 (hidden 512, 8 layers, 8 heads / 2 kv, ffn 1408, vocab 32000, untied)
+  smollm2       SmolLM2-135M-Instruct from ~/.cache/agentbench-tuning/models/*.Q4_1.gguf, dequantised to f32
+  qwen2.5-0.5b  random Qwen2 with Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14/2 heads, ffn 4864,
+                vocab 151936, tied)
+"""
+
+import os
+import resource
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a tqdm bar
+import torch
+
+GGUF_DIR = Path(os.path.expanduser("~/.cache/agentbench-tuning/models"))
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODELS = ["qwen2-55m", "smollm2", "qwen2.5-0.5b"]
+
+QWEN2_SHAPES = {
+    "qwen2-55m": dict(
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=1408,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+    ),
+    "qwen2.5-0.5b": dict(
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+def build_model(name, attn):
+    """The f32 model for `name`; the random Qwen2 shapes draw from torch's global RNG (seed it first)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    if name == "smollm2":
+        path = GGUF_DIR / GGUF_FILE
+        if not path.exists():
+            sys.exit(f"bench: {path} not found (run scripts/fetch_default_model.sh)")
+        return AutoModelForCausalLM.from_pretrained(
+            str(GGUF_DIR), gguf_file=GGUF_FILE, dtype=torch.float32, attn_implementation=attn
+        )
+    cfg = Qwen2Config(
+        **QWEN2_SHAPES[name],
+        max_position_embeddings=4096,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+        use_sliding_window=False,
+        attn_implementation=attn,
+    )
+    return Qwen2ForCausalLM(cfg).float()
+
+
+def token_ids(batch, seq, vocab):
+    """The benchmark batch, identical to the Rust benches: an LCG over the vocabulary, rows drawn in order."""
+    state, rows = 12345, []
+    for _ in range(batch):
+        row = []
+        for _ in range(seq):
+            state = (state * 1103515245 + 12345) % (1 << 31)
+            row.append(state % vocab)
+        rows.append(row)
+    return rows
+
+
+def rss_mb():
+    """Peak resident set size of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
