@@ -8,7 +8,9 @@ use agentbench_tuning::env::{Environment, Step};
 use agentbench_tuning::generate::{
     EpisodeEnd, FinishReason, GenerateOptions, RolloutOptions, Sampling, generate, rollout,
 };
-use agentbench_tuning::model::{Decoder, Mode, ModelSource, Padding, TokenBatch};
+use agentbench_tuning::model::{
+    Architecture, Decoder, Mode, ModelConfig, ModelSource, Padding, TokenBatch,
+};
 use candle_core::{D, DType, Device};
 
 fn tiny(name: &str) -> Decoder {
@@ -278,4 +280,93 @@ fn rollout_keeps_the_exact_token_sequence() {
         assert!(rendered.starts_with(&text), "{text:?}\n{rendered:?}");
         assert!(ep.prompt_len > 0 && ep.policy_mask[..ep.prompt_len].iter().all(|&m| m == 0));
     }
+}
+
+/// A random Qwen3-shaped model small enough for a test, with Qwen3's 151,936-token vocabulary.
+fn tiny_qwen3_full_vocab() -> Decoder {
+    let config = ModelConfig {
+        architecture: Architecture::Qwen3,
+        vocab_size: 151_936,
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_layers: 1,
+        num_heads: 2,
+        num_kv_heads: 1,
+        head_dim: 8,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        rope_scaling: None,
+        max_position_embeddings: 4096,
+        tie_word_embeddings: true,
+        qkv_bias: false,
+        qk_norm: true,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    };
+    Decoder::random(config, 3, &Device::Cpu, DType::F32).unwrap()
+}
+
+#[test]
+fn rollout_continues_when_the_template_rewrites_past_turns() {
+    let Some(dir) = common::qwen_tokenizer("qwen3") else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_json_files(
+        &dir.join("tokenizer.json"),
+        Some(&dir.join("tokenizer_config.json")),
+    )
+    .unwrap();
+    let model = tiny_qwen3_full_vocab();
+    let mut envs = vec![Echo {
+        turns: 3,
+        seen: 0,
+        said_four: false,
+    }];
+    // With thinking off, each prompt ends with an empty think block that the template drops
+    // from past turns: the rendered text stops being a prefix after the first reply.
+    let options = RolloutOptions {
+        generate: GenerateOptions {
+            sampling: Sampling::with_temperature(1.0),
+            ..GenerateOptions::greedy(6)
+        },
+        render: RenderOptions::default().with_thinking(false),
+        ..RolloutOptions::default()
+    };
+    let ep = &rollout(&model, &tokenizer, &mut envs, &options).unwrap()[0];
+    assert_eq!(ep.turns(), 3);
+    let im_end = tokenizer.token_id("<|im_end|>").unwrap();
+    // Each run of policy tokens is followed by the end of its turn, the observation and the
+    // next header with its empty think block.
+    let mut j = 0;
+    let mut runs = 0;
+    while j < ep.tokens.len() {
+        if ep.policy_mask[j] == 1 {
+            let start = j;
+            while j < ep.tokens.len() && ep.policy_mask[j] == 1 {
+                j += 1;
+            }
+            runs += 1;
+            if j == ep.tokens.len() {
+                break;
+            }
+            let rest = tokenizer.decode(&ep.tokens[j..], false).unwrap();
+            let closed = ep.tokens[j - 1] == im_end || rest.starts_with("<|im_end|>");
+            assert!(closed, "turn at {start} not closed: {rest:?}");
+            let next = rest.find("<|im_start|>assistant\n<think>\n\n</think>\n\n");
+            assert!(rest.contains("Observation") && next.is_some(), "{rest:?}");
+        } else {
+            j += 1;
+        }
+    }
+    assert_eq!(runs, 3);
+    // The realignment was needed: re-rendering the conversation drops the past think blocks.
+    let seq = tokenizer.decode(&ep.tokens, false).unwrap();
+    let rendered = tokenizer
+        .render(
+            &ep.conversation,
+            &RenderOptions::default().with_thinking(false),
+        )
+        .unwrap();
+    assert!(!rendered.starts_with(&seq));
+    assert_eq!(seq.matches("<think>\n\n</think>").count(), 3);
 }

@@ -5,11 +5,13 @@
 //! prompt, then per turn the generated ids (policy tokens, with their log-probs) and the
 //! tokens of what the template adds after them (end of turn, the observation, the next
 //! assistant header). The next turn is generated from that sequence, not from a re-tokenised
-//! text, so the log-probs are exactly those of the sequence a trainer will score.
+//! text, so the log-probs are exactly those of the sequence a trainer will score. Where a
+//! template rewrites earlier turns once a reply follows (Qwen3 drops past thinking), the
+//! sequence keeps what the model really saw and continues after the reply's end of turn.
 
 use serde::{Deserialize, Serialize};
 
-use super::generator::{GenerateOptions, Generation, generate};
+use super::generator::{FinishReason, GenerateOptions, Generation, generate};
 use crate::chat::{Conversation, Message, RenderOptions, Tokenizer};
 use crate::env::Environment;
 use crate::error::{Error, Result};
@@ -178,6 +180,7 @@ fn take_turn<E: Environment>(
 ) -> Result<bool> {
     let base = episode.tokens.len();
     episode.append(&reply.ids, Some(&reply.logprobs));
+    let finish = reply.finish;
     let message = Message::assistant(reply.text);
     let step = env.step(&message)?;
     episode.conversation.push(message);
@@ -187,20 +190,50 @@ fn take_turn<E: Environment>(
     }
     episode.conversation.messages.extend(step.observation);
     let next = tokenizer.render(&episode.conversation, generation)?;
-    // The longest part of this reply whose text the next prompt starts with: everything, or
-    // less when the text was cut at a stop string or ran out mid-way.
-    for keep in (0..=reply.ids.len()).rev() {
-        let so_far = tokenizer.decode(&episode.tokens[..base + keep], false)?;
+    // Usually the next prompt starts with the sequence so far. A reply cut at a stop string
+    // or by the length limit may carry tokens past what the conversation keeps: then the
+    // longest part of it that the next prompt starts with is kept.
+    let keeps = match finish {
+        FinishReason::StopToken => base + reply.ids.len()..=base + reply.ids.len(),
+        _ => base..=base + reply.ids.len(),
+    };
+    for keep in keeps.rev() {
+        let so_far = tokenizer.decode(&episode.tokens[..keep], false)?;
         if let Some(rest) = next.strip_prefix(so_far.as_str()) {
-            episode.truncate(base + keep);
+            episode.truncate(keep);
             let tail = tokenizer.encode(rest)?;
             episode.append(&tail, None);
             return Ok(true);
         }
     }
-    Err(Error::Chat(
-        "the chat template renders earlier turns differently once a reply follows (e.g. \
-         Qwen3 dropping past thinking), so the episode cannot continue as one token sequence"
-            .into(),
-    ))
+    // The template renders earlier turns differently once a reply follows (Qwen3 drops past
+    // thinking). The sequence keeps what the model really saw and wrote, closed with the
+    // end-of-turn token if the reply lacked it, and continues with what the template puts
+    // after the reply's turn: the text after as many end-of-turn tokens as the sequence holds.
+    let eos = tokenizer.template()?.eos_token().map(String::from);
+    let eos_id = eos.as_deref().and_then(|e| tokenizer.token_id(e));
+    let (Some(eos), Some(eos_id)) = (eos, eos_id) else {
+        return Err(Error::Chat(
+            "the chat template renders earlier turns differently once a reply follows, and \
+             has no end-of-turn token to realign on"
+                .into(),
+        ));
+    };
+    if episode.tokens.last() != Some(&eos_id) {
+        episode.append(&[eos_id], None);
+    }
+    let turns = episode.tokens.iter().filter(|&&t| t == eos_id).count();
+    let after = next
+        .match_indices(eos.as_str())
+        .nth(turns - 1)
+        .map(|(at, e)| at + e.len())
+        .ok_or_else(|| {
+            Error::Chat(format!(
+                "the next prompt has fewer than {turns} end-of-turn tokens; the episode \
+                 cannot continue as one token sequence"
+            ))
+        })?;
+    let tail = tokenizer.encode(&next[after..])?;
+    episode.append(&tail, None);
+    Ok(true)
 }
