@@ -24,6 +24,7 @@ pub mod paths;
 pub mod plot;
 pub mod prelude;
 pub mod progress;
+pub mod python;
 pub mod rng;
 pub mod system;
 pub mod table;

@@ -12,6 +12,8 @@ use minijinja::value::{Kwargs, Value as JinjaValue};
 use minijinja::{AutoEscape, Environment, ErrorKind};
 use serde_json::{Map, Value};
 
+use crate::python::JsonStyle;
+
 use super::message::{Message, Tool};
 use crate::error::{Error, Result};
 
@@ -244,151 +246,10 @@ fn tojson(value: JinjaValue, kwargs: Kwargs) -> std::result::Result<JinjaValue, 
     Ok(JinjaValue::from_safe_string(out))
 }
 
-/// How Python's `json.dumps` lays out a value (the default is transformers' `tojson`:
-/// one line, `ensure_ascii=False`).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct JsonStyle {
-    /// Spaces per level; `None` is one line with `", "` and `": "` separators.
-    pub indent: Option<usize>,
-    /// Sort object keys.
-    pub sort_keys: bool,
-    /// Escape every non-ASCII character as `\uXXXX`.
-    pub ensure_ascii: bool,
-}
-
-impl JsonStyle {
-    /// Appends `value` at nesting `level` to `out`.
-    pub fn write(&self, value: &Value, level: usize, out: &mut String) {
-        let newline = |out: &mut String, level: usize| {
-            if let Some(n) = self.indent {
-                out.push('\n');
-                out.push_str(&" ".repeat(n * level));
-            }
-        };
-        let item_sep = if self.indent.is_some() { "," } else { ", " };
-        match value {
-            Value::Null => out.push_str("null"),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() => out.push_str(&python_float(f)),
-                _ => out.push_str(&n.to_string()),
-            },
-            Value::String(s) => self.write_str(s, out),
-            Value::Array(items) if items.is_empty() => out.push_str("[]"),
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(item_sep);
-                    }
-                    newline(out, level + 1);
-                    self.write(item, level + 1, out);
-                }
-                newline(out, level);
-                out.push(']');
-            }
-            Value::Object(map) if map.is_empty() => out.push_str("{}"),
-            Value::Object(map) => {
-                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-                if self.sort_keys {
-                    entries.sort_by(|a, b| a.0.cmp(b.0));
-                }
-                out.push('{');
-                for (i, (k, v)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(item_sep);
-                    }
-                    newline(out, level + 1);
-                    self.write_str(k, out);
-                    out.push_str(": ");
-                    self.write(v, level + 1, out);
-                }
-                newline(out, level);
-                out.push('}');
-            }
-        }
-    }
-
-    fn write_str(&self, s: &str, out: &mut String) {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\u{8}' => out.push_str("\\b"),
-                '\u{c}' => out.push_str("\\f"),
-                c if (c as u32) < 0x20 || (self.ensure_ascii && !c.is_ascii()) => {
-                    let mut buf = [0u16; 2];
-                    for unit in c.encode_utf16(&mut buf) {
-                        let _ = write!(out, "\\u{unit:04x}");
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-}
-
-/// A float as Python's `repr` writes it: shortest round-trip digits, `1.0` for integral
-/// values, exponent form (`1e-05`, `1e+16`) outside `1e-4 ≤ |x| < 1e16`.
-fn python_float(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if f == 0.0 || (-4..16).contains(&exp) {
-        let s = f.to_string();
-        if s.contains('.') { s } else { format!("{s}.0") }
-    } else {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn dumps(v: Value) -> String {
-        let mut out = String::new();
-        JsonStyle::default().write(&v, 0, &mut out);
-        out
-    }
-
-    #[test]
-    fn json_matches_python_dumps() {
-        // Expected strings are Python 3's json.dumps(v, ensure_ascii=False).
-        assert_eq!(
-            dumps(json!({"b": [1, 2.5, null], "a": "é\"\n\u{1}", "c": {}})),
-            r#"{"b": [1, 2.5, null], "a": "é\"\n\u0001", "c": {}}"#
-        );
-        assert_eq!(dumps(json!(1.0)), "1.0");
-        assert_eq!(dumps(json!(1e-5)), "1e-05");
-        assert_eq!(dumps(json!(1.5e16)), "1.5e+16");
-        assert_eq!(dumps(json!(0.0001)), "0.0001");
-        assert_eq!(dumps(json!(123456789012345.0)), "123456789012345.0");
-        let mut out = String::new();
-        JsonStyle {
-            indent: Some(2),
-            sort_keys: true,
-            ensure_ascii: true,
-        }
-        .write(&json!({"b": [1], "a": "é😀"}), 0, &mut out);
-        assert_eq!(
-            out,
-            "{\n  \"a\": \"\\u00e9\\ud83d\\ude00\",\n  \"b\": [\n    1\n  ]\n}"
-        );
-    }
 
     #[test]
     fn strftime_formats_known_dates() {
