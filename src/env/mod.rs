@@ -4,8 +4,8 @@
 //! agent first sees, `step` takes the agent's reply and answers with observations, a reward and
 //! whether the episode is over. [`crate::generate::rollout`] runs a model against one.
 //!
-//! So far: DB Bench items and their modification scoring (the table hash). The interaction
-//! loop, sandbox, answer scoring and the household world are being built (issue 5).
+//! So far: DB Bench in the v0.2 text protocol ([`db::DbEnv`]) with its sandbox and AgentBench's
+//! scoring. The function-calling protocol and the household world are being built (issue 5).
 
 use crate::chat::{Conversation, Message};
 use crate::error::Result;

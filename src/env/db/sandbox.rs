@@ -1,0 +1,264 @@
+//! A hardened SQLite database for model-written SQL.
+//!
+//! Each episode gets its own in-memory database. After the task's tables are loaded the
+//! connection is locked down: defensive mode, no attached databases (so no `ATTACH` and no
+//! `VACUUM INTO`), an authorizer that refuses `ATTACH`/`DETACH`, extension loading and every
+//! `PRAGMA` but a few read-only schema ones, caps on string, SQL and database size, and a
+//! progress handler that interrupts any statement running past its time limit. Results are
+//! read only as far as the observation needs, so an endless query costs no memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::config::DbConfig;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Statement};
+
+use crate::error::Result;
+use crate::python::PyValue;
+
+/// Characters of an observation before AgentBench cuts it and appends `[TRUNCATED]`.
+pub const OBSERVATION_CHARS: usize = 800;
+
+/// Bounds on what one statement may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Wall-clock time per statement.
+    pub timeout: Duration,
+    /// Largest string or blob, in bytes.
+    pub max_value_bytes: i32,
+    /// Longest SQL text, in bytes.
+    pub max_sql_bytes: i32,
+    /// Largest database, in 4 KiB pages.
+    pub max_pages: u32,
+    /// Most rows read from one result (the observation needs far fewer).
+    pub max_rows: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            max_value_bytes: 1 << 20,
+            max_sql_bytes: 100_000,
+            max_pages: 25_600,
+            max_rows: 10_000,
+        }
+    }
+}
+
+/// What a statement gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlResult {
+    /// Rows of a query (possibly only the first ones: see `complete`).
+    Rows {
+        /// The rows read, each a tuple of values.
+        rows: Vec<Vec<PyValue>>,
+        /// Whether every row was read.
+        complete: bool,
+    },
+    /// A statement without result columns ran; rows changed.
+    Done(usize),
+    /// It failed (syntax, constraint, limit, timeout); the message.
+    Error(String),
+}
+
+impl SqlResult {
+    /// The observation AgentBench would send: `str()` of the fetched rows (a Python list of
+    /// tuples) or the error text, cut at 800 characters plus `[TRUNCATED]`.
+    pub fn observation(&self) -> String {
+        let full = match self {
+            SqlResult::Rows { rows, .. } => rows_repr(rows, OBSERVATION_CHARS + 1),
+            SqlResult::Done(_) => "[]".to_string(),
+            SqlResult::Error(e) => e.clone(),
+        };
+        truncate_observation(&full)
+    }
+}
+
+/// AgentBench's cut: the first 800 characters plus `[TRUNCATED]` when longer.
+pub fn truncate_observation(text: &str) -> String {
+    match text.char_indices().nth(OBSERVATION_CHARS) {
+        Some((at, _)) => format!("{}[TRUNCATED]", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// `str(rows)` for a list of tuples, stopped once it is longer than `max_chars` (enough to
+/// decide the truncated observation).
+fn rows_repr(rows: &[Vec<PyValue>], max_chars: usize) -> String {
+    let mut out = String::from("[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&PyValue::Tuple(row.clone()).repr());
+        if out.chars().count() > max_chars {
+            return out;
+        }
+    }
+    out.push(']');
+    out
+}
+
+/// An in-memory database that model-written SQL runs in.
+pub struct Sandbox {
+    conn: Connection,
+    limits: SandboxLimits,
+    /// Nanoseconds after `epoch` at which the running statement is interrupted.
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Read-only schema pragmas a model may use to look at a table (MySQL's `DESCRIBE`).
+const ALLOWED_PRAGMAS: [&str; 5] = [
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+];
+
+fn authorize(ctx: AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        AuthAction::Pragma { pragma_name, .. } => {
+            let name = pragma_name.to_ascii_lowercase();
+            // `PRAGMA table_info(t)` passes `t` as the value; these pragmas only read.
+            let read_only = ALLOWED_PRAGMAS.contains(&name.as_str())
+                && ctx.database_name.is_none_or(|d| d == "main");
+            if read_only {
+                Authorization::Allow
+            } else {
+                Authorization::Deny
+            }
+        }
+        AuthAction::Function { function_name } => {
+            if function_name.eq_ignore_ascii_case("load_extension") {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
+        _ => Authorization::Allow,
+    }
+}
+
+impl Sandbox {
+    /// A fresh in-memory database; `setup` fills it (tables, rows) before the lock-down.
+    pub fn new(
+        limits: SandboxLimits,
+        setup: impl FnOnce(&Connection) -> Result<()>,
+    ) -> Result<Self> {
+        let mut conn = Connection::open_in_memory()?;
+        setup(&conn)?;
+        conn.execute_batch(&format!("PRAGMA max_page_count = {};", limits.max_pages))?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, limits.max_value_bytes)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, limits.max_sql_bytes)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, 200)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 10)?;
+        conn.authorizer(Some(authorize))?;
+        let epoch = Instant::now();
+        let deadline = Arc::new(AtomicU64::new(u64::MAX));
+        let watch = Arc::clone(&deadline);
+        conn.progress_handler(
+            1_000,
+            Some(move || epoch.elapsed().as_nanos() as u64 > watch.load(Ordering::Relaxed)),
+        )?;
+        Ok(Self {
+            conn,
+            limits,
+            deadline,
+            epoch,
+        })
+    }
+
+    /// The connection (for scoring: the table hash).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs one statement within the limits.
+    pub fn execute(&self, sql: &str) -> SqlResult {
+        if sql.trim().is_empty() {
+            return SqlResult::Error("Query was empty".into());
+        }
+        let until = self.epoch.elapsed() + self.limits.timeout;
+        self.deadline
+            .store(until.as_nanos() as u64, Ordering::Relaxed);
+        let result = self.run(sql);
+        self.deadline.store(u64::MAX, Ordering::Relaxed);
+        match result {
+            Ok(r) => r,
+            Err(e) => SqlResult::Error(match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    format!(
+                        "the statement was stopped after {} s",
+                        self.limits.timeout.as_secs_f64()
+                    )
+                }
+                other => other.to_string(),
+            }),
+        }
+    }
+
+    fn run(&self, sql: &str) -> rusqlite::Result<SqlResult> {
+        let mut stmt = self.conn.prepare(sql)?;
+        if stmt.column_count() == 0 {
+            let changed = stmt.raw_execute()?;
+            return Ok(SqlResult::Done(changed));
+        }
+        self.read_rows(&mut stmt)
+    }
+
+    fn read_rows(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<SqlResult> {
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        let mut chars = 1;
+        while let Some(row) = rows.next()? {
+            let values = (0..columns)
+                .map(|i| row.get_ref(i).map(py_value))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            chars += PyValue::Tuple(values.clone()).repr().chars().count() + 2;
+            out.push(values);
+            // Enough for the observation (and for any answer a person would write).
+            if chars > OBSERVATION_CHARS * 4 || out.len() >= self.limits.max_rows {
+                return Ok(SqlResult::Rows {
+                    rows: out,
+                    complete: rows.next()?.is_none(),
+                });
+            }
+        }
+        Ok(SqlResult::Rows {
+            rows: out,
+            complete: true,
+        })
+    }
+}
+
+/// A SQLite value as the Python value a MySQL client would return.
+fn py_value(v: ValueRef<'_>) -> PyValue {
+    match v {
+        ValueRef::Null => PyValue::None,
+        ValueRef::Integer(i) => PyValue::Int(i),
+        ValueRef::Real(f) => PyValue::Float(f),
+        ValueRef::Text(t) | ValueRef::Blob(t) => PyValue::Str(String::from_utf8_lossy(t).into()),
+    }
+}
