@@ -6,12 +6,13 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agentbench_tuning::chat::Message;
-use agentbench_tuning::env::Environment;
+use agentbench_tuning::chat::{Message, Role, ToolCall};
 use agentbench_tuning::env::db::{
     DbEnv, DbItem, DbStatus, MAX_ROUNDS, Sandbox, SandboxLimits, SqlResult, parse_reply,
 };
+use agentbench_tuning::env::{Environment, Protocol};
 use agentbench_tuning::rng::Rng;
+use serde_json::json;
 
 fn dev_items() -> Option<Vec<DbItem>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -231,5 +232,105 @@ fn random_replies_never_panic_the_parser_or_the_sandbox() {
             let _ = sb.execute(&sql).observation();
         }
         let _ = agentbench_tuning::env::db::answer_matches(&reply, &[serde_json::json!("a")]);
+    }
+}
+
+fn call(name: &str, arguments: serde_json::Value) -> Message {
+    Message::assistant("").with_tool_calls(vec![ToolCall::new(name, arguments)])
+}
+
+#[test]
+fn function_calling_episodes_run_tools_and_score_commits() {
+    let Some(items) = dev_items() else {
+        return;
+    };
+    // A modification through tool calls.
+    let item = items.iter().find(|i| i.is_modification()).unwrap().clone();
+    let gold = item.label[0].as_str().unwrap().to_string();
+    let mut env = DbEnv::new(item).with_protocol(Protocol::Tools);
+    let opening = env.reset().unwrap();
+    assert_eq!(opening.messages[0].role, Role::System);
+    assert!(
+        opening.messages[1]
+            .content
+            .starts_with("Additional table information")
+    );
+    assert_eq!(opening.tools.len(), 2);
+    let step = env
+        .step(&call("execute_sql", json!({"query": gold})))
+        .unwrap();
+    assert_eq!(step.observation[0].role, Role::Tool);
+    let end = env
+        .step(&call("commit_final_answer", json!({"answers": ["done"]})))
+        .unwrap();
+    assert!(end.done && end.reward == 1.0);
+
+    // A query, with the calls written as Qwen's <tool_call> text.
+    let item = items.iter().find(|i| !i.is_modification()).unwrap().clone();
+    let label = item.label[0].as_str().unwrap().to_string();
+    let mut env = DbEnv::new(item).with_protocol(Protocol::Tools);
+    env.reset().unwrap();
+    let text = "Counting.\n<tool_call>\n{\"name\": \"execute_sql\", \"arguments\": {\"query\": \"SELECT COUNT(*) FROM `US Ambassadors and Envoy Extraordinary to Colombia`\"}}\n</tool_call>";
+    let step = env.step(&Message::assistant(text)).unwrap();
+    assert!(
+        step.observation[0].content.starts_with("[("),
+        "{:?}",
+        step.observation
+    );
+    let commit = format!(
+        "<tool_call>\n{{\"name\": \"commit_final_answer\", \"arguments\": {{\"answers\": [\"{label}\"]}}}}\n</tool_call>"
+    );
+    let end = env.step(&Message::assistant(commit)).unwrap();
+    assert!(end.done && end.reward == 1.0);
+
+    // No tool call: told so, and the round counts; unknown tools are refused.
+    let item = items[0].clone();
+    let mut env = DbEnv::new(item).with_protocol(Protocol::Tools);
+    env.reset().unwrap();
+    let step = env.step(&Message::assistant("The answer is 3.")).unwrap();
+    assert!(step.observation[0].content.starts_with("Internal error"));
+    let step = env.step(&call("drop_everything", json!({"x": 1}))).unwrap();
+    assert!(
+        step.observation[0]
+            .content
+            .starts_with("Invalid function call")
+    );
+    for _ in 2..MAX_ROUNDS - 1 {
+        assert!(!env.step(&Message::assistant("hmm")).unwrap().done);
+    }
+    let end = env.step(&Message::assistant("hmm")).unwrap();
+    assert!(end.done && end.reward == 0.0);
+    assert_eq!(env.outcome().unwrap().status, DbStatus::TaskLimitReached);
+}
+
+#[test]
+fn the_default_model_plays_db_episodes_in_a_rollout() {
+    use agentbench_tuning::chat::Tokenizer;
+    use agentbench_tuning::generate::{GenerateOptions, RolloutOptions, rollout};
+    use agentbench_tuning::model::{Decoder, ModelSource};
+    let (Some(items), Some(path)) = (dev_items(), common::default_model()) else {
+        return;
+    };
+    let model = Decoder::load(
+        &ModelSource::Gguf(path.clone()),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    let tokenizer = Tokenizer::from_gguf(&path).unwrap();
+    let mut envs: Vec<DbEnv> = items.into_iter().take(2).map(DbEnv::new).collect();
+    let options = RolloutOptions {
+        generate: GenerateOptions::greedy(40),
+        max_turns: 2,
+        ..RolloutOptions::default()
+    };
+    let episodes = rollout(&model, &tokenizer, &mut envs, &options).unwrap();
+    for (ep, env) in episodes.iter().zip(&envs) {
+        assert!(ep.turns() >= 1 && ep.turns() <= 2);
+        assert!(ep.policy_mask.contains(&1));
+        // A 135M model does not solve DB Bench: whatever it wrote was read and judged.
+        if let Some(outcome) = env.outcome() {
+            assert_eq!(ep.reward(), if outcome.correct { 1.0 } else { 0.0 });
+        }
     }
 }

@@ -4,13 +4,24 @@
 //! agent first sees, `step` takes the agent's reply and answers with observations, a reward and
 //! whether the episode is over. [`crate::generate::rollout`] runs a model against one.
 //!
-//! So far: DB Bench in the v0.2 text protocol ([`db::DbEnv`]) with its sandbox and AgentBench's
-//! scoring. The function-calling protocol and the household world are being built (issue 5).
+//! So far: DB Bench in both protocols ([`db::DbEnv`]) with its sandbox and AgentBench's
+//! scoring. The household world is being built (issue 5).
 
 use crate::chat::{Conversation, Message};
 use crate::error::Result;
 
 pub mod db;
+
+/// Which AgentBench protocol an environment speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// AgentBench v0.2: actions written in the text (`Action: Operation`, `ACTION: ...`).
+    #[default]
+    Text,
+    /// Function calling: tools offered in the prompt, results as `tool` messages.
+    Tools,
+}
 
 /// What an environment answers to one reply of the agent.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,14 +1,17 @@
-//! A DB Bench episode on SQLite, in AgentBench's v0.2 text protocol.
+//! A DB Bench episode on SQLite, in AgentBench's v0.2 text protocol or its function-calling
+//! protocol.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::hash::table_hash;
 use super::item::DbItem;
-use super::protocol::{INSTRUCTIONS, TextAction, parse_reply};
+use super::protocol::{FC_SYSTEM_PROMPT, INSTRUCTIONS, TextAction, fc_tools, parse_reply};
 use super::sandbox::{Sandbox, SandboxLimits};
-use super::score::answer_matches;
+use super::score::{answer_matches, fc_answer_matches};
+use crate::chat::tool_parse::parse_tool_calls;
 use crate::chat::{Conversation, Message};
-use crate::env::{Environment, Step};
+use crate::env::{Environment, Protocol, Step};
 use crate::error::{Error, Result};
 
 /// AgentBench's round limit for DB Bench.
@@ -31,7 +34,7 @@ pub enum DbStatus {
 pub struct DbOutcome {
     /// How it ended.
     pub status: DbStatus,
-    /// The raw text after `Final Answer:` (empty without one).
+    /// The raw text after `Final Answer:`, or the committed answers as JSON (empty without).
     pub answer: String,
     /// SQL operations run.
     pub rounds: usize,
@@ -45,6 +48,7 @@ pub struct DbOutcome {
 #[derive(Debug)]
 pub struct DbEnv {
     item: DbItem,
+    protocol: Protocol,
     limits: SandboxLimits,
     max_rounds: usize,
     sandbox: Option<Sandbox>,
@@ -57,12 +61,19 @@ impl DbEnv {
     pub fn new(item: DbItem) -> Self {
         Self {
             item,
+            protocol: Protocol::Text,
             limits: SandboxLimits::default(),
             max_rounds: MAX_ROUNDS,
             sandbox: None,
             rounds: 0,
             outcome: None,
         }
+    }
+
+    /// This environment speaking `protocol`.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// This environment with other sandbox limits.
@@ -81,13 +92,32 @@ impl DbEnv {
         self.outcome.as_ref()
     }
 
-    /// The opening conversation: the instructions, `Ok.`, then the question and table.
-    pub fn opening(item: &DbItem) -> Conversation {
-        Conversation::new(vec![
-            Message::user(INSTRUCTIONS),
-            Message::assistant("Ok."),
-            Message::user(format!("{}\n{}", item.description, item.add_description)),
-        ])
+    /// The opening conversation. Text: the instructions, `Ok.`, then the question and table.
+    /// Tools: the system prompt, then the table information and the question, with the
+    /// `execute_sql` and `commit_final_answer` tools offered.
+    pub fn opening(item: &DbItem, protocol: Protocol) -> Conversation {
+        match protocol {
+            Protocol::Text => Conversation::new(vec![
+                Message::user(INSTRUCTIONS),
+                Message::assistant("Ok."),
+                Message::user(format!("{}\n{}", item.description, item.add_description)),
+            ]),
+            Protocol::Tools => {
+                let mut prompt = String::new();
+                if !item.add_description.is_empty() {
+                    prompt += &format!(
+                        "Additional table information about the question: {}\n",
+                        item.add_description
+                    );
+                }
+                prompt += &format!("Question: {}\n", item.description);
+                Conversation::new(vec![
+                    Message::system(FC_SYSTEM_PROMPT),
+                    Message::user(prompt),
+                ])
+                .with_tools(fc_tools())
+            }
+        }
     }
 
     fn sandbox(&self) -> Result<&Sandbox> {
@@ -96,13 +126,22 @@ impl DbEnv {
             .ok_or_else(|| Error::Chat("DbEnv::step called before reset".into()))
     }
 
+    /// Whether the table's state is the expected one (modification items).
+    fn table_matches(&self) -> Result<bool> {
+        let hash = table_hash(self.sandbox()?.connection(), &self.item.table.table_name)?;
+        Ok(self.item.answer_md5.as_deref() == Some(hash.as_str()))
+    }
+
     fn finish(&mut self, status: DbStatus, answer: String) -> Result<Step> {
         let correct = if self.item.is_modification() {
-            let hash = table_hash(self.sandbox()?.connection(), &self.item.table.table_name)?;
-            self.item.answer_md5.as_deref() == Some(hash.as_str())
+            self.table_matches()?
         } else {
             answer_matches(&answer, &self.item.label)
         };
+        self.end(status, answer, correct)
+    }
+
+    fn end(&mut self, status: DbStatus, answer: String, correct: bool) -> Result<Step> {
         self.outcome = Some(DbOutcome {
             status,
             answer,
@@ -113,19 +152,9 @@ impl DbEnv {
     }
 }
 
-impl Environment for DbEnv {
-    fn reset(&mut self) -> Result<Conversation> {
-        let table = &self.item.table;
-        self.sandbox = Some(Sandbox::new(self.limits, |conn| table.materialise(conn))?);
-        self.rounds = 0;
-        self.outcome = None;
-        Ok(Self::opening(&self.item))
-    }
-
-    fn step(&mut self, reply: &Message) -> Result<Step> {
-        if self.outcome.is_some() {
-            return Err(Error::Chat("the DB Bench episode is over; reset it".into()));
-        }
+impl DbEnv {
+    /// A text-protocol reply.
+    fn step_text(&mut self, reply: &Message) -> Result<Step> {
         match parse_reply(&reply.content, self.rounds < self.max_rounds) {
             TextAction::Operation(sql) => {
                 let observation = self.sandbox()?.execute(&sql).observation();
@@ -138,6 +167,82 @@ impl Environment for DbEnv {
                 self.finish(DbStatus::TaskLimitReached, String::new())
             }
             TextAction::Invalid => self.finish(DbStatus::AgentValidationFailed, String::new()),
+        }
+    }
+
+    /// A function-calling reply: its tool calls (parsed from the text when the message has
+    /// none) run in order; `commit_final_answer` ends the episode. Every reply is a round.
+    fn step_tools(&mut self, reply: &Message) -> Result<Step> {
+        let calls = if reply.tool_calls.is_empty() {
+            parse_tool_calls(&reply.content).1
+        } else {
+            reply.tool_calls.clone()
+        };
+        self.rounds += 1;
+        let mut observation = Vec::new();
+        if calls.is_empty() {
+            observation.push(Message::user(
+                "Internal error: No tool calls found despite finish reason.",
+            ));
+        }
+        for call in calls {
+            let id = call.id.clone().unwrap_or_default();
+            let first = match call.parsed_arguments() {
+                Some(Value::Object(map)) => map.into_iter().next().map(|(_, v)| v),
+                _ => None,
+            };
+            let text = match (call.name.as_str(), first) {
+                (_, None) => {
+                    "Error: Failed to parse tool call. Tool call format is incorrect.".to_string()
+                }
+                ("execute_sql", Some(sql)) => {
+                    let sql = sql.as_str().map_or_else(|| sql.to_string(), String::from);
+                    let response = self.sandbox()?.execute(&sql).observation();
+                    if response.is_empty() {
+                        "No response from database.".to_string()
+                    } else {
+                        response
+                    }
+                }
+                ("commit_final_answer", Some(answer)) => {
+                    let correct = if self.item.is_modification() {
+                        self.table_matches()?
+                    } else {
+                        fc_answer_matches(&answer, &self.item.label)
+                    };
+                    return self.end(DbStatus::Completed, answer.to_string(), correct);
+                }
+                _ => "Invalid function call. Please call a tool instead.".to_string(),
+            };
+            observation.push(Message::tool(id, text));
+        }
+        if self.rounds >= self.max_rounds {
+            return self.end(DbStatus::TaskLimitReached, String::new(), false);
+        }
+        Ok(Step {
+            observation,
+            reward: 0.0,
+            done: false,
+        })
+    }
+}
+
+impl Environment for DbEnv {
+    fn reset(&mut self) -> Result<Conversation> {
+        let table = &self.item.table;
+        self.sandbox = Some(Sandbox::new(self.limits, |conn| table.materialise(conn))?);
+        self.rounds = 0;
+        self.outcome = None;
+        Ok(Self::opening(&self.item, self.protocol))
+    }
+
+    fn step(&mut self, reply: &Message) -> Result<Step> {
+        if self.outcome.is_some() {
+            return Err(Error::Chat("the DB Bench episode is over; reset it".into()));
+        }
+        match self.protocol {
+            Protocol::Text => self.step_text(reply),
+            Protocol::Tools => self.step_tools(reply),
         }
     }
 }

@@ -1,5 +1,10 @@
-//! DB Bench's v0.2 text protocol: the fixed instructions, and reading a reply the way
-//! AgentBench does (`Action: (.*?)\n`, the first ```` ```sql ```` block, `\nFinal Answer:(.*)`).
+//! DB Bench's protocols: the v0.2 text protocol (the fixed instructions, and reading a reply
+//! the way AgentBench does: `Action: (.*?)\n`, the first ```` ```sql ```` block,
+//! `\nFinal Answer:(.*)`), and the function-calling protocol's system prompt and tools.
+
+use serde_json::json;
+
+use crate::chat::Tool;
 
 /// The instructions AgentBench v0.2 sends as the first user turn (the assistant then says
 /// `Ok.`); the protocol the trained model must speak.
@@ -23,6 +28,43 @@ If the question is about modifying the database, then after done operation, your
 If your response cannot match any pattern I mentioned earlier, you will be judged as FAIL immediately.
 Your input will be raw MySQL response, you have to deal with it by yourself.
 ";
+
+/// The system prompt of AgentBench's function-calling DB Bench.
+pub const FC_SYSTEM_PROMPT: &str = "I will ask you a question, then you should help me operate a MySQL database with SQL to answer the question.
+You have to explain the problem and your solution to me and write down your thoughts.
+After thinking and explaining thoroughly, every round you can choose to operate or to answer with the two specific tools provided.
+If you should execute a SQL query, use the `execute_sql` function, Your SQL should be in one line.
+Every time you can only execute one SQL statement. I will only execute the statement in the first SQL code block. Every time you write a SQL, I will execute it for you and give you the output.
+If you are done operating, and you want to commit your final answer, then use the `commit_final_answer` function.
+DO NOT use this tool unless you are sure about your answer. I expect an accurate and correct answer.
+Your answer should be accurate. Your answer must be exactly the same as the correct answer.
+If the question is about modifying the database, then after done operation, your answer field can be anything.
+If your response cannot match any pattern I mentioned earlier, you will be judged as FAIL immediately.
+You should always use the tools provided to submit your answer. Be careful not to write it in the content field.
+Your input will be raw MySQL response, you have to deal with it by yourself.";
+
+/// The two tools of the function-calling protocol: `execute_sql{query}` and
+/// `commit_final_answer{answers}`.
+pub fn fc_tools() -> Vec<Tool> {
+    vec![
+        Tool::function(
+            "execute_sql",
+            "Execute one SQL statement on the database and return its result.",
+            json!({"type": "object",
+                   "properties": {"query": {"type": "string",
+                                            "description": "The SQL statement, in one line."}},
+                   "required": ["query"]}),
+        ),
+        Tool::function(
+            "commit_final_answer",
+            "Commit the final answer to the question; this ends the task.",
+            json!({"type": "object",
+                   "properties": {"answers": {"type": "array", "items": {"type": "string"},
+                                              "description": "The answers, each as a string."}},
+                   "required": ["answers"]}),
+        ),
+    ]
+}
 
 /// What a reply asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
