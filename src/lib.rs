@@ -25,6 +25,7 @@ pub mod plot;
 pub mod prelude;
 pub mod progress;
 pub mod python;
+pub mod reward;
 pub mod rng;
 pub mod system;
 pub mod table;

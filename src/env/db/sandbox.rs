@@ -7,6 +7,7 @@
 //! progress handler that interrupts any statement running past its time limit. Results are
 //! read only as far as the observation needs, so an endless query costs no memory.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,9 +16,9 @@ use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Statement};
+use rusqlite::{Connection, MAIN_DB, Statement};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::python::PyValue;
 
 /// Characters of an observation before AgentBench cuts it and appends `[TRUNCATED]`.
@@ -36,6 +37,9 @@ pub struct SandboxLimits {
     pub max_pages: u32,
     /// Most rows read from one result (the observation needs far fewer).
     pub max_rows: usize,
+    /// Reading stops once the rows' repr passes this many characters (an observation shows
+    /// 800; a reward comparing results wants them whole).
+    pub max_result_chars: usize,
 }
 
 impl Default for SandboxLimits {
@@ -46,6 +50,7 @@ impl Default for SandboxLimits {
             max_sql_bytes: 100_000,
             max_pages: 25_600,
             max_rows: 10_000,
+            max_result_chars: 4 * OBSERVATION_CHARS,
         }
     }
 }
@@ -156,13 +161,31 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
 }
 
 impl Sandbox {
+    /// An in-memory copy of the SQLite file at `path` (which is never written), read-only
+    /// when `read_only` (`PRAGMA query_only`, which the authorizer then keeps on).
+    pub fn from_file(path: &Path, limits: SandboxLimits, read_only: bool) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::MissingFile {
+                path: path.to_path_buf(),
+                hint: "a SQLite database file is needed for this task".into(),
+            });
+        }
+        Self::new(limits, |conn| {
+            conn.restore(MAIN_DB, path, None::<fn(rusqlite::backup::Progress)>)?;
+            if read_only {
+                conn.execute_batch("PRAGMA query_only = ON;")?;
+            }
+            Ok(())
+        })
+    }
+
     /// A fresh in-memory database; `setup` fills it (tables, rows) before the lock-down.
     pub fn new(
         limits: SandboxLimits,
-        setup: impl FnOnce(&Connection) -> Result<()>,
+        setup: impl FnOnce(&mut Connection) -> Result<()>,
     ) -> Result<Self> {
         let mut conn = Connection::open_in_memory()?;
-        setup(&conn)?;
+        setup(&mut conn)?;
         conn.execute_batch(&format!("PRAGMA max_page_count = {};", limits.max_pages))?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
@@ -238,8 +261,8 @@ impl Sandbox {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             chars += PyValue::Tuple(values.clone()).repr().chars().count() + 2;
             out.push(values);
-            // Enough for the observation (and for any answer a person would write).
-            if chars > OBSERVATION_CHARS * 4 || out.len() >= self.limits.max_rows {
+            // Enough for what the caller needs (the observation, or a reward's comparison).
+            if chars > self.limits.max_result_chars || out.len() >= self.limits.max_rows {
                 return Ok(SqlResult::Rows {
                     rows: out,
                     complete: rows.next()?.is_none(),
