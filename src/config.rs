@@ -55,6 +55,14 @@ impl Profile {
             Profile::ColabQwen3_4b => "Qwen/Qwen3-4B-Instruct-2507",
         }
     }
+
+    /// Where the profile's base model is loaded from.
+    pub fn model_source(self) -> crate::model::ModelSource {
+        match self {
+            Profile::Tiny => crate::model::ModelSource::default_model(),
+            other => crate::model::ModelSource::parse(other.base_model()),
+        }
+    }
 }
 
 impl fmt::Display for Profile {

@@ -147,6 +147,14 @@ pub enum Error {
     /// Generation was asked for something it cannot do (bad options, context too long).
     #[error("generation: {0}")]
     Generate(String),
+    /// A vocabulary of synthetic SQL domains is malformed.
+    #[error("SQL domain vocabulary {source_name}: {reason}")]
+    Vocabulary {
+        /// Where the vocabulary came from (a path, or `embedded`).
+        source_name: String,
+        /// What is wrong, naming the domain, table and column.
+        reason: String,
+    },
     /// An error from candle (tensor operations, devices).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -55,6 +55,29 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>>
         .collect()
 }
 
+/// Writes records as JSONL (one JSON object per line), atomically.
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, r).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        out.push(b'\n');
+    }
+    write_atomic(path, &out)
+}
+
+/// Writes a value as pretty-printed JSON, atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut out = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    out.push(b'\n');
+    write_atomic(path, &out)
+}
+
 /// Creates `dir` and all its parents, naming the directory on failure.
 pub fn create_dir_all(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))

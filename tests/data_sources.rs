@@ -183,7 +183,7 @@ fn the_contamination_guard_catches_planted_dev_items() {
     let mut records = Vec::new();
     for example in load_spider(&spider, "dev.json").unwrap().iter().take(300) {
         if let Ok(e) = db_episode(example, &DbEpisodeOptions::default(), &mut rng).unwrap() {
-            records.push(e.into_record("spider", Protocol::Text));
+            records.push(e.into_record("spider", "select", Protocol::Text));
         }
     }
     records.extend(household_records(60, 0, Protocol::Text, ExpertOptions::default()).unwrap());
@@ -195,5 +195,68 @@ fn the_contamination_guard_catches_planted_dev_items() {
     );
     for (r, hit) in &hits {
         println!("  {} {}: {:?}", r.source, hit.signal, hit.evidence);
+    }
+}
+
+#[test]
+fn a_sparc_style_interaction_keeps_its_turns_and_each_turn_replays() {
+    use agentbench_tuning::data::{DbEpisodeOptions, SqlInteraction, interaction_episode};
+    use agentbench_tuning::env::Protocol;
+    use agentbench_tuning::rng::Rng;
+    let Some(dir) = shared("spider-dev-en") else {
+        return;
+    };
+    let interaction = SqlInteraction {
+        db_id: "concert_singer".into(),
+        db_path: dir.join("database/concert_singer/concert_singer.sqlite"),
+        turns: vec![
+            (
+                "How many singers are there?".into(),
+                "SELECT count(*) FROM singer".into(),
+            ),
+            (
+                "Which of them are from the Netherlands?".into(),
+                "SELECT name FROM singer WHERE country = 'Netherlands'".into(),
+            ),
+            (
+                "And how old is that singer?".into(),
+                "SELECT age FROM singer WHERE country = 'Netherlands'".into(),
+            ),
+            // Fails on this database: the episode keeps the first three turns.
+            (
+                "What is their label?".into(),
+                "SELECT label FROM singer".into(),
+            ),
+        ],
+    };
+    for protocol in [Protocol::Text, Protocol::Tools] {
+        let options = DbEpisodeOptions {
+            protocol,
+            repair_share: 0.0,
+            negative_share: 0.0,
+            ..Default::default()
+        };
+        let (episode, turns) = interaction_episode(&interaction, &options, &mut Rng::new(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(turns, 3);
+        let follow_ups: Vec<&str> = episode
+            .conversation
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::User && m.content.starts_with("Follow-up question:"))
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(follow_ups.len(), 2, "{protocol:?}");
+        let text = serde_json::to_string(&episode.conversation).unwrap();
+        assert!(
+            text.contains("Joe Sharp"),
+            "the second turn's observation is there"
+        );
+        if protocol == Protocol::Tools {
+            // Every tool call has its reply before the next user turn.
+            let calls = text.matches("\"tool_call_id\"").count();
+            assert_eq!(calls, 5, "{text}");
+        }
     }
 }

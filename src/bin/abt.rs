@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agentbench_tuning::chat::{Conversation, Message};
+use agentbench_tuning::chat::{Conversation, Message, Tokenizer};
+use agentbench_tuning::config::{Profile, RunContext};
+use agentbench_tuning::data::{
+    DataConfig, PromptConfig, build_prompts, build_sft, write_prompts, write_sft,
+};
 use agentbench_tuning::generate::{ChatModel, GenerateOptions, Sampling};
 use agentbench_tuning::model::ModelSource;
 use agentbench_tuning::system::{self, SystemReport};
@@ -29,6 +33,67 @@ enum Command {
     },
     /// Generate a reply with a model (and optionally a LoRA adapter) to a prompt or messages.
     Generate(GenerateArgs),
+    /// Phase 01: build the SFT set (`<run>/01_data/sft.jsonl` and `report.json`).
+    Data(DataArgs),
+    /// Phase 02: build the RL / pair prompts (`<run>/02_prompts/prompts.jsonl`).
+    Prompts(PromptsArgs),
+}
+
+/// Where a phase runs: profile and run directory (defaults from `ABT_PROFILE`/`ABT_RUN_DIR`).
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Profile: tiny, colab-qwen2.5-7b or colab-qwen3-4b.
+    #[arg(long)]
+    profile: Option<Profile>,
+    /// Run directory (`runs/<name>`).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn context(&self) -> Result<RunContext> {
+        let mut ctx = RunContext::from_env()?;
+        if let Some(p) = self.profile {
+            ctx.profile = p;
+        }
+        if let Some(dir) = &self.run_dir {
+            ctx.run_dir = agentbench_tuning::paths::resolve(dir);
+        }
+        Ok(ctx)
+    }
+}
+
+#[derive(Debug, Args)]
+struct DataArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A JSON file with a full `DataConfig` (the profile's defaults otherwise).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Add a Spider-format directory.
+    #[arg(long)]
+    spider: Option<PathBuf>,
+    /// Add ReAct trajectories (FireAct's multitask.jsonl).
+    #[arg(long)]
+    react: Option<PathBuf>,
+    /// Add ShareGPT-style general chat (mixed at the configured ratio).
+    #[arg(long)]
+    chat: Option<PathBuf>,
+    /// Skip the token-length filter (no tokenizer is loaded).
+    #[arg(long)]
+    no_length_filter: bool,
+}
+
+#[derive(Debug, Args)]
+struct PromptsArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// DB prompts per protocol.
+    #[arg(long)]
+    db: Option<usize>,
+    /// Household prompts per protocol.
+    #[arg(long)]
+    household: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +151,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Env { json } => env(json),
         Command::Generate(args) => generate(&args),
+        Command::Data(args) => data(&args),
+        Command::Prompts(args) => prompts(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,5 +228,73 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     } else {
         println!("{}", reply.text);
     }
+    Ok(())
+}
+
+/// `abt data`.
+fn data(args: &DataArgs) -> Result<()> {
+    let ctx = args.run.context()?;
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => DataConfig::for_profile(ctx.profile),
+    };
+    config.spider = args.spider.clone().or(config.spider);
+    config.react = args.react.clone().or(config.react);
+    config.chat = args.chat.clone().or(config.chat);
+    let tokenizer = if args.no_length_filter {
+        None
+    } else {
+        Some(Tokenizer::load(&ctx.profile.model_source())?)
+    };
+    let (records, report) = build_sft(&config, tokenizer.as_ref())?;
+    let dir = ctx.phase_dir("01_data");
+    write_sft(&dir, &records, &report)?;
+    for s in &report.sources {
+        println!(
+            "{:<14} {:<6} kept {:>6} / {:<6} repaired {:>4} negatives {:>4}",
+            s.source,
+            s.protocol.map(|p| format!("{p:?}")).unwrap_or_default(),
+            s.kept,
+            s.attempted,
+            s.repaired,
+            s.negatives
+        );
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "{} records ({} contaminated dropped, {} duplicates, {} too long) in {:.1}s, {:.0} records/s -> {}",
+        records.len(),
+        report.contaminated.len(),
+        report.dedup.exact + report.dedup.near,
+        report.too_long,
+        report.seconds,
+        report.records_per_s,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `abt prompts`.
+fn prompts(args: &PromptsArgs) -> Result<()> {
+    let ctx = args.run.context()?;
+    let mut config = PromptConfig::for_profile(ctx.profile);
+    config.db = args.db.unwrap_or(config.db);
+    config.household = args.household.unwrap_or(config.household);
+    let prompts = build_prompts(&config)?;
+    let dir = ctx.phase_dir("02_prompts");
+    write_prompts(&dir, &prompts)?;
+    println!(
+        "{} prompts -> {}",
+        prompts.len(),
+        dir.join("prompts.jsonl").display()
+    );
     Ok(())
 }

@@ -126,9 +126,16 @@ impl ContaminationGuard {
     }
 
     fn register_name(&mut self, corpus: &str, signal: &'static str, name: &str) {
-        let normalised = format!(" {} ", words(name).join(" "));
-        // Names of one short word ("Users") say little; require some substance.
-        if normalised.trim().len() >= 8 {
+        let w = words(name);
+        let normalised = format!(" {} ", w.join(" "));
+        // A name of one ordinary word ("Statistics", "Users") is a word any text may hold and
+        // says nothing; several words, or one long compound ("SeasonStatistics"), do.
+        let distinctive = match w.as_slice() {
+            [] => false,
+            [one] => one.len() >= 14,
+            _ => normalised.trim().len() >= 8,
+        };
+        if distinctive {
             self.names
                 .push((normalised, corpus.to_string(), signal, name.to_string()));
         }
@@ -223,6 +230,14 @@ mod tests {
             .check_text("The name of this table is US Ambassadors to Colombia.")
             .unwrap();
         assert_eq!(hit.signal, "table_name");
+        guard.register_name("eval", "table_name", "Statistics");
+        guard.register_name("eval", "table_name", "SeasonStatistics");
+        assert!(
+            guard
+                .check_text("summary statistics of the parks")
+                .is_none()
+        );
+        assert!(guard.check_text("the seasonstatistics table").is_some());
         assert!(
             guard
                 .check_text("A question about credentials and missions in general.")

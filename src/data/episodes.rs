@@ -56,12 +56,12 @@ pub struct DbEpisode {
 }
 
 impl DbEpisode {
-    /// The episode as an SFT record from `source` (a query: kind `select`).
-    pub fn into_record(self, source: &str, protocol: Protocol) -> SftRecord {
+    /// The episode as an SFT record from `source` of task `kind` (`select`, `insert`, …).
+    pub fn into_record(self, source: &str, kind: &str, protocol: Protocol) -> SftRecord {
         SftRecord {
             conversation: self.conversation,
             source: source.into(),
-            kind: "select".into(),
+            kind: kind.into(),
             protocol: Some(protocol),
         }
     }
@@ -192,7 +192,8 @@ fn tables_used<'a>(sql: &str, tables: &'a [(String, Vec<String>)]) -> Vec<&'a st
         .collect()
 }
 
-fn operation(protocol: Protocol, thought: &str, sql: &str, call: usize) -> Message {
+/// An assistant turn that runs one SQL statement, in either protocol.
+pub(super) fn operation(protocol: Protocol, thought: &str, sql: &str, call: usize) -> Message {
     match protocol {
         Protocol::Text => {
             Message::assistant(format!("{thought}\nAction: Operation\n```sql\n{sql}\n```"))
@@ -203,6 +204,69 @@ fn operation(protocol: Protocol, thought: &str, sql: &str, call: usize) -> Messa
             Message::assistant(thought).with_tool_calls(vec![c])
         }
     }
+}
+
+/// A negative sample (masked): a call of a tool that does not exist, or the SQL written in the
+/// content without a call.
+pub(super) fn negative_turn(sql: &str, rng: &mut Rng) -> Message {
+    let mistake = if rng.below(2) == 0 {
+        let mut call = ToolCall::new("run_query", json!({ "sql": sql }));
+        call.id = Some("call_x".into());
+        Message::assistant("").with_tool_calls(vec![call])
+    } else {
+        Message::assistant(format!("```sql\n{sql}\n```"))
+    };
+    mistake.not_for_training()
+}
+
+/// The final turn: the answer values of a query, or (`None`) the end of a modification.
+pub(super) fn answer_turn(
+    protocol: Protocol,
+    thought: &str,
+    values: Option<&[PyValue]>,
+    call: usize,
+) -> Message {
+    match protocol {
+        Protocol::Text => {
+            let answer = values.map_or_else(
+                || "[\"none\"]".to_string(),
+                |v| PyValue::List(v.to_vec()).repr(),
+            );
+            Message::assistant(format!("{thought}\nAction: Answer\nFinal Answer: {answer}"))
+        }
+        Protocol::Tools => {
+            let answers: Vec<String> = values
+                .unwrap_or_default()
+                .iter()
+                .map(|v| match v {
+                    PyValue::Str(s) => s.clone(),
+                    other => other.repr(),
+                })
+                .collect();
+            let mut c = ToolCall::new("commit_final_answer", json!({ "answers": answers }));
+            c.id = Some(format!("call_{call}"));
+            Message::assistant(thought).with_tool_calls(vec![c])
+        }
+    }
+}
+
+/// Plays scripted replies against the item in [`DbEnv`]; the conversation (opening frozen)
+/// when the episode scores correct, `None` otherwise.
+pub(super) fn replay(
+    item: &DbItem,
+    protocol: Protocol,
+    replies: Vec<Message>,
+) -> Result<Option<Conversation>> {
+    let mut env = DbEnv::new(item.clone()).with_protocol(protocol);
+    let limit = replies.len();
+    let mut replies = replies.into_iter();
+    let played = play(&mut env, limit, |_| replies.next())?;
+    if !env.outcome().is_some_and(|o| o.correct) {
+        return Ok(None);
+    }
+    let mut conversation = played.conversation;
+    freeze_opening(&mut conversation, played.prompt_messages);
+    Ok(Some(conversation))
 }
 
 /// Builds the episode for one example and replays it; `Err(Skip)` says why there is none.
@@ -253,14 +317,7 @@ pub fn db_episode(
     let mut replies = Vec::new();
     let mut negative = false;
     if options.protocol == Protocol::Tools && rng.uniform() < options.negative_share {
-        let mistake = if rng.below(2) == 0 {
-            let mut call = ToolCall::new("run_query", json!({ "sql": sql }));
-            call.id = Some("call_x".into());
-            Message::assistant("").with_tool_calls(vec![call])
-        } else {
-            Message::assistant(format!("```sql\n{sql}\n```"))
-        };
-        replies.push(mistake.not_for_training());
+        replies.push(negative_turn(&sql, rng));
         negative = true;
     }
     let mut repaired = false;
@@ -285,42 +342,86 @@ pub fn db_episode(
         };
         replies.push(operation(options.protocol, opener, &sql, 0));
     }
-    let answer = PyValue::List(values.clone()).repr();
     let done = [
         "The result answers the question.",
         "This gives the answer.",
         "I have the answer now.",
     ][rng.below(3)];
-    replies.push(match options.protocol {
-        Protocol::Text => {
-            Message::assistant(format!("{done}\nAction: Answer\nFinal Answer: {answer}"))
-        }
-        Protocol::Tools => {
-            let answers: Vec<String> = values
-                .iter()
-                .map(|v| match v {
-                    PyValue::Str(s) => s.clone(),
-                    other => other.repr(),
-                })
-                .collect();
-            let mut c = ToolCall::new("commit_final_answer", json!({ "answers": answers }));
-            c.id = Some(format!("call_{}", replies.len()));
-            Message::assistant(done).with_tool_calls(vec![c])
-        }
-    });
-
-    let mut env = DbEnv::new(item.clone()).with_protocol(options.protocol);
-    let mut replies = replies.into_iter();
-    let played = play(&mut env, 10, |_| replies.next())?;
-    if !env.outcome().is_some_and(|o| o.correct) {
+    let call = replies.len();
+    replies.push(answer_turn(options.protocol, done, Some(&values), call));
+    let Some(conversation) = replay(&item, options.protocol, replies)? else {
         return Ok(Err(Skip::NotReplayed));
-    }
-    let mut conversation = played.conversation;
-    freeze_opening(&mut conversation, played.prompt_messages);
+    };
     Ok(Ok(DbEpisode {
         conversation,
         item,
         repaired,
         negative,
     }))
+}
+
+/// A multi-turn interaction (SParC, CoSQL) as one episode that keeps its turn structure: the
+/// first question opens the episode, each later question follows the previous answer as a user
+/// turn (`Follow-up question: …`). Every turn is written and replayed in [`DbEnv`] as its own
+/// item and must score correct; the episode keeps the longest correct prefix of turns.
+/// `Err(Skip)` when not even the first turn replays, with the reason.
+pub fn interaction_episode(
+    interaction: &super::sources::SqlInteraction,
+    options: &DbEpisodeOptions,
+    rng: &mut Rng,
+) -> Result<std::result::Result<(DbEpisode, usize), Skip>> {
+    let mut whole: Option<DbEpisode> = None;
+    let mut turns = 0;
+    for (question, sql) in &interaction.turns {
+        let example = SqlExample {
+            db_id: interaction.db_id.clone(),
+            db_path: interaction.db_path.clone(),
+            question: question.clone(),
+            sql: sql.clone(),
+            evidence: String::new(),
+        };
+        // Negative samples open an episode only; later turns are plain.
+        let turn_options = DbEpisodeOptions {
+            negative_share: if whole.is_some() {
+                0.0
+            } else {
+                options.negative_share
+            },
+            ..*options
+        };
+        let episode = match db_episode(&example, &turn_options, rng)? {
+            Ok(e) => e,
+            Err(skip) if whole.is_none() => return Ok(Err(skip)),
+            Err(_) => break,
+        };
+        turns += 1;
+        match whole.as_mut() {
+            None => whole = Some(episode),
+            Some(w) => {
+                let opening = DbEnv::opening(&episode.item, options.protocol)
+                    .messages
+                    .len();
+                // A committed answer is a tool call too; it gets its reply before the next turn.
+                let committed = w
+                    .conversation
+                    .messages
+                    .last()
+                    .and_then(|m| m.tool_calls.last())
+                    .and_then(|c| c.id.clone());
+                if let Some(id) = committed {
+                    w.conversation
+                        .messages
+                        .push(Message::tool(id, "Answer committed."));
+                }
+                w.conversation
+                    .messages
+                    .push(Message::user(format!("Follow-up question: {question}")));
+                w.conversation
+                    .messages
+                    .extend(episode.conversation.messages.into_iter().skip(opening));
+                w.repaired |= episode.repaired;
+            }
+        }
+    }
+    Ok(whole.map(|w| (w, turns)).ok_or(Skip::NotReplayed))
 }

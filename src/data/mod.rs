@@ -1,21 +1,30 @@
 //! Data for the SFT and RL phases (01 data, 02 prompts).
 //!
+//! - [`build`]: phases 01 and 02 as functions: `sft.jsonl` + `report.json`, `prompts.jsonl`.
 //! - [`sources`]: loaders for Spider, SParC/CoSQL, BIRD, ReAct trajectories and ShareGPT chat.
 //! - [`episodes`]: text-to-SQL examples as DB Bench episodes, replayed in `env::db`.
 //! - [`record`]: the SFT record of `sft.jsonl`; expert household episodes and negatives.
 //! - [`contamination`]: the guard against evaluation items in training data.
+//! - [`synthetic`]: generated SQL worlds in 48 domains with tasks of every DB Bench kind.
+//! - [`summary`]: composition frames and report tables for the notebooks.
 //! - [`mix`]: exact and near-duplicate removal, the token-length filter, agent : general mixing.
 //!
-//! Being built (issue 6): multi-turn SParC/CoSQL episodes, synthetic SQL worlds, DB negative samples and the 01/02 outputs.
 
+pub mod build;
 pub mod contamination;
 pub mod episodes;
 pub mod mix;
 pub mod record;
 pub mod sources;
+pub mod summary;
+pub mod synthetic;
 
+pub use build::{
+    DataConfig, DataReport, Difficulty, Prompt, PromptConfig, SourceReport, build_prompts,
+    build_sft, read_prompts, read_sft, write_prompts, write_sft,
+};
 pub use contamination::{ContaminationGuard, Hit};
-pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode};
+pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode, interaction_episode};
 pub use mix::{DedupReport, MixOptions, dedup, length_filter, mix, token_count};
 pub use record::{SftRecord, freeze_opening, household_negative_record, household_records};
 

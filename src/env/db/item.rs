@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
 /// One DB Bench record (`dev.jsonl` / `standard.jsonl` of AgentBench).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DbItem {
     /// The question or instruction given to the agent.
     pub description: String,
@@ -23,17 +23,17 @@ pub struct DbItem {
     /// Expected answers; for INSERT/UPDATE, the gold statement.
     pub label: Vec<serde_json::Value>,
     /// For INSERT/UPDATE: the expected table hash, `[('<md5>',)]`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_md5: Option<String>,
     /// A SQLite file the episode starts from instead of the inline table (Spider-style
     /// databases with several tables). Each episode works on an in-memory copy; the file is
     /// never written. Not part of DB Bench's format.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<PathBuf>,
 }
 
 /// A table given inline: name, columns and rows (DB Bench stores every column as TEXT).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TableSpec {
     /// Table name (often with spaces).
     pub table_name: String,
@@ -42,7 +42,7 @@ pub struct TableSpec {
 }
 
 /// Columns and rows of a [`TableSpec`].
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TableInfo {
     /// Column names and declared types.
     pub columns: Vec<Column>,
@@ -51,7 +51,7 @@ pub struct TableInfo {
 }
 
 /// A column of a [`TableSpec`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Column {
     /// Column name.
     pub name: String,

@@ -1,0 +1,750 @@
+//! Phases 01 and 02 as functions: the SFT set (every source, negatives, contamination guard,
+//! dedup, length filter, mixing) with its report, and the balanced RL / pair prompts.
+//!
+//! Seeds are split so phases never overlap: SFT data draws from seed `config.seed` upwards,
+//! prompts from [`PROMPT_SEED`], held-out evaluation from [`HELD_OUT_SEED`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::contamination::{ContaminationGuard, Hit};
+use super::episodes::{DbEpisodeOptions, Skip, db_episode};
+use super::mix::{DedupReport, MixOptions, dedup, length_filter, mix};
+use super::record::{SftRecord, household_negative_record, household_records};
+use super::sources::{load_react, load_sharegpt, load_spider};
+use super::synthetic::{SqlTaskKind, SyntheticOptions, Vocabulary, sql_task, synthetic_episode};
+use crate::chat::Tokenizer;
+use crate::config::Profile;
+use crate::env::Protocol;
+use crate::env::db::DbItem;
+use crate::env::household::{ExpertOptions, TaskKind};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::rng::Rng;
+
+/// First seed of the RL / pair prompts (phase 02); SFT data stays below it.
+pub const PROMPT_SEED: u64 = 500_000;
+/// First seed of held-out evaluation tasks and household games; nothing trains on them.
+pub const HELD_OUT_SEED: u64 = 1_000_000;
+
+/// What phase 01 builds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// Seed of every draw.
+    pub seed: u64,
+    /// Protocols to write agent episodes in (each source is written in each).
+    pub protocols: Vec<Protocol>,
+    /// Synthetic SQL episodes per protocol.
+    pub synthetic_sql: usize,
+    /// Expert household episodes per protocol (balanced over the six types).
+    pub household: usize,
+    /// Household negative samples per protocol.
+    pub household_negatives: usize,
+    /// Share of household episodes whose thoughts carry explicit state notes.
+    pub state_notes_share: f64,
+    /// Share of DB episodes with a mistake and its repair.
+    pub repair_share: f64,
+    /// Share of function-calling DB episodes opening with a negative sample.
+    pub negative_share: f64,
+    /// A Spider-format directory (`dev.json`/`train_spider.json`, `tables.json`, `database/`).
+    pub spider: Option<PathBuf>,
+    /// The Spider split file inside it.
+    pub spider_split: String,
+    /// A BIRD-format directory (`train.json` + databases).
+    pub bird: Option<PathBuf>,
+    /// ReAct trajectories in OpenAI form (FireAct's `multitask.jsonl`).
+    pub react: Option<PathBuf>,
+    /// ShareGPT-style general chat.
+    pub chat: Option<PathBuf>,
+    /// General records per agent record (the method's 1 : 4); needs `chat`.
+    pub general_per_agent: f64,
+    /// Longest record in tokens of the target tokenizer.
+    pub max_tokens: usize,
+    /// Jaccard similarity above which two records are near duplicates.
+    pub dedup_threshold: f64,
+    /// DB Bench-format evaluation files the guard checks against.
+    pub eval_files: Vec<PathBuf>,
+}
+
+impl DataConfig {
+    /// The defaults of a profile: small and fast for `tiny`, the method's sizes for Colab.
+    pub fn for_profile(profile: Profile) -> Self {
+        let (synthetic_sql, household, household_negatives, max_tokens) = match profile {
+            Profile::Tiny => (240, 96, 24, 4096),
+            Profile::ColabQwen25_7b | Profile::ColabQwen3_4b => (3000, 1200, 150, 4096),
+        };
+        // SmolLM2's chat template has no tool calls (they would vanish from the rendered
+        // tokens), so the tiny profile writes the text protocol only; Qwen's templates do both.
+        let protocols = match profile {
+            Profile::Tiny => vec![Protocol::Text],
+            _ => vec![Protocol::Text, Protocol::Tools],
+        };
+        let dbbench =
+            crate::paths::project_root().join("../shared/data/agentbench-dbbench/dev.jsonl");
+        Self {
+            seed: 0,
+            protocols,
+            synthetic_sql,
+            household,
+            household_negatives,
+            state_notes_share: 0.5,
+            repair_share: 0.2,
+            negative_share: 0.1,
+            spider: None,
+            spider_split: "dev.json".into(),
+            bird: None,
+            react: None,
+            chat: None,
+            general_per_agent: 4.0,
+            max_tokens,
+            dedup_threshold: 0.9,
+            eval_files: if dbbench.exists() {
+                vec![dbbench]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    fn episode_options(&self, protocol: Protocol) -> DbEpisodeOptions {
+        DbEpisodeOptions {
+            protocol,
+            repair_share: self.repair_share,
+            negative_share: self.negative_share,
+            ..DbEpisodeOptions::default()
+        }
+    }
+}
+
+/// What one source gave in one protocol.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceReport {
+    /// Source name.
+    pub source: String,
+    /// Protocol (`None` for general chat and ReAct).
+    pub protocol: Option<Protocol>,
+    /// Examples tried.
+    pub attempted: usize,
+    /// Records kept.
+    pub kept: usize,
+    /// Of those, with a mistake and its repair.
+    pub repaired: usize,
+    /// Of those, opening with a negative sample.
+    pub negatives: usize,
+    /// Examples skipped, by reason.
+    pub skipped: BTreeMap<String, usize>,
+}
+
+impl SourceReport {
+    /// Share of attempted examples kept (DB sources: episodes that replay correct).
+    pub fn kept_share(&self) -> f64 {
+        if self.attempted == 0 {
+            0.0
+        } else {
+            self.kept as f64 / self.attempted as f64
+        }
+    }
+}
+
+/// A record the contamination guard dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedRecord {
+    /// The record's source.
+    pub source: String,
+    /// The record's kind.
+    pub kind: String,
+    /// Why.
+    pub hit: Hit,
+}
+
+/// The report of phase 01 (`report.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataReport {
+    /// The configuration it was built with.
+    pub config: DataConfig,
+    /// Per source and protocol.
+    pub sources: Vec<SourceReport>,
+    /// Evaluation items the guard knew.
+    pub guard_entries: usize,
+    /// Records the guard dropped.
+    pub contaminated: Vec<DroppedRecord>,
+    /// Duplicates removed.
+    pub dedup: DedupReport,
+    /// Records over `max_tokens` (0 when no tokenizer was given).
+    pub too_long: usize,
+    /// Whether the length filter ran.
+    pub length_checked: bool,
+    /// Agent and general records in the final set.
+    pub agent_records: usize,
+    /// General chat records in the final set.
+    pub general_records: usize,
+    /// Final records per `source/kind`.
+    pub composition: BTreeMap<String, usize>,
+    /// Notes for the reader (a missing general source, …).
+    pub notes: Vec<String>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Final records per second of wall time.
+    pub records_per_s: f64,
+}
+
+/// The phase-01 output paths inside a phase directory.
+pub fn sft_path(phase_dir: &Path) -> PathBuf {
+    phase_dir.join("sft.jsonl")
+}
+
+fn skip_name(skip: Skip) -> String {
+    serde_json::to_value(skip)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn synthetic_records(
+    config: &DataConfig,
+    protocol: Protocol,
+    offset: u64,
+) -> Result<(Vec<SftRecord>, SourceReport)> {
+    let vocab = Vocabulary::embedded();
+    let options = SyntheticOptions::default();
+    let episode_options = config.episode_options(protocol);
+    let mut report = SourceReport {
+        source: "synthetic_sql".into(),
+        protocol: Some(protocol),
+        ..Default::default()
+    };
+    let mut records = Vec::new();
+    let mut progress = Progress::new(
+        format!("synthetic SQL ({protocol:?})"),
+        Some(config.synthetic_sql as u64),
+    );
+    let mut kind_rng = Rng::new(config.seed ^ 0x5157_u64 ^ offset);
+    for i in 0..config.synthetic_sql as u64 {
+        let seed = config.seed + offset + i;
+        let kind = pick_kind(&options, &mut kind_rng);
+        let task = sql_task(vocab, kind, seed, &options)?;
+        let mut rng = Rng::new(seed);
+        report.attempted += 1;
+        match synthetic_episode(&task, &episode_options, &mut rng)? {
+            Some(e) => {
+                report.kept += 1;
+                report.repaired += usize::from(e.repaired);
+                report.negatives += usize::from(e.negative);
+                records.push(e.into_record("synthetic_sql", kind.name(), protocol));
+            }
+            None => *report.skipped.entry("not_replayed".into()).or_default() += 1,
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok((records, report))
+}
+
+/// A kind drawn by the default weights.
+fn pick_kind(options: &SyntheticOptions, rng: &mut Rng) -> SqlTaskKind {
+    let total: f64 = options.weights.iter().map(|(_, w)| w).sum();
+    let mut x = rng.uniform() * total;
+    for (k, w) in &options.weights {
+        x -= w;
+        if x < 0.0 {
+            return *k;
+        }
+    }
+    SqlTaskKind::Lookup
+}
+
+fn spider_records(
+    config: &DataConfig,
+    dir: &Path,
+    split: &str,
+    source: &str,
+    protocol: Protocol,
+) -> Result<(Vec<SftRecord>, SourceReport)> {
+    let examples = if source == "bird" {
+        super::sources::load_bird(dir, split)?
+    } else {
+        load_spider(dir, split)?
+    };
+    let options = config.episode_options(protocol);
+    let mut rng = Rng::new(config.seed ^ 0xb12d);
+    let mut report = SourceReport {
+        source: source.into(),
+        protocol: Some(protocol),
+        ..Default::default()
+    };
+    let mut records = Vec::new();
+    let mut progress = Progress::new(
+        format!("{source} ({protocol:?})"),
+        Some(examples.len() as u64),
+    );
+    for example in &examples {
+        report.attempted += 1;
+        match db_episode(example, &options, &mut rng)? {
+            Ok(e) => {
+                report.kept += 1;
+                report.repaired += usize::from(e.repaired);
+                report.negatives += usize::from(e.negative);
+                records.push(e.into_record(source, "select", protocol));
+            }
+            Err(skip) => *report.skipped.entry(skip_name(skip)).or_default() += 1,
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok((records, report))
+}
+
+fn household_source(
+    config: &DataConfig,
+    protocol: Protocol,
+) -> Result<(Vec<SftRecord>, SourceReport)> {
+    let with_notes = (config.household as f64 * config.state_notes_share).round() as usize;
+    let mut records = household_records(
+        with_notes,
+        config.seed,
+        protocol,
+        ExpertOptions {
+            state_notes: true,
+            ..ExpertOptions::default()
+        },
+    )?;
+    records.extend(household_records(
+        config.household - with_notes,
+        config.seed + with_notes as u64,
+        protocol,
+        ExpertOptions::default(),
+    )?);
+    let mut rng = Rng::new(config.seed ^ 0x40u64);
+    let mut negatives = 0;
+    for i in 0..config.household_negatives as u64 {
+        let kind = TaskKind::ALL[i as usize % TaskKind::ALL.len()];
+        let seed = config.seed + config.household as u64 + i;
+        if let Some(r) = household_negative_record(seed, kind, protocol, &mut rng)? {
+            records.push(r);
+            negatives += 1;
+        }
+    }
+    let report = SourceReport {
+        source: "household".into(),
+        protocol: Some(protocol),
+        attempted: config.household + config.household_negatives,
+        kept: records.len(),
+        repaired: 0,
+        negatives,
+        skipped: BTreeMap::new(),
+    };
+    Ok((records, report))
+}
+
+fn conversations(
+    source: &str,
+    kind: &str,
+    conversations: Vec<crate::chat::Conversation>,
+) -> (Vec<SftRecord>, SourceReport) {
+    let records: Vec<SftRecord> = conversations
+        .into_iter()
+        .map(|conversation| SftRecord {
+            conversation,
+            source: source.into(),
+            kind: kind.into(),
+            protocol: None,
+        })
+        .collect();
+    let report = SourceReport {
+        source: source.into(),
+        attempted: records.len(),
+        kept: records.len(),
+        ..Default::default()
+    };
+    (records, report)
+}
+
+/// Whether the chat template writes an assistant's tool calls into the text.
+fn renders_tool_calls(tokenizer: &Tokenizer) -> Result<bool> {
+    use crate::chat::{Conversation, Message, RenderOptions, ToolCall};
+    let call = ToolCall::new("execute_sql", serde_json::json!({"query": "SELECT 1"}));
+    let conversation = Conversation::new(vec![
+        Message::user("q"),
+        Message::assistant("").with_tool_calls(vec![call]),
+    ])
+    .with_tools(crate::env::db::protocol::fc_tools());
+    Ok(tokenizer
+        .render(&conversation, &RenderOptions::default())?
+        .contains("SELECT 1"))
+}
+
+/// Builds the SFT set: every configured source in every protocol, the contamination guard,
+/// dedup, the length filter (when a tokenizer is given) and agent : general mixing.
+pub fn build_sft(
+    config: &DataConfig,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<(Vec<SftRecord>, DataReport)> {
+    let start = Instant::now();
+    let budget = (config.synthetic_sql + config.household + config.household_negatives) as u64 * 2;
+    if config.seed + budget >= PROMPT_SEED {
+        return Err(Error::InvalidConfig {
+            source_name: "DataConfig".into(),
+            reason: format!(
+                "seed {} and sizes reach the prompt seeds ({PROMPT_SEED})",
+                config.seed
+            ),
+        });
+    }
+    if let Some(tok) = tokenizer
+        && config.protocols.contains(&Protocol::Tools)
+        && !renders_tool_calls(tok)?
+    {
+        return Err(Error::InvalidConfig {
+            source_name: "DataConfig".into(),
+            reason: "the tokenizer's chat template does not render tool calls, so \
+                     function-calling records would train without their calls; set \
+                     `protocols` to [\"text\"] for this model"
+                .into(),
+        });
+    }
+    let mut agent = Vec::new();
+    let mut sources = Vec::new();
+    let mut notes = Vec::new();
+    for (i, &protocol) in config.protocols.iter().enumerate() {
+        // Each protocol gets its own tasks so the two halves do not repeat each other.
+        let offset = i as u64 * config.synthetic_sql as u64;
+        let (records, report) = synthetic_records(config, protocol, offset)?;
+        agent.extend(records);
+        sources.push(report);
+        let (records, report) = household_source(config, protocol)?;
+        agent.extend(records);
+        sources.push(report);
+        if let Some(dir) = &config.spider {
+            let (records, report) =
+                spider_records(config, dir, &config.spider_split, "spider", protocol)?;
+            agent.extend(records);
+            sources.push(report);
+        }
+        if let Some(dir) = &config.bird {
+            let (records, report) = spider_records(config, dir, "train", "bird", protocol)?;
+            agent.extend(records);
+            sources.push(report);
+        }
+    }
+    if let Some(path) = &config.react {
+        let (records, report) = conversations("react", "react", load_react(path)?);
+        agent.extend(records);
+        sources.push(report);
+    }
+    let mut general = Vec::new();
+    if let Some(path) = &config.chat {
+        let (records, report) = conversations("chat", "chat", load_sharegpt(path)?);
+        general = records;
+        sources.push(report);
+    }
+
+    let mut guard = ContaminationGuard::new(8);
+    for path in &config.eval_files {
+        guard = guard.with_dbbench(path)?;
+    }
+    let (agent, hits) = guard.filter(agent);
+    let (general, general_hits) = guard.filter(general);
+    let contaminated = hits
+        .into_iter()
+        .chain(general_hits)
+        .map(|(r, hit)| DroppedRecord {
+            source: r.source,
+            kind: r.kind,
+            hit,
+        })
+        .collect();
+
+    let (agent, mut dedup_report) = dedup(agent, config.dedup_threshold);
+    let (general, general_dedup) = dedup(general, config.dedup_threshold);
+    dedup_report.exact += general_dedup.exact;
+    dedup_report.near += general_dedup.near;
+
+    let (agent, general, too_long) = match tokenizer {
+        Some(tok) => {
+            let (agent, a) = length_filter(agent, tok, config.max_tokens)?;
+            let (general, g) = length_filter(general, tok, config.max_tokens)?;
+            (agent, general, a + g)
+        }
+        None => {
+            notes.push("no tokenizer given: the length filter did not run".into());
+            (agent, general, 0)
+        }
+    };
+    let ratio = if general.is_empty() {
+        if config.general_per_agent > 0.0 {
+            notes.push(format!(
+                "no general chat source (`chat`): agent records only instead of 1 : {}",
+                config.general_per_agent
+            ));
+        }
+        0.0
+    } else {
+        config.general_per_agent
+    };
+    let records = mix(
+        agent,
+        general,
+        &MixOptions {
+            general_per_agent: ratio,
+            target: None,
+            seed: config.seed,
+        },
+    );
+    let mut composition = BTreeMap::new();
+    for r in &records {
+        *composition
+            .entry(format!("{}/{}", r.source, r.kind))
+            .or_insert(0) += 1;
+    }
+    let general_records = records.iter().filter(|r| r.source == "chat").count();
+    let seconds = start.elapsed().as_secs_f64();
+    let report = DataReport {
+        config: config.clone(),
+        sources,
+        guard_entries: guard.len(),
+        contaminated,
+        dedup: dedup_report,
+        too_long,
+        length_checked: tokenizer.is_some(),
+        agent_records: records.len() - general_records,
+        general_records,
+        composition,
+        notes,
+        seconds,
+        records_per_s: records.len() as f64 / seconds.max(1e-9),
+    };
+    Ok((records, report))
+}
+
+/// Writes `sft.jsonl` and `report.json` into the phase directory, atomically.
+pub fn write_sft(phase_dir: &Path, records: &[SftRecord], report: &DataReport) -> Result<()> {
+    crate::io::write_jsonl(&sft_path(phase_dir), records)?;
+    crate::io::write_json(&phase_dir.join("report.json"), report)
+}
+
+/// Reads the `sft.jsonl` of a phase directory.
+pub fn read_sft(phase_dir: &Path) -> Result<Vec<SftRecord>> {
+    let path = sft_path(phase_dir);
+    if !path.exists() {
+        return Err(Error::MissingFile {
+            path,
+            hint: "run notebook 01_data (or `abt data`) first".into(),
+        });
+    }
+    crate::io::read_jsonl(&path)
+}
+
+/// How hard a prompt is, for balancing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Difficulty {
+    /// One step: a lookup, a count, an insert, a put.
+    Easy,
+    /// A condition or an aggregate; a household task with an appliance.
+    Medium,
+    /// Ordering, averages, group updates; two objects.
+    Hard,
+}
+
+impl Difficulty {
+    /// The difficulty of a synthetic SQL kind.
+    pub fn of_sql(kind: SqlTaskKind) -> Self {
+        match kind {
+            SqlTaskKind::Lookup | SqlTaskKind::Counting | SqlTaskKind::Insert => Difficulty::Easy,
+            SqlTaskKind::Update
+            | SqlTaskKind::Delete
+            | SqlTaskKind::Sum
+            | SqlTaskKind::Min
+            | SqlTaskKind::Max => Difficulty::Medium,
+            SqlTaskKind::Comparison | SqlTaskKind::Ranking | SqlTaskKind::Avg => Difficulty::Hard,
+        }
+    }
+
+    /// The difficulty of a household task type.
+    pub fn of_household(kind: TaskKind) -> Self {
+        match kind {
+            TaskKind::Put | TaskKind::Examine => Difficulty::Easy,
+            TaskKind::PutTwo => Difficulty::Hard,
+            _ => Difficulty::Medium,
+        }
+    }
+}
+
+/// A DB prompt of `prompts.jsonl`: a DB Bench item (table or database file, question, label or
+/// table hash) with its gold SQL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DbPrompt {
+    /// `synthetic_sql` or `spider`.
+    pub source: String,
+    /// Task kind (`lookup`, `insert`, …, `select` for Spider).
+    pub kind: String,
+    /// For balancing.
+    pub difficulty: Difficulty,
+    /// The protocol the rollouts speak.
+    pub protocol: Protocol,
+    /// The gold statement.
+    pub gold_sql: String,
+    /// The item itself (DB Bench's fields, readable by `DbItem`).
+    #[serde(flatten)]
+    pub item: DbItem,
+}
+
+/// A household prompt: a seed and a task type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HouseholdPrompt {
+    /// The world's seed.
+    pub seed: u64,
+    /// The task type.
+    pub kind: TaskKind,
+    /// For balancing.
+    pub difficulty: Difficulty,
+    /// The protocol the rollouts speak.
+    pub protocol: Protocol,
+}
+
+/// One line of `prompts.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "env", rename_all = "lowercase")]
+pub enum Prompt {
+    /// A DB Bench task (boxed: it carries a whole table).
+    Db(Box<DbPrompt>),
+    /// A household game.
+    Household(HouseholdPrompt),
+}
+
+impl Prompt {
+    /// `db/<source>` or `household`.
+    pub fn source(&self) -> String {
+        match self {
+            Prompt::Db(p) => format!("db/{}", p.source),
+            Prompt::Household(_) => "household".into(),
+        }
+    }
+
+    /// The task kind.
+    pub fn kind(&self) -> String {
+        match self {
+            Prompt::Db(p) => p.kind.clone(),
+            Prompt::Household(p) => p.kind.name().into(),
+        }
+    }
+
+    /// The difficulty.
+    pub fn difficulty(&self) -> Difficulty {
+        match self {
+            Prompt::Db(p) => p.difficulty,
+            Prompt::Household(p) => p.difficulty,
+        }
+    }
+
+    /// The protocol.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Prompt::Db(p) => p.protocol,
+            Prompt::Household(p) => p.protocol,
+        }
+    }
+}
+
+/// What phase 02 builds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptConfig {
+    /// DB prompts per protocol (balanced over the three difficulties).
+    pub db: usize,
+    /// Household prompts per protocol (balanced over the six types).
+    pub household: usize,
+    /// Protocols.
+    pub protocols: Vec<Protocol>,
+    /// First seed ([`PROMPT_SEED`] by default, away from SFT and evaluation seeds).
+    pub seed: u64,
+}
+
+impl PromptConfig {
+    /// The defaults of a profile.
+    pub fn for_profile(profile: Profile) -> Self {
+        let (db, household) = match profile {
+            Profile::Tiny => (48, 24),
+            _ => (600, 300),
+        };
+        Self {
+            db,
+            household,
+            protocols: DataConfig::for_profile(profile).protocols,
+            seed: PROMPT_SEED,
+        }
+    }
+}
+
+/// Builds the prompts: DB tasks balanced by difficulty (kinds in turn within each), household
+/// games balanced by type, in every protocol.
+pub fn build_prompts(config: &PromptConfig) -> Result<Vec<Prompt>> {
+    if config.seed < PROMPT_SEED
+        || config.seed + 4 * (config.db + config.household) as u64 >= HELD_OUT_SEED
+    {
+        return Err(Error::InvalidConfig {
+            source_name: "PromptConfig".into(),
+            reason: format!("prompt seeds must lie in {PROMPT_SEED}..{HELD_OUT_SEED}"),
+        });
+    }
+    let vocab = Vocabulary::embedded();
+    let options = SyntheticOptions::default();
+    let by_difficulty: Vec<Vec<SqlTaskKind>> =
+        [Difficulty::Easy, Difficulty::Medium, Difficulty::Hard]
+            .iter()
+            .map(|d| {
+                SqlTaskKind::ALL
+                    .into_iter()
+                    .filter(|k| Difficulty::of_sql(*k) == *d)
+                    .collect()
+            })
+            .collect();
+    let mut prompts = Vec::new();
+    let mut seed = config.seed;
+    for &protocol in &config.protocols {
+        for i in 0..config.db {
+            let group = &by_difficulty[i % 3];
+            let kind = group[(i / 3) % group.len()];
+            let task = sql_task(vocab, kind, seed, &options)?;
+            seed += 1;
+            prompts.push(Prompt::Db(Box::new(DbPrompt {
+                source: "synthetic_sql".into(),
+                kind: kind.name().into(),
+                difficulty: Difficulty::of_sql(kind),
+                protocol,
+                gold_sql: task.sql,
+                item: task.item,
+            })));
+        }
+        for i in 0..config.household {
+            let kind = TaskKind::ALL[i % TaskKind::ALL.len()];
+            prompts.push(Prompt::Household(HouseholdPrompt {
+                seed,
+                kind,
+                difficulty: Difficulty::of_household(kind),
+                protocol,
+            }));
+            seed += 1;
+        }
+    }
+    Ok(prompts)
+}
+
+/// Writes `prompts.jsonl` into the phase directory, atomically.
+pub fn write_prompts(phase_dir: &Path, prompts: &[Prompt]) -> Result<()> {
+    crate::io::write_jsonl(&phase_dir.join("prompts.jsonl"), prompts)
+}
+
+/// Reads the `prompts.jsonl` of a phase directory.
+pub fn read_prompts(phase_dir: &Path) -> Result<Vec<Prompt>> {
+    let path = phase_dir.join("prompts.jsonl");
+    if !path.exists() {
+        return Err(Error::MissingFile {
+            path,
+            hint: "run notebook 02_prompts (or `abt prompts`) first".into(),
+        });
+    }
+    crate::io::read_jsonl(&path)
+}

@@ -1,0 +1,177 @@
+//! Phases 01 and 02 end to end: the SFT set with its report, the guard on planted evaluation
+//! items, and balanced prompts whose gold SQL replays correct.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use agentbench_tuning::data::{
+    DataConfig, Difficulty, Prompt, PromptConfig, build_prompts, build_sft, read_prompts, read_sft,
+    write_prompts, write_sft,
+};
+use agentbench_tuning::env::db::{DbEnv, DbItem};
+use agentbench_tuning::env::{Environment, Protocol};
+use agentbench_tuning::prelude::{Message, Profile};
+
+fn dbbench() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/agentbench-dbbench/dev.jsonl");
+    p.exists().then_some(p)
+}
+
+fn small() -> DataConfig {
+    DataConfig {
+        synthetic_sql: 60,
+        household: 12,
+        household_negatives: 6,
+        protocols: vec![Protocol::Text, Protocol::Tools],
+        ..DataConfig::for_profile(Profile::Tiny)
+    }
+}
+
+#[test]
+fn the_sft_set_is_written_with_its_report_and_reads_back() {
+    let config = small();
+    let (records, report) = build_sft(&config, None).unwrap();
+    assert_eq!(records.len(), report.agent_records);
+    for s in report
+        .sources
+        .iter()
+        .filter(|s| s.source == "synthetic_sql")
+    {
+        assert_eq!(s.kept, 60, "every synthetic episode replays correct");
+    }
+    assert!(report.contaminated.is_empty(), "{:?}", report.contaminated);
+    let kinds: BTreeMap<&str, usize> = records.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.kind.as_str()).or_default() += 1;
+        m
+    });
+    for kind in ["insert", "update", "lookup", "put", "puttwo"] {
+        assert!(kinds.contains_key(kind), "{kind} missing: {kinds:?}");
+    }
+    assert!(
+        records
+            .iter()
+            .all(|r| r.protocol.is_some() && r.trained_turns() > 0)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_sft(dir.path(), &records, &report).unwrap();
+    assert_eq!(read_sft(dir.path()).unwrap(), records);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["agent_records"], records.len());
+    let err = read_sft(&dir.path().join("nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("01_data"), "{err}");
+}
+
+#[test]
+fn planted_evaluation_items_are_all_caught() {
+    let Some(path) = dbbench() else {
+        println!("skipped: DB Bench dev set absent");
+        return;
+    };
+    let items = DbItem::read_jsonl(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let react = dir.path().join("planted.jsonl");
+    let lines: Vec<String> = items
+        .iter()
+        .step_by(6)
+        .map(|item| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("Please help. {}", item.description)},
+                {"role": "assistant", "content": "Let me look."}
+            ]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&react, lines.join("\n")).unwrap();
+    let config = DataConfig {
+        react: Some(react),
+        eval_files: vec![path],
+        ..small()
+    };
+    let (records, report) = build_sft(&config, None).unwrap();
+    assert_eq!(
+        report.contaminated.len(),
+        lines.len(),
+        "{:?}",
+        report.contaminated
+    );
+    assert!(report.contaminated.iter().all(|d| d.source == "react"));
+    assert!(records.iter().all(|r| r.source != "react"));
+}
+
+#[test]
+fn prompts_are_balanced_and_their_gold_sql_replays_correct() {
+    let config = PromptConfig {
+        db: 30,
+        household: 12,
+        protocols: vec![Protocol::Text, Protocol::Tools],
+        ..PromptConfig::for_profile(Profile::Tiny)
+    };
+    let prompts = build_prompts(&config).unwrap();
+    assert_eq!(prompts.len(), 2 * (30 + 12));
+    let mut per: BTreeMap<(String, Difficulty), usize> = BTreeMap::new();
+    for p in &prompts {
+        *per.entry((p.source(), p.difficulty())).or_default() += 1;
+    }
+    for d in [Difficulty::Easy, Difficulty::Medium, Difficulty::Hard] {
+        assert_eq!(per[&("db/synthetic_sql".to_string(), d)], 20, "{per:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_prompts(dir.path(), &prompts).unwrap();
+    let back = read_prompts(dir.path()).unwrap();
+    assert_eq!(back.len(), prompts.len());
+    for p in back {
+        let Prompt::Db(db) = p else { continue };
+        let mut env = DbEnv::new(db.item.clone());
+        env.reset().unwrap();
+        env.step(&Message::assistant(format!(
+            "Action: Operation\n```sql\n{}\n```",
+            db.gold_sql
+        )))
+        .unwrap();
+        let answer = if db.item.is_modification() {
+            "[\"none\"]".to_string()
+        } else {
+            serde_json::to_string(&db.item.label).unwrap()
+        };
+        env.step(&Message::assistant(format!(
+            "Action: Answer\nFinal Answer: {answer}"
+        )))
+        .unwrap();
+        assert!(env.outcome().unwrap().correct, "{}", db.gold_sql);
+    }
+    let bad = PromptConfig { seed: 3, ..config };
+    assert!(
+        build_prompts(&bad).is_err(),
+        "prompt seeds must stay out of the SFT range"
+    );
+}
+
+#[test]
+fn a_template_without_tool_calls_refuses_the_tools_protocol() {
+    let source = agentbench_tuning::model::ModelSource::default_model();
+    let Ok(tokenizer) = agentbench_tuning::chat::Tokenizer::load(&source) else {
+        println!("skipped: the default model is not fetched");
+        return;
+    };
+    let config = DataConfig {
+        synthetic_sql: 2,
+        household: 0,
+        household_negatives: 0,
+        ..small()
+    };
+    let err = build_sft(&config, Some(&tokenizer))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tool calls"), "{err}");
+    let text_only = DataConfig {
+        protocols: vec![Protocol::Text],
+        ..config
+    };
+    let (records, report) = build_sft(&text_only, Some(&tokenizer)).unwrap();
+    assert!(report.length_checked && !records.is_empty());
+}
