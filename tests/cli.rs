@@ -98,3 +98,31 @@ fn generate_reports_a_missing_model_and_bad_messages() {
     assert!(!ok);
     assert!(text.contains("m.json"), "{text}");
 }
+
+#[test]
+fn data_and_prompts_write_their_phase_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().to_str().unwrap();
+    let (ok, text) = abt(&["data", "--run-dir", run, "--no-length-filter"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("records/s"), "{text}");
+    let sft = std::fs::read_to_string(dir.path().join("01_data/sft.jsonl")).unwrap();
+    assert!(sft.lines().count() > 100);
+    assert!(dir.path().join("01_data/report.json").is_file());
+    let (ok, text) = abt(&["prompts", "--run-dir", run, "--db", "9", "--household", "6"]);
+    assert!(ok, "{text}");
+    let prompts = std::fs::read_to_string(dir.path().join("02_prompts/prompts.jsonl")).unwrap();
+    assert_eq!(
+        prompts.lines().count(),
+        15,
+        "tiny writes the text protocol only"
+    );
+    let (ok, text) = abt(&[
+        "data",
+        "--run-dir",
+        run,
+        "--react",
+        "/nonexistent/react.jsonl",
+    ]);
+    assert!(!ok && text.contains("/nonexistent/react.jsonl"), "{text}");
+}

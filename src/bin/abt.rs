@@ -73,6 +73,9 @@ struct DataArgs {
     /// Add a Spider-format directory.
     #[arg(long)]
     spider: Option<PathBuf>,
+    /// Add a SParC- or CoSQL-format directory (multi-turn episodes).
+    #[arg(long)]
+    interactions: Option<PathBuf>,
     /// Add ReAct trajectories (FireAct's multitask.jsonl).
     #[arg(long)]
     react: Option<PathBuf>,
@@ -246,6 +249,7 @@ fn data(args: &DataArgs) -> Result<()> {
     };
     config.spider = args.spider.clone().or(config.spider);
     config.react = args.react.clone().or(config.react);
+    config.interactions = args.interactions.clone().or(config.interactions);
     config.chat = args.chat.clone().or(config.chat);
     let tokenizer = if args.no_length_filter {
         None

@@ -11,10 +11,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::contamination::{ContaminationGuard, Hit};
-use super::episodes::{DbEpisodeOptions, Skip, db_episode};
+use super::episodes::{DbEpisodeOptions, Skip, db_episode, interaction_episode};
 use super::mix::{DedupReport, MixOptions, dedup, length_filter, mix};
 use super::record::{SftRecord, household_negative_record, household_records};
-use super::sources::{load_react, load_sharegpt, load_spider};
+use super::sources::{load_interactions, load_react, load_sharegpt, load_spider};
 use super::synthetic::{SqlTaskKind, SyntheticOptions, Vocabulary, sql_task, synthetic_episode};
 use crate::chat::Tokenizer;
 use crate::config::Profile;
@@ -55,6 +55,10 @@ pub struct DataConfig {
     pub spider_split: String,
     /// A BIRD-format directory (`train.json` + databases).
     pub bird: Option<PathBuf>,
+    /// A SParC- or CoSQL-format directory (interactions + `database/`).
+    pub interactions: Option<PathBuf>,
+    /// The interaction file inside it (`train.json`).
+    pub interactions_split: String,
     /// ReAct trajectories in OpenAI form (FireAct's `multitask.jsonl`).
     pub react: Option<PathBuf>,
     /// ShareGPT-style general chat.
@@ -96,6 +100,8 @@ impl DataConfig {
             spider: None,
             spider_split: "dev.json".into(),
             bird: None,
+            interactions: None,
+            interactions_split: "train.json".into(),
             react: None,
             chat: None,
             general_per_agent: 4.0,
@@ -297,6 +303,41 @@ fn spider_records(
     Ok((records, report))
 }
 
+fn interaction_records(
+    config: &DataConfig,
+    dir: &Path,
+    protocol: Protocol,
+) -> Result<(Vec<SftRecord>, SourceReport)> {
+    let interactions = load_interactions(dir, &config.interactions_split)?;
+    let options = config.episode_options(protocol);
+    let mut rng = Rng::new(config.seed ^ 0x5a2c);
+    let mut report = SourceReport {
+        source: "interactions".into(),
+        protocol: Some(protocol),
+        ..Default::default()
+    };
+    let mut records = Vec::new();
+    let mut progress = Progress::new(
+        format!("interactions ({protocol:?})"),
+        Some(interactions.len() as u64),
+    );
+    for interaction in &interactions {
+        report.attempted += 1;
+        match interaction_episode(interaction, &options, &mut rng)? {
+            Ok((e, _turns)) => {
+                report.kept += 1;
+                report.repaired += usize::from(e.repaired);
+                report.negatives += usize::from(e.negative);
+                records.push(e.into_record("interactions", "multi_turn", protocol));
+            }
+            Err(skip) => *report.skipped.entry(skip_name(skip)).or_default() += 1,
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok((records, report))
+}
+
 fn household_source(
     config: &DataConfig,
     protocol: Protocol,
@@ -420,6 +461,11 @@ pub fn build_sft(
         if let Some(dir) = &config.spider {
             let (records, report) =
                 spider_records(config, dir, &config.spider_split, "spider", protocol)?;
+            agent.extend(records);
+            sources.push(report);
+        }
+        if let Some(dir) = &config.interactions {
+            let (records, report) = interaction_records(config, dir, protocol)?;
             agent.extend(records);
             sources.push(report);
         }

@@ -24,10 +24,22 @@ fn hash_of<T: Hash + ?Sized>(value: &T, seed: u64) -> u64 {
     h.finish()
 }
 
-/// The text a record is compared by: every message, lower-cased, single-spaced.
+/// The text a record is compared by, lower-cased and single-spaced: every message after the
+/// environment's fixed opening (instructions, acknowledgement, worked example — the masked
+/// assistant turns before the first trained one). Two episodes of the same environment share
+/// that opening word for word; comparing it would make different episodes look alike.
 fn record_text(record: &SftRecord) -> String {
+    let messages = &record.conversation.messages;
+    let first_trained = messages
+        .iter()
+        .position(|m| m.role == crate::chat::Role::Assistant && m.train)
+        .unwrap_or(messages.len());
+    let start = messages[..first_trained]
+        .iter()
+        .rposition(|m| m.role == crate::chat::Role::Assistant)
+        .map_or(0, |i| i + 1);
     let mut text = String::new();
-    for m in &record.conversation.messages {
+    for m in &messages[start..] {
         text.push_str(m.role.as_str());
         text.push(' ');
         text.push_str(&m.content.to_lowercase());
@@ -38,6 +50,25 @@ fn record_text(record: &SftRecord) -> String {
     }
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// SplitMix64's finaliser: a fast, well-mixing 64-bit permutation.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Per-row seeds of the MinHash signature.
+const ROW_SEEDS: [u64; BANDS * ROWS] = {
+    let mut seeds = [0u64; BANDS * ROWS];
+    let mut i = 0;
+    while i < seeds.len() {
+        seeds[i] = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        i += 1;
+    }
+    seeds
+};
 
 fn shingles(text: &str) -> HashSet<u64> {
     let words: Vec<&str> = text.split(' ').collect();
@@ -73,6 +104,7 @@ pub fn dedup(records: Vec<SftRecord>, threshold: f64) -> (Vec<SftRecord>, DedupR
     let mut seen_exact = HashSet::new();
     let mut buckets: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
     let mut kept_shingles: Vec<HashSet<u64>> = Vec::new();
+    let mut kept_signatures: Vec<[u64; BANDS * ROWS]> = Vec::new();
     let mut kept = Vec::with_capacity(records.len());
     for record in records {
         let text = record_text(&record);
@@ -81,14 +113,13 @@ pub fn dedup(records: Vec<SftRecord>, threshold: f64) -> (Vec<SftRecord>, DedupR
             continue;
         }
         let sh = shingles(&text);
-        let signature: Vec<u64> = (0..BANDS * ROWS)
-            .map(|k| {
-                sh.iter()
-                    .map(|s| hash_of(s, k as u64 + 2))
-                    .min()
-                    .unwrap_or(0)
-            })
-            .collect();
+        // One hash per shingle, re-mixed per signature row (cheap, and as good as fresh hashes).
+        let mut signature = [u64::MAX; BANDS * ROWS];
+        for &x in &sh {
+            for (k, slot) in signature.iter_mut().enumerate() {
+                *slot = (*slot).min(splitmix64(x ^ ROW_SEEDS[k]));
+            }
+        }
         let keys: Vec<(usize, u64)> = signature
             .chunks(ROWS)
             .enumerate()
@@ -100,9 +131,19 @@ pub fn dedup(records: Vec<SftRecord>, threshold: f64) -> (Vec<SftRecord>, DedupR
             .flatten()
             .copied()
             .collect();
+        // The share of equal signature rows estimates the Jaccard similarity (standard error
+        // about 0.06 with 64 rows); only plausible candidates get the exact, costly check.
+        let plausible = |c: usize| {
+            let equal = signature
+                .iter()
+                .zip(&kept_signatures[c])
+                .filter(|(a, b)| a == b)
+                .count();
+            equal as f64 / signature.len() as f64 >= threshold - 0.25
+        };
         if candidates
             .iter()
-            .any(|&c| jaccard(&sh, &kept_shingles[c]) >= threshold)
+            .any(|&c| plausible(c) && jaccard(&sh, &kept_shingles[c]) >= threshold)
         {
             report.near += 1;
             continue;
@@ -112,6 +153,7 @@ pub fn dedup(records: Vec<SftRecord>, threshold: f64) -> (Vec<SftRecord>, DedupR
             buckets.entry(k).or_default().push(index);
         }
         kept_shingles.push(sh);
+        kept_signatures.push(signature);
         kept.push(record);
     }
     (kept, report)
