@@ -78,7 +78,9 @@ impl DataConfig {
     pub fn for_profile(profile: Profile) -> Self {
         let (synthetic_sql, household, household_negatives, max_tokens) = match profile {
             Profile::Tiny => (240, 96, 24, 4096),
-            Profile::ColabQwen25_7b | Profile::ColabQwen3_4b => (3000, 1200, 150, 4096),
+            // The method's target: about 2,000 agent episodes over both protocols, 300-500
+            // negatives (household ones plus the DB tool-protocol share).
+            Profile::ColabQwen25_7b | Profile::ColabQwen3_4b => (700, 300, 100, 4096),
         };
         // SmolLM2's chat template has no tool calls (they would vanish from the rendered
         // tokens), so the tiny profile writes the text protocol only; Qwen's templates do both.
@@ -713,7 +715,8 @@ impl PromptConfig {
     pub fn for_profile(profile: Profile) -> Self {
         let (db, household) = match profile {
             Profile::Tiny => (48, 24),
-            _ => (600, 300),
+            // The method's 500-800 DB and 300-500 environment prompts over both protocols.
+            _ => (320, 200),
         };
         Self {
             db,
