@@ -30,6 +30,7 @@ pub mod reward;
 pub mod rng;
 pub mod system;
 pub mod table;
+pub mod train;
 pub mod transcript;
 
 pub use error::{Error, Result};

@@ -10,9 +10,15 @@ use crate::error::{Error, Result};
 /// token never influences a real one: keys at padded positions are masked, and each row's
 /// positions start at 0 at its first real token (as transformers does with
 /// `position_ids = cumsum(mask) - 1`).
+///
+/// A row may also hold several sequences packed end to end ([`TokenBatch::packed`]): the mask
+/// then numbers them 1, 2, … (0 is padding), attention never crosses from one to another,
+/// positions restart at 0 for each, and no target spans two of them — each sequence is
+/// computed exactly as if it were alone.
 #[derive(Debug, Clone)]
 pub struct TokenBatch {
     ids: Vec<u32>,
+    /// 0 for padding, else the 1-based number of the sequence within its row.
     mask: Vec<u8>,
     batch: usize,
     seq: usize,
@@ -67,6 +73,47 @@ impl TokenBatch {
         })
     }
 
+    /// Packs several sequences into each row (right-padded to the longest row). At most 255
+    /// sequences fit in a row.
+    pub fn packed(rows: &[Vec<Vec<u32>>], pad_id: u32, device: &Device) -> Result<Self> {
+        if rows.is_empty() {
+            return Err(Error::Batch("no rows".into()));
+        }
+        let seq = rows
+            .iter()
+            .map(|r| r.iter().map(Vec::len).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        if seq == 0 {
+            return Err(Error::Batch("all rows are empty".into()));
+        }
+        let mut ids = Vec::with_capacity(rows.len() * seq);
+        let mut mask = Vec::with_capacity(rows.len() * seq);
+        for row in rows {
+            if row.len() > usize::from(u8::MAX) {
+                return Err(Error::Batch(format!(
+                    "{} sequences in one row; at most 255 can be packed",
+                    row.len()
+                )));
+            }
+            let mut len = 0;
+            for (k, s) in row.iter().enumerate() {
+                ids.extend_from_slice(s);
+                mask.extend(std::iter::repeat_n(k as u8 + 1, s.len()));
+                len += s.len();
+            }
+            ids.extend(std::iter::repeat_n(pad_id, seq - len));
+            mask.extend(std::iter::repeat_n(0u8, seq - len));
+        }
+        Ok(Self {
+            ids,
+            mask,
+            batch: rows.len(),
+            seq,
+            device: device.clone(),
+        })
+    }
+
     /// From row-major ids and a 0/1 mask (`[batch, seq]` each), e.g. read from a fixture.
     pub fn from_parts(ids: Vec<u32>, mask: Vec<u8>, batch: usize, device: &Device) -> Result<Self> {
         if batch == 0
@@ -107,7 +154,7 @@ impl TokenBatch {
 
     /// Number of real (non-pad) tokens.
     pub fn num_tokens(&self) -> usize {
-        self.mask.iter().filter(|&&m| m == 1).count()
+        self.mask.iter().filter(|&&m| m != 0).count()
     }
 
     /// Token ids `[batch, seq]` (u32).
@@ -121,16 +168,23 @@ impl TokenBatch {
 
     /// The 0/1 padding mask `[batch, seq]` in `dtype`.
     pub fn mask(&self, dtype: DType) -> Result<Tensor> {
-        let m: Vec<f32> = self.mask.iter().map(|&m| f32::from(m)).collect();
+        let m: Vec<f32> = self
+            .mask
+            .iter()
+            .map(|&m| f32::from(u8::from(m != 0)))
+            .collect();
         Ok(Tensor::from_vec(m, (self.batch, self.seq), &self.device)?.to_dtype(dtype)?)
     }
 
-    /// The mask over next-token targets `[batch, seq - 1]`: 1 where both the context token and
-    /// the predicted token are real.
+    /// The mask over next-token targets `[batch, seq - 1]`: 1 where the context token and the
+    /// predicted token are real and belong to the same sequence.
     pub fn target_mask(&self) -> Result<Tensor> {
         let mut m = Vec::with_capacity(self.batch * (self.seq - 1));
         for row in self.mask.chunks(self.seq) {
-            m.extend(row.windows(2).map(|w| f32::from(w[0] & w[1])));
+            m.extend(
+                row.windows(2)
+                    .map(|w| f32::from(u8::from(w[0] != 0 && w[0] == w[1]))),
+            );
         }
         Ok(Tensor::from_vec(
             m,
@@ -139,13 +193,19 @@ impl TokenBatch {
         )?)
     }
 
-    /// Positions `[batch, seq]` (u32): `cumsum(mask) - 1`, clamped at 0 on leading pads.
+    /// Positions `[batch, seq]` (u32): `cumsum(mask) - 1`, clamped at 0 on leading pads, and
+    /// restarting at 0 with each packed sequence.
     pub fn positions(&self) -> Result<Tensor> {
         let mut pos = Vec::with_capacity(self.ids.len());
         for row in self.mask.chunks(self.seq) {
             let mut count = 0u32;
+            let mut current = 0u8;
             for &m in row {
-                count += u32::from(m);
+                if m != 0 && m != current {
+                    current = m;
+                    count = 0;
+                }
+                count += u32::from(m != 0);
                 pos.push(count.saturating_sub(1));
             }
         }
@@ -153,7 +213,7 @@ impl TokenBatch {
     }
 
     /// Additive attention bias `[batch, 1, 1, seq, seq]` (f32): 0 where query `i` may see key
-    /// `j` (`j ≤ i` and `j` real), −∞ elsewhere. A pad query with no visible key sees itself, so
+    /// `j` (`j ≤ i`, `j` real and in the same packed sequence as a real `i`), −∞ elsewhere. A pad query with no visible key sees itself, so
     /// no row is all −∞ (its output is never used).
     pub fn attention_bias(&self) -> Result<Tensor> {
         let (b, t) = (self.batch, self.seq);
@@ -163,7 +223,7 @@ impl TokenBatch {
                 let out = &mut bias[(r * t + i) * t..(r * t + i + 1) * t];
                 let mut any = false;
                 for j in 0..=i {
-                    if row[j] == 1 {
+                    if row[j] != 0 && (row[i] == 0 || row[j] == row[i]) {
                         out[j] = 0.0;
                         any = true;
                     }
@@ -184,7 +244,7 @@ impl TokenBatch {
             .map(|(ids, m)| {
                 ids.iter()
                     .zip(m)
-                    .filter(|(_, m)| **m == 1)
+                    .filter(|(_, m)| **m != 0)
                     .map(|(i, _)| *i)
                     .collect()
             })

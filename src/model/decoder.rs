@@ -536,6 +536,17 @@ impl Decoder {
         Ok(y.apply_op3(x, anchor.as_tensor(), op)?)
     }
 
+    /// Number of training forward passes so far (each draws fresh LoRA dropout masks).
+    pub fn train_passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// Sets the training-pass counter, so a resumed run draws the dropout masks an
+    /// uninterrupted one would.
+    pub fn set_train_passes(&self, n: u64) {
+        self.passes.store(n, Ordering::Relaxed);
+    }
+
     /// Turns activation checkpointing on or off for training passes (`Mode::Train`).
     ///
     /// With it on, a layer's activations are dropped after the forward pass and recomputed in

@@ -6,7 +6,10 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// A projection of the decoder that can carry an adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Target {
     /// Attention query projection.
     Q,
@@ -70,7 +73,7 @@ impl Target {
 }
 
 /// How adapters are shaped and initialised.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoraConfig {
     /// Rank of the update.
     pub r: usize,

@@ -75,7 +75,8 @@ fn adapter_error(dir: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 /// Serialises tensors to safetensors bytes with `{"format": "pt"}` metadata (as transformers writes).
-fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>> {
+/// Serialises named tensors (on the CPU) as a safetensors file's bytes.
+pub(crate) fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize(tensors, Some(metadata)).map_err(|e| {
         Error::Candle(candle_core::Error::Msg(format!(
