@@ -37,6 +37,24 @@ enum Command {
     Data(DataArgs),
     /// Phase 02: build the RL / pair prompts (`<run>/02_prompts/prompts.jsonl`).
     Prompts(PromptsArgs),
+    /// Phase 03: LoRA SFT on `<run>/01_data/sft.jsonl` (`<run>/03_sft/adapter/`); resumes
+    /// from the last checkpoint unless `--fresh`.
+    Sft(SftArgs),
+}
+
+#[derive(Debug, Args)]
+struct SftArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A JSON file with a full `SftConfig` (the profile's defaults otherwise).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Stop after this many optimizer steps in all (the schedule spans them).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Delete earlier checkpoints and start over.
+    #[arg(long)]
+    fresh: bool,
 }
 
 /// Where a phase runs: profile and run directory (defaults from `ABT_PROFILE`/`ABT_RUN_DIR`).
@@ -156,6 +174,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(&args),
         Command::Data(args) => data(&args),
         Command::Prompts(args) => prompts(&args),
+        Command::Sft(args) => sft(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -300,5 +319,60 @@ fn prompts(args: &PromptsArgs) -> Result<()> {
         prompts.len(),
         dir.join("prompts.jsonl").display()
     );
+    Ok(())
+}
+
+/// `abt sft`.
+fn sft(args: &SftArgs) -> Result<()> {
+    use agentbench_tuning::data::read_sft;
+    use agentbench_tuning::model::Decoder;
+    use agentbench_tuning::train::{SftConfig, sft_trainer};
+    let ctx = args.run.context()?;
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => SftConfig::for_profile(ctx.profile),
+    };
+    if args.max_steps.is_some() {
+        config.max_steps = args.max_steps;
+    }
+    let records = read_sft(&ctx.phase_dir("01_data"))?;
+    let source = ctx.profile.model_source();
+    let tokenizer = Tokenizer::load(&source)?;
+    let device = system::device()?;
+    let dtype = if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let model = Decoder::load(&source, &device, dtype)?;
+    let dir = ctx.phase_dir("03_sft");
+    let (mut trainer, skipped) =
+        sft_trainer(model, &records, &tokenizer, config, &dir, args.fresh)?;
+    if trainer.step_count() > 0 {
+        println!("resumed at step {}", trainer.step_count());
+    }
+    if skipped > 0 {
+        println!("{skipped} records had no trained token left within max_len and were skipped");
+    }
+    let total = trainer.total_steps();
+    trainer.train(None, |m| {
+        let eval = m
+            .eval_loss
+            .map(|e| format!(" eval {e:.4}"))
+            .unwrap_or_default();
+        println!(
+            "step {:>4}/{total} loss {:.4}{eval} lr {:.2e} grad-norm {:.3} {:.0} tok/s {:.0} MB",
+            m.step, m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.memory_mb
+        );
+    })?;
+    let adapter = dir.join("adapter");
+    trainer.save_adapter(&adapter, ctx.profile.base_model())?;
+    println!("adapter -> {}", adapter.display());
     Ok(())
 }

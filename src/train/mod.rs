@@ -13,4 +13,4 @@ pub mod sft;
 pub use data::{MicroBatch, SftExample, encode_records, epoch_batches};
 pub use optim::{AdamW, AdamWParams};
 pub use schedule::CosineSchedule;
-pub use sft::{SftConfig, SftTrainer, StepMetrics, split_examples};
+pub use sft::{SftConfig, SftTrainer, StepMetrics, sft_trainer, split_examples};

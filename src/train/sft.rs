@@ -103,7 +103,6 @@ impl SftConfig {
                 max_steps: Some(40),
                 eval_every: 10,
                 save_every: 10,
-                checkpointing: false,
                 ..colab(0.0)
             },
         }
@@ -563,4 +562,28 @@ impl SftTrainer {
     pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
         self.model.save_adapter(dir, base_model)
     }
+}
+
+/// Encodes the records, holds out the eval share, and builds a trainer over `model` in
+/// `dir`, resuming from its last checkpoint when there is one (`fresh`: delete checkpoints and
+/// start over). Returns the trainer and how many records were skipped (no trained token left
+/// after truncation).
+pub fn sft_trainer(
+    model: Decoder,
+    records: &[crate::data::SftRecord],
+    tokenizer: &crate::chat::Tokenizer,
+    config: SftConfig,
+    dir: &Path,
+    fresh: bool,
+) -> Result<(SftTrainer, usize)> {
+    let (examples, skipped) = super::data::encode_records(records, tokenizer, config.max_len)?;
+    let (train, eval) = split_examples(examples, config.eval_share, config.seed);
+    let checkpoints = dir.join("checkpoints");
+    if fresh && checkpoints.exists() {
+        std::fs::remove_dir_all(&checkpoints)
+            .map_err(|e| Error::io("removing", &checkpoints, e))?;
+    }
+    let mut trainer = SftTrainer::new(model, train, eval, config, tokenizer.pad_token_id(), dir)?;
+    trainer.resume()?;
+    Ok((trainer, skipped))
 }
