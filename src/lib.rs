@@ -18,6 +18,7 @@ pub mod data;
 pub mod display;
 pub mod env;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod io;
 pub mod model;

@@ -10,10 +10,11 @@ pub use crate::env::db::DbEnv;
 pub use crate::env::household::{ExpertOptions, HouseholdEnv, TaskKind, World};
 pub use crate::env::{Environment, Protocol};
 pub use crate::error::{Error, Result};
+pub use crate::eval::{QuickConfig, QuickScore, compare, quick_score};
 pub use crate::generate::{
     ChatModel, Episode, GenerateOptions, Generation, RolloutOptions, Sampling, rollout,
 };
-pub use crate::model::{Decoder, ModelSource};
+pub use crate::model::{Decoder, Mode, ModelSource};
 pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
 pub use crate::progress::Progress;
 pub use crate::system::{SystemReport, device, device_name, matmul_gflops};

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use agentbench_tuning::data::{
-    DataConfig, Difficulty, Prompt, PromptConfig, build_prompts, build_sft, read_prompts, read_sft,
-    write_prompts, write_sft,
+    DataConfig, Difficulty, HELD_OUT_SEED, HouseholdPrompt, PROMPT_SEED, Prompt, PromptConfig,
+    build_prompts, build_sft, held_out_prompts, read_prompts, read_sft, write_prompts, write_sft,
 };
 use agentbench_tuning::env::db::{DbEnv, DbItem};
 use agentbench_tuning::env::{Environment, Protocol};
@@ -149,6 +149,74 @@ fn prompts_are_balanced_and_their_gold_sql_replays_correct() {
         build_prompts(&bad).is_err(),
         "prompt seeds must stay out of the SFT range"
     );
+}
+
+#[test]
+fn held_out_tasks_are_disjoint_from_prompts_and_play_through_task_env() {
+    let prompts = build_prompts(&PromptConfig {
+        db: 24,
+        household: 12,
+        ..PromptConfig::for_profile(Profile::Tiny)
+    })
+    .unwrap();
+    let held = held_out_prompts(24, 12, Protocol::Text, false).unwrap();
+    assert_eq!(held.len(), 36);
+    let again = held_out_prompts(24, 12, Protocol::Text, false).unwrap();
+    assert_eq!(
+        serde_json::to_string(&held).unwrap(),
+        serde_json::to_string(&again).unwrap()
+    );
+    let seeds = |ps: &[Prompt]| -> Vec<u64> {
+        ps.iter()
+            .filter_map(|p| match p {
+                Prompt::Household(h) => Some(h.seed),
+                Prompt::Db(_) => None,
+            })
+            .collect()
+    };
+    assert!(seeds(&held).iter().all(|&s| s >= HELD_OUT_SEED));
+    assert!(
+        seeds(&prompts)
+            .iter()
+            .all(|s| (PROMPT_SEED..HELD_OUT_SEED).contains(s))
+    );
+    let questions: Vec<&str> = prompts
+        .iter()
+        .filter_map(|p| match p {
+            Prompt::Db(d) => Some(d.item.description.as_str()),
+            Prompt::Household(_) => None,
+        })
+        .collect();
+    let mut fresh = 0;
+    for p in &held {
+        let mut env = p.env();
+        let opening = env.reset().unwrap();
+        match p {
+            Prompt::Db(d) => {
+                fresh += usize::from(!questions.contains(&d.item.description.as_str()));
+                let step = env
+                    .step(&Message::assistant(format!(
+                        "Action: Operation\n```sql\n{}\n```",
+                        d.gold_sql
+                    )))
+                    .unwrap();
+                assert!(!step.done);
+            }
+            Prompt::Household(h) => {
+                assert!(!h.example);
+                // Without the worked example the opening is the rules and the task alone.
+                let with = Prompt::Household(HouseholdPrompt {
+                    example: true,
+                    ..h.clone()
+                })
+                .env()
+                .reset()
+                .unwrap();
+                assert!(with.messages.len() > opening.messages.len());
+            }
+        }
+    }
+    assert!(fresh >= 20, "only {fresh} of 24 held-out questions are new");
 }
 
 #[test]

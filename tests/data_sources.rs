@@ -186,7 +186,8 @@ fn the_contamination_guard_catches_planted_dev_items() {
             records.push(e.into_record("spider", "select", Protocol::Text));
         }
     }
-    records.extend(household_records(60, 0, Protocol::Text, ExpertOptions::default()).unwrap());
+    records
+        .extend(household_records(60, 0, Protocol::Text, true, ExpertOptions::default()).unwrap());
     let total = records.len();
     let (_, hits) = guard.filter(records);
     println!(

@@ -134,6 +134,85 @@ fn a_packed_row_gives_each_example_the_loss_it_has_alone() {
 }
 
 #[test]
+fn logprobs_at_chosen_positions_equal_the_full_computation_and_its_gradient() {
+    let mut m = model();
+    m.add_lora(&LoraConfig {
+        seed: 2,
+        dropout: 0.0,
+        ..LoraConfig::default()
+    })
+    .unwrap();
+    // Make B non-zero so that the adapter's gradients depend on the loss positions.
+    for v in m.trainable_vars() {
+        let r = v.as_tensor().randn_like(0.0, 0.1).unwrap();
+        v.set(&r).unwrap();
+    }
+    let ex = examples(4, 11);
+    let ids: Vec<Vec<u32>> = ex.iter().map(|e| e.ids.clone()).collect();
+    let batch = TokenBatch::pad(&ids, 0, Padding::Right, &Device::Cpu).unwrap();
+    let (b, t) = batch.dims();
+    let positions: Vec<u32> = (0..(b * (t - 1)) as u32).filter(|p| p % 3 != 1).collect();
+    let full = m.token_logprobs(&batch, Mode::Train).unwrap();
+    let flat: Vec<f32> = full.flatten_all().unwrap().to_vec1().unwrap();
+    let at = m
+        .token_logprobs_at(&batch, &positions, Mode::Train)
+        .unwrap();
+    let got: Vec<f32> = at.to_vec1().unwrap();
+    assert_eq!(got.len(), positions.len());
+    for (&p, g) in positions.iter().zip(&got) {
+        // Padded targets are zeroed in the full computation only.
+        if flat[p as usize] != 0.0 {
+            assert!((flat[p as usize] - g).abs() < 1e-5, "{p}: {g}");
+        }
+    }
+    // Gradients: Σ over the chosen, non-padded positions, both ways.
+    let mask: Vec<f32> = (0..b * (t - 1))
+        .map(|p| f32::from(positions.contains(&(p as u32)) && flat[p] != 0.0))
+        .collect();
+    let keep: Vec<u32> = positions
+        .iter()
+        .copied()
+        .filter(|&p| flat[p as usize] != 0.0)
+        .collect();
+    let mask = candle_core::Tensor::from_vec(mask, (b, t - 1), &Device::Cpu).unwrap();
+    let loss_full = (full * mask).unwrap().sum_all().unwrap();
+    let loss_at = m
+        .token_logprobs_at(&batch, &keep, Mode::Train)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let g_full = m.backward(&loss_full).unwrap();
+    let g_at = m.backward(&loss_at).unwrap();
+    let mut checked = 0;
+    for v in m.trainable_vars() {
+        let a: Vec<f32> = g_full
+            .get(&v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let c: Vec<f32> = g_at
+            .get(&v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (x, y) in a.iter().zip(&c) {
+            assert!((x - y).abs() < 1e-4 * (1.0 + x.abs()), "{x} vs {y}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+    // A position past the batch is an error, not a panic.
+    assert!(
+        m.token_logprobs_at(&batch, &[(b * (t - 1)) as u32], Mode::Eval)
+            .is_err()
+    );
+}
+
+#[test]
 fn changing_a_masked_token_label_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ex = examples(4, 1);

@@ -18,9 +18,9 @@ use super::sources::{load_interactions, load_react, load_sharegpt, load_spider};
 use super::synthetic::{SqlTaskKind, SyntheticOptions, Vocabulary, sql_task, synthetic_episode};
 use crate::chat::Tokenizer;
 use crate::config::Profile;
-use crate::env::Protocol;
-use crate::env::db::DbItem;
-use crate::env::household::{ExpertOptions, TaskKind};
+use crate::env::db::{DbEnv, DbItem};
+use crate::env::household::{ExpertOptions, HouseholdEnv, TaskKind};
+use crate::env::{Protocol, TaskEnv};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng::Rng;
@@ -29,6 +29,10 @@ use crate::rng::Rng;
 pub const PROMPT_SEED: u64 = 500_000;
 /// First seed of held-out evaluation tasks and household games; nothing trains on them.
 pub const HELD_OUT_SEED: u64 = 1_000_000;
+
+fn yes() -> bool {
+    true
+}
 
 /// What phase 01 builds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,10 @@ pub struct DataConfig {
     pub household: usize,
     /// Household negative samples per protocol.
     pub household_negatives: usize,
+    /// Whether household episodes open with a solved example of their task type (AgentBench's
+    /// ALFWorld prompt does; it costs ~900 tokens per episode, too many for `tiny`).
+    #[serde(default = "yes")]
+    pub household_example: bool,
     /// Share of household episodes whose thoughts carry explicit state notes.
     pub state_notes_share: f64,
     /// Share of DB episodes with a mistake and its repair.
@@ -96,6 +104,9 @@ impl DataConfig {
             synthetic_sql,
             household,
             household_negatives,
+            // SmolLM2 trains on 1,024-token rows: with the example, the household opening
+            // alone is longer than that.
+            household_example: profile != Profile::Tiny,
             state_notes_share: 0.5,
             repair_share: 0.2,
             negative_share: 0.1,
@@ -349,6 +360,7 @@ fn household_source(
         with_notes,
         config.seed,
         protocol,
+        config.household_example,
         ExpertOptions {
             state_notes: true,
             ..ExpertOptions::default()
@@ -358,6 +370,7 @@ fn household_source(
         config.household - with_notes,
         config.seed + with_notes as u64,
         protocol,
+        config.household_example,
         ExpertOptions::default(),
     )?);
     let mut rng = Rng::new(config.seed ^ 0x40u64);
@@ -365,7 +378,9 @@ fn household_source(
     for i in 0..config.household_negatives as u64 {
         let kind = TaskKind::ALL[i as usize % TaskKind::ALL.len()];
         let seed = config.seed + config.household as u64 + i;
-        if let Some(r) = household_negative_record(seed, kind, protocol, &mut rng)? {
+        if let Some(r) =
+            household_negative_record(seed, kind, protocol, config.household_example, &mut rng)?
+        {
             records.push(r);
             negatives += 1;
         }
@@ -651,6 +666,9 @@ pub struct HouseholdPrompt {
     pub difficulty: Difficulty,
     /// The protocol the rollouts speak.
     pub protocol: Protocol,
+    /// Whether the game opens with a solved example (see [`DataConfig::household_example`]).
+    #[serde(default = "yes")]
+    pub example: bool,
 }
 
 /// One line of `prompts.jsonl`.
@@ -695,6 +713,20 @@ impl Prompt {
             Prompt::Household(p) => p.protocol,
         }
     }
+
+    /// A fresh environment playing this prompt.
+    pub fn env(&self) -> TaskEnv {
+        match self {
+            Prompt::Db(p) => TaskEnv::Db(Box::new(
+                DbEnv::new(p.item.clone()).with_protocol(p.protocol),
+            )),
+            Prompt::Household(p) => TaskEnv::Household(Box::new(
+                HouseholdEnv::with_kind(p.seed, p.kind)
+                    .with_protocol(p.protocol)
+                    .with_example(p.example),
+            )),
+        }
+    }
 }
 
 /// What phase 02 builds.
@@ -706,6 +738,9 @@ pub struct PromptConfig {
     pub household: usize,
     /// Protocols.
     pub protocols: Vec<Protocol>,
+    /// Whether household games open with a solved example (as the SFT data's).
+    #[serde(default = "yes")]
+    pub household_example: bool,
     /// First seed ([`PROMPT_SEED`] by default, away from SFT and evaluation seeds).
     pub seed: u64,
 }
@@ -718,10 +753,12 @@ impl PromptConfig {
             // The method's 500-800 DB and 300-500 environment prompts over both protocols.
             _ => (320, 200),
         };
+        let data = DataConfig::for_profile(profile);
         Self {
             db,
             household,
-            protocols: DataConfig::for_profile(profile).protocols,
+            protocols: data.protocols,
+            household_example: data.household_example,
             seed: PROMPT_SEED,
         }
     }
@@ -738,6 +775,27 @@ pub fn build_prompts(config: &PromptConfig) -> Result<Vec<Prompt>> {
             reason: format!("prompt seeds must lie in {PROMPT_SEED}..{HELD_OUT_SEED}"),
         });
     }
+    prompt_set(config)
+}
+
+/// Held-out tasks for evaluation, from [`HELD_OUT_SEED`] on (no phase trains on them): `db`
+/// DB tasks balanced by difficulty and `household` games balanced by type.
+pub fn held_out_prompts(
+    db: usize,
+    household: usize,
+    protocol: Protocol,
+    household_example: bool,
+) -> Result<Vec<Prompt>> {
+    prompt_set(&PromptConfig {
+        db,
+        household,
+        protocols: vec![protocol],
+        household_example,
+        seed: HELD_OUT_SEED,
+    })
+}
+
+fn prompt_set(config: &PromptConfig) -> Result<Vec<Prompt>> {
     let vocab = Vocabulary::embedded();
     let options = SyntheticOptions::default();
     let by_difficulty: Vec<Vec<SqlTaskKind>> =
@@ -774,6 +832,7 @@ pub fn build_prompts(config: &PromptConfig) -> Result<Vec<Prompt>> {
                 kind,
                 difficulty: Difficulty::of_household(kind),
                 protocol,
+                example: config.household_example,
             }));
             seed += 1;
         }

@@ -20,8 +20,9 @@ pub mod summary;
 pub mod synthetic;
 
 pub use build::{
-    DataConfig, DataReport, Difficulty, Prompt, PromptConfig, SourceReport, build_prompts,
-    build_sft, read_prompts, read_sft, write_prompts, write_sft,
+    DataConfig, DataReport, DbPrompt, Difficulty, HELD_OUT_SEED, HouseholdPrompt, PROMPT_SEED,
+    Prompt, PromptConfig, SourceReport, build_prompts, build_sft, held_out_prompts, read_prompts,
+    read_sft, write_prompts, write_sft,
 };
 pub use contamination::{ContaminationGuard, Hit};
 pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode, interaction_episode};

@@ -50,18 +50,21 @@ pub fn freeze_opening(conversation: &mut Conversation, n: usize) {
 }
 
 /// Expert household episodes, balanced over the six task types: episode `i` plays task type
-/// `i % 6` on seed `seed + i`. The opening's acknowledgement and worked example are not
-/// trained on.
+/// `i % 6` on seed `seed + i`, opening with a solved example of the task type when `example`
+/// (text protocol). The opening's acknowledgement and worked example are not trained on.
 pub fn household_records(
     count: usize,
     seed: u64,
     protocol: Protocol,
+    example: bool,
     options: ExpertOptions,
 ) -> Result<Vec<SftRecord>> {
     (0..count)
         .map(|i| {
             let kind = TaskKind::ALL[i % TaskKind::ALL.len()];
-            let mut env = HouseholdEnv::with_kind(seed + i as u64, kind).with_protocol(protocol);
+            let mut env = HouseholdEnv::with_kind(seed + i as u64, kind)
+                .with_protocol(protocol)
+                .with_example(example);
             let played = env.play_expert(options)?;
             let mut conversation = played.conversation;
             freeze_opening(&mut conversation, played.prompt_messages);
@@ -97,6 +100,7 @@ pub fn household_negative_record(
     seed: u64,
     kind: TaskKind,
     protocol: Protocol,
+    example: bool,
     rng: &mut Rng,
 ) -> Result<Option<SftRecord>> {
     let world = World::generate_kind(seed, kind);
@@ -142,7 +146,9 @@ pub fn household_negative_record(
             replies.push(step.message(protocol, i));
         }
     }
-    let mut env = HouseholdEnv::from_world(world).with_protocol(protocol);
+    let mut env = HouseholdEnv::from_world(world)
+        .with_protocol(protocol)
+        .with_example(example);
     let mut replies = replies.into_iter();
     let played = play(&mut env, max_steps + 1, |_| replies.next())?;
     let complained = played.conversation.messages.iter().any(|m| {
@@ -170,7 +176,8 @@ mod tests {
 
     #[test]
     fn household_records_are_balanced_solved_and_masked() {
-        let records = household_records(12, 100, Protocol::Text, ExpertOptions::default()).unwrap();
+        let records =
+            household_records(12, 100, Protocol::Text, true, ExpertOptions::default()).unwrap();
         let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(
             &kinds[..6],
@@ -196,7 +203,7 @@ mod tests {
             for seed in 0..60 {
                 let kind = TaskKind::ALL[seed % 6];
                 let Some(r) =
-                    household_negative_record(seed as u64, kind, protocol, &mut rng).unwrap()
+                    household_negative_record(seed as u64, kind, protocol, true, &mut rng).unwrap()
                 else {
                     continue;
                 };

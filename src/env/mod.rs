@@ -7,6 +7,7 @@
 //! - [`db::DbEnv`]: DB Bench in both protocols, sandboxed, scored as AgentBench scores it.
 //! - [`household::HouseholdEnv`]: a generated text household with six ALFWorld-style task
 //!   types, in both protocols, with an expert planner.
+//! - [`TaskEnv`]: either one, for mixed task sets.
 
 use crate::chat::{Conversation, Message};
 use crate::error::Result;
@@ -65,6 +66,31 @@ pub trait Environment {
 
     /// Takes the agent's reply (an assistant message) and returns what happens.
     fn step(&mut self, reply: &Message) -> Result<Step>;
+}
+
+/// Either environment, so that a mixed task set (prompts, held-out tasks) plays as one batch.
+#[derive(Debug)]
+pub enum TaskEnv {
+    /// A DB Bench item.
+    Db(Box<db::DbEnv>),
+    /// A household game.
+    Household(Box<household::HouseholdEnv>),
+}
+
+impl Environment for TaskEnv {
+    fn reset(&mut self) -> Result<Conversation> {
+        match self {
+            TaskEnv::Db(env) => env.reset(),
+            TaskEnv::Household(env) => env.reset(),
+        }
+    }
+
+    fn step(&mut self, reply: &Message) -> Result<Step> {
+        match self {
+            TaskEnv::Db(env) => env.step(reply),
+            TaskEnv::Household(env) => env.step(reply),
+        }
+    }
 }
 
 /// An episode played by a scripted policy (see [`play`]).

@@ -707,6 +707,42 @@ impl Decoder {
         Ok((&logprobs * batch.target_mask()?.to_dtype(logprobs.dtype())?)?)
     }
 
+    /// Log-probabilities of the next token at chosen positions only: `positions` index the
+    /// flattened `[batch · (seq - 1)]` targets of [`Decoder::token_logprobs`], and the result is
+    /// `[positions.len()]`. The output head and its softmax run on those rows alone, which is
+    /// what a loss over assistant tokens needs (a fifth of SmolLM2's forward pass is its head).
+    pub fn token_logprobs_at(
+        &self,
+        batch: &TokenBatch,
+        positions: &[u32],
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, t) = batch.dims();
+        if t < 2 {
+            return Err(Error::Batch(
+                "log-probs need sequences of at least 2 tokens".into(),
+            ));
+        }
+        let rows = b * (t - 1);
+        if let Some(&p) = positions.iter().find(|&&p| p as usize >= rows) {
+            return Err(Error::Batch(format!(
+                "position {p} is outside the {rows} targets of a [{b}, {t}] batch"
+            )));
+        }
+        let index = Tensor::new(positions, self.device())?;
+        let hidden = self.forward_hidden(batch, mode)?.narrow(1, 0, t - 1)?;
+        let hidden = hidden
+            .reshape((rows, self.config.hidden_size))?
+            .index_select(&index, 0)?;
+        let targets = batch
+            .input_ids()?
+            .narrow(1, 1, t - 1)?
+            .flatten_all()?
+            .index_select(&index, 0)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        Ok(ops::linear_logprobs(&hidden, head, &targets)?)
+    }
+
     /// Sum of next-token log-probs per row over the positions where `mask` `[batch, seq - 1]`
     /// is 1 (e.g. completion tokens only): `[batch]`.
     pub fn sequence_logprobs(

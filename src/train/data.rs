@@ -1,7 +1,7 @@
 //! SFT examples (token ids with the assistant-only loss mask) and their batches: packed rows
 //! (several examples per row, attention and positions kept apart) or one example per row.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use crate::chat::{EncodeOptions, Tokenizer, Truncation};
 use crate::data::SftRecord;
@@ -62,14 +62,15 @@ pub struct MicroBatch {
 }
 
 impl MicroBatch {
-    /// The batch tensors: the token batch and the loss mask over next-token targets
-    /// `[rows, seq - 1]` (1 where the predicted token is trained and in the same example).
+    /// The token batch and its trained targets: indices into the flattened next-token targets
+    /// `[rows · (seq - 1)]` whose predicted token is trained and in the same example (what
+    /// [`crate::model::Decoder::token_logprobs_at`] takes), in increasing order.
     pub fn tensors(
         &self,
         examples: &[SftExample],
         pad_id: u32,
         device: &Device,
-    ) -> Result<(TokenBatch, Tensor)> {
+    ) -> Result<(TokenBatch, Vec<u32>)> {
         let rows: Vec<Vec<Vec<u32>>> = self
             .rows
             .iter()
@@ -81,23 +82,24 @@ impl MicroBatch {
         } else {
             TokenBatch::packed(&rows, pad_id, device)?
         };
-        let (b, t) = batch.dims();
-        let mut loss = vec![0f32; b * (t - 1)];
+        let (_, t) = batch.dims();
+        let mut positions = Vec::new();
         for (r, row) in self.rows.iter().enumerate() {
             let mut at = 0;
             for &i in row {
                 let m = &examples[i].mask;
                 // Target position p predicts token p + 1; only within the example.
-                for k in 1..m.len() {
-                    if m[k] == 1 {
-                        loss[r * (t - 1) + at + k - 1] = 1.0;
-                    }
-                }
+                positions.extend(
+                    m.iter()
+                        .enumerate()
+                        .skip(1)
+                        .filter(|&(_, &trained)| trained == 1)
+                        .map(|(k, _)| (r * (t - 1) + at + k - 1) as u32),
+                );
                 at += m.len();
             }
         }
-        let loss = Tensor::from_vec(loss, (b, t - 1), device)?;
-        Ok((batch, loss))
+        Ok((batch, positions))
     }
 
     /// Tokens with loss in this micro-batch.

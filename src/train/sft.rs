@@ -302,12 +302,14 @@ impl SftTrainer {
         )?;
         let (mut nll, mut tokens) = (0.0, 0usize);
         for b in &batches {
-            let (batch, mask) = b.tensors(examples, self.pad_id, self.model.device())?;
-            let lp = self.model.token_logprobs(&batch, Mode::Eval)?;
-            let sum = (lp * mask.to_dtype(DType::F32)?)?
-                .sum_all()?
-                .to_dtype(DType::F64)?;
-            nll -= sum.to_scalar::<f64>()?;
+            let (batch, positions) = b.tensors(examples, self.pad_id, self.model.device())?;
+            if positions.is_empty() {
+                continue;
+            }
+            let lp = self
+                .model
+                .token_logprobs_at(&batch, &positions, Mode::Eval)?;
+            nll -= lp.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             tokens += b.trained(examples);
         }
         Ok(nll / tokens.max(1) as f64)
@@ -354,10 +356,15 @@ impl SftTrainer {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.vars.len()];
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         for m in &micro {
-            let (batch, mask) = m.tensors(&self.train, self.pad_id, self.model.device())?;
+            let (batch, positions) = m.tensors(&self.train, self.pad_id, self.model.device())?;
             tokens += batch.num_tokens();
-            let lp = self.model.token_logprobs(&batch, Mode::Train)?;
-            let nll = (lp * mask.to_dtype(DType::F32)?)?.sum_all()?.neg()?;
+            if positions.is_empty() {
+                continue;
+            }
+            let lp = self
+                .model
+                .token_logprobs_at(&batch, &positions, Mode::Train)?;
+            let nll = lp.sum_all()?.neg()?;
             let loss = (&nll / denom)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let store = self.model.backward(&loss)?;

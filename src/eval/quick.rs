@@ -1,0 +1,429 @@
+//! The quick held-out score: a model plays a fixed set of held-out tasks — synthetic DB Bench
+//! items and household games from [`crate::data::HELD_OUT_SEED`], which no phase trains on — with greedy
+//! decoding, and the share it solves is reported per environment and task kind.
+//!
+//! Two models scored on the same tasks are compared pair by pair ([`compare`]): the tasks only
+//! one of them solves decide, and an exact two-sided sign test on them says how likely a gap
+//! that large is when neither model is better.
+//!
+//! ```ignore
+//! let tasks = held_out_prompts(&config)?;
+//! let base = quick_score("base", &decoder, &tokenizer, &tasks, &config, Mode::Reference)?;
+//! let sft = quick_score("sft", &decoder, &tokenizer, &tasks, &config, Mode::Eval)?;
+//! compare(&base, &sft)?
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{Conversation, Tokenizer};
+use crate::config::Profile;
+use crate::data::{Difficulty, Prompt};
+use crate::display::Show;
+use crate::env::{Protocol, TaskEnv};
+use crate::error::{Error, Result};
+use crate::generate::{EpisodeEnd, GenerateOptions, RolloutOptions, rollout};
+use crate::model::{Decoder, Mode};
+use crate::progress::Progress;
+use crate::table::Table;
+
+/// What a quick score plays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuickConfig {
+    /// Held-out DB tasks (balanced over the three difficulties).
+    pub db: usize,
+    /// Held-out household games (balanced over the six task types).
+    pub household: usize,
+    /// The protocol both speak.
+    pub protocol: Protocol,
+    /// Whether household games open with a solved example (as AgentBench's ALFWorld prompt).
+    pub household_example: bool,
+    /// Episodes played together (one generation batch).
+    pub batch: usize,
+    /// Most new tokens per reply.
+    pub max_new_tokens: usize,
+    /// Most replies per DB episode.
+    pub db_turns: usize,
+    /// Most replies per household episode.
+    pub household_turns: usize,
+    /// Most tokens per episode, prompt included.
+    pub max_context: usize,
+}
+
+impl QuickConfig {
+    /// The defaults of a profile: ≥ 100 tasks everywhere; short episodes on `tiny` so that the
+    /// score takes minutes on two CPU cores.
+    pub fn for_profile(profile: Profile) -> Self {
+        let data = crate::data::DataConfig::for_profile(profile);
+        match profile {
+            Profile::Tiny => Self {
+                db: 84,
+                household: 24,
+                protocol: data.protocols[0],
+                household_example: data.household_example,
+                batch: 12,
+                max_new_tokens: 96,
+                db_turns: 4,
+                household_turns: 10,
+                max_context: 2048,
+            },
+            _ => Self {
+                db: 120,
+                household: 60,
+                protocol: data.protocols[0],
+                household_example: data.household_example,
+                batch: 16,
+                max_new_tokens: 384,
+                db_turns: 8,
+                household_turns: 35,
+                max_context: 8192,
+            },
+        }
+    }
+
+    /// The held-out tasks: DB tasks and household games from [`crate::data::HELD_OUT_SEED`] on.
+    pub fn tasks(&self) -> Result<Vec<Prompt>> {
+        crate::data::held_out_prompts(
+            self.db,
+            self.household,
+            self.protocol,
+            self.household_example,
+        )
+    }
+}
+
+/// How one task went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// `db/<source>` or `household`.
+    pub source: String,
+    /// The task kind.
+    pub kind: String,
+    /// Its difficulty.
+    pub difficulty: Difficulty,
+    /// Whether the environment scored it solved.
+    pub success: bool,
+    /// The episode's total reward.
+    pub reward: f64,
+    /// Replies given.
+    pub turns: usize,
+    /// Why the episode ended.
+    pub end: EpisodeEnd,
+    /// The whole conversation.
+    pub conversation: Conversation,
+    /// Messages of the opening (folded when shown).
+    pub prompt_messages: usize,
+}
+
+/// A model's results on a task set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuickScore {
+    /// Which model (`base`, `sft`, …).
+    pub label: String,
+    /// One result per task, in task order.
+    pub results: Vec<TaskResult>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl QuickScore {
+    /// Share of tasks solved, over every task or over one source (`db/…`, `household`; a
+    /// prefix such as `db` matches every DB source).
+    pub fn success_rate(&self, source: Option<&str>) -> f64 {
+        let picked: Vec<&TaskResult> = self
+            .results
+            .iter()
+            .filter(|r| source.is_none_or(|s| r.source.starts_with(s)))
+            .collect();
+        if picked.is_empty() {
+            return f64::NAN;
+        }
+        picked.iter().filter(|r| r.success).count() as f64 / picked.len() as f64
+    }
+
+    /// Tasks solved.
+    pub fn solved(&self) -> usize {
+        self.results.iter().filter(|r| r.success).count()
+    }
+
+    /// Solved / played per source and kind.
+    pub fn by_kind(&self) -> BTreeMap<(String, String), (usize, usize)> {
+        let mut out: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+        for r in &self.results {
+            let e = out.entry((r.source.clone(), r.kind.clone())).or_default();
+            e.0 += usize::from(r.success);
+            e.1 += 1;
+        }
+        out
+    }
+
+    /// How the episodes ended: (end, count).
+    pub fn ends(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for r in &self.results {
+            *out.entry(format!("{:?}", r.end)).or_default() += 1;
+        }
+        out
+    }
+
+    /// The transcript of task `i`.
+    pub fn transcript(&self, i: usize) -> Option<crate::transcript::Transcript> {
+        let r = self.results.get(i)?;
+        Some(
+            crate::transcript::Transcript::new(&r.conversation)
+                .fold_first(r.prompt_messages.saturating_sub(1))
+                .with_title(format!("{} · {} · {}", self.label, r.source, r.kind))
+                .with_fact("solved", r.success)
+                .with_fact("turns", r.turns)
+                .with_fact("end", format!("{:?}", r.end)),
+        )
+    }
+
+    /// Solved / played per source, one row each and a total.
+    pub fn table(&self) -> Result<Table> {
+        let mut t = Table::new(["tasks", "played", "solved", "success"])
+            .with_title(format!("quick score · {}", self.label));
+        let mut sources: Vec<String> = self.results.iter().map(|r| r.source.clone()).collect();
+        sources.dedup();
+        sources.sort();
+        sources.dedup();
+        for s in sources.iter().map(Some).chain([None]) {
+            let picked: Vec<&TaskResult> = self
+                .results
+                .iter()
+                .filter(|r| s.is_none_or(|s| &r.source == s))
+                .collect();
+            let solved = picked.iter().filter(|r| r.success).count();
+            t.push_row([
+                s.cloned().unwrap_or_else(|| "all".into()),
+                picked.len().to_string(),
+                solved.to_string(),
+                percent(solved, picked.len()),
+            ])?;
+        }
+        Ok(t)
+    }
+}
+
+impl Show for QuickScore {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        match self.table() {
+            Ok(t) => t.mime_bundle(),
+            Err(e) => vec![("text/plain", e.to_string())],
+        }
+    }
+}
+
+fn percent(k: usize, n: usize) -> String {
+    if n == 0 {
+        "–".into()
+    } else {
+        format!("{:.1} %", 100.0 * k as f64 / n as f64)
+    }
+}
+
+/// Plays every task once with greedy decoding, `config.batch` episodes at a time, with the
+/// decoder's adapters on (`Mode::Eval`) or off (`Mode::Reference`, the base model).
+pub fn quick_score(
+    label: &str,
+    decoder: &Decoder,
+    tokenizer: &Tokenizer,
+    tasks: &[Prompt],
+    config: &QuickConfig,
+    mode: Mode,
+) -> Result<QuickScore> {
+    if config.batch == 0 {
+        return Err(Error::InvalidConfig {
+            source_name: "QuickConfig".into(),
+            reason: "batch must be at least 1".into(),
+        });
+    }
+    let start = Instant::now();
+    let mut progress = Progress::new(format!("quick score · {label}"), Some(tasks.len() as u64))
+        .with_unit("tasks");
+    // DB and household episodes differ in length and turn limits: they are batched apart.
+    let (household_tasks, db_tasks): (Vec<usize>, Vec<usize>) =
+        (0..tasks.len()).partition(|&i| matches!(tasks[i], Prompt::Household(_)));
+    let chunks = db_tasks
+        .chunks(config.batch)
+        .map(|c| (false, c))
+        .chain(household_tasks.chunks(config.batch).map(|c| (true, c)));
+    let mut slots: Vec<Option<TaskResult>> = vec![None; tasks.len()];
+    for (household, chunk) in chunks {
+        let mut envs: Vec<TaskEnv> = chunk.iter().map(|&i| tasks[i].env()).collect();
+        let options = RolloutOptions {
+            generate: GenerateOptions {
+                mode,
+                progress: false,
+                ..GenerateOptions::greedy(config.max_new_tokens)
+            },
+            max_turns: if household {
+                config.household_turns
+            } else {
+                config.db_turns
+            },
+            max_context: config.max_context,
+            ..RolloutOptions::default()
+        };
+        let episodes = rollout(decoder, tokenizer, &mut envs, &options)?;
+        for (&i, episode) in chunk.iter().zip(episodes) {
+            let task = &tasks[i];
+            slots[i] = Some(TaskResult {
+                source: task.source(),
+                kind: task.kind(),
+                difficulty: task.difficulty(),
+                success: episode.reward() >= 1.0 - 1e-9,
+                reward: episode.reward(),
+                turns: episode.turns(),
+                end: episode.end,
+                prompt_messages: episode.prompt_messages,
+                conversation: episode.conversation,
+            });
+        }
+        progress.inc(chunk.len() as u64);
+        let solved = slots.iter().flatten().filter(|r| r.success).count();
+        progress.set_message(format!("{solved} solved"));
+    }
+    progress.finish();
+    Ok(QuickScore {
+        label: label.into(),
+        results: slots.into_iter().flatten().collect(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Two models on the same tasks, pair by pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedComparison {
+    /// The first model's label.
+    pub a: String,
+    /// The second model's label.
+    pub b: String,
+    /// Tasks played.
+    pub tasks: usize,
+    /// Solved by both.
+    pub both: usize,
+    /// Solved by `a` only.
+    pub only_a: usize,
+    /// Solved by `b` only.
+    pub only_b: usize,
+    /// Success rate of `b` minus that of `a`.
+    pub gap: f64,
+    /// Exact two-sided sign test on the discordant tasks: the probability of a split at
+    /// least this uneven if each were a fair coin (1 when there are none).
+    pub p_value: f64,
+}
+
+impl PairedComparison {
+    /// A one-row-per-fact table.
+    pub fn table(&self) -> Table {
+        let rate = |k: usize| percent(k, self.tasks);
+        Table::settings(
+            format!("{} vs {}, task by task", self.b, self.a),
+            [
+                ("tasks".to_string(), self.tasks.to_string()),
+                (format!("{} solved", self.a), rate(self.both + self.only_a)),
+                (format!("{} solved", self.b), rate(self.both + self.only_b)),
+                ("gap".into(), format!("{:+.1} points", 100.0 * self.gap)),
+                ("solved by both".into(), self.both.to_string()),
+                (format!("only {}", self.a), self.only_a.to_string()),
+                (format!("only {}", self.b), self.only_b.to_string()),
+                ("sign test p".into(), format!("{:.2e}", self.p_value)),
+            ],
+        )
+    }
+}
+
+impl Show for PairedComparison {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        self.table().mime_bundle()
+    }
+}
+
+/// Compares two scores of the same tasks.
+pub fn compare(a: &QuickScore, b: &QuickScore) -> Result<PairedComparison> {
+    if a.results.len() != b.results.len()
+        || a.results
+            .iter()
+            .zip(&b.results)
+            .any(|(x, y)| x.source != y.source || x.kind != y.kind)
+    {
+        return Err(Error::InvalidConfig {
+            source_name: "compare".into(),
+            reason: format!(
+                "{} and {} were not scored on the same tasks",
+                a.label, b.label
+            ),
+        });
+    }
+    let (mut both, mut only_a, mut only_b) = (0, 0, 0);
+    for (x, y) in a.results.iter().zip(&b.results) {
+        match (x.success, y.success) {
+            (true, true) => both += 1,
+            (true, false) => only_a += 1,
+            (false, true) => only_b += 1,
+            (false, false) => {}
+        }
+    }
+    let tasks = a.results.len();
+    let gap = if tasks == 0 {
+        0.0
+    } else {
+        (only_b as f64 - only_a as f64) / tasks as f64
+    };
+    Ok(PairedComparison {
+        a: a.label.clone(),
+        b: b.label.clone(),
+        tasks,
+        both,
+        only_a,
+        only_b,
+        gap,
+        p_value: sign_test(only_a, only_b),
+    })
+}
+
+/// Exact two-sided binomial test of `k` against `n - k` successes at p = ½:
+/// `min(1, 2 · P[X ≤ min(k, n−k)])`.
+pub fn sign_test(k: usize, l: usize) -> f64 {
+    let n = k + l;
+    if n == 0 {
+        return 1.0;
+    }
+    let m = k.min(l);
+    // Σ_{i ≤ m} C(n, i) / 2ⁿ, in log space so that large n does not overflow.
+    let ln_half_n = n as f64 * 0.5f64.ln();
+    let mut ln_c = 0.0f64; // ln C(n, 0)
+    let mut tail = 0.0;
+    for i in 0..=m {
+        if i > 0 {
+            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        tail += (ln_c + ln_half_n).exp();
+    }
+    (2.0 * tail).min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_test_matches_hand_computed_values() {
+        // n = 10, k = 1: 2 · (1 + 10) / 1024.
+        assert!((sign_test(1, 9) - 22.0 / 1024.0).abs() < 1e-12);
+        assert!((sign_test(9, 1) - 22.0 / 1024.0).abs() < 1e-12);
+        // n = 5, k = 0: 2 / 32.
+        assert!((sign_test(0, 5) - 2.0 / 32.0).abs() < 1e-12);
+        // A balanced split is no evidence at all.
+        assert_eq!(sign_test(4, 4), 1.0);
+        assert_eq!(sign_test(0, 0), 1.0);
+        // n = 20, k = 5: 2 · (1 + 20 + 190 + 1140 + 4845 + 15504) / 2^20.
+        let expected = 2.0 * 21700.0 / 1_048_576.0;
+        assert!((sign_test(5, 15) - expected).abs() < 1e-12);
+        // Large n stays finite.
+        assert!(sign_test(400, 600) < 1e-9);
+    }
+}
