@@ -222,9 +222,10 @@ fn merged_export_reloads_as_a_plain_model_with_the_same_logits() {
     assert!(diff < TINY_TOL, "merged model differs from PEFT by {diff}");
 }
 
-/// Loss used by the gradient tests: a weighted sum of next-token log-probs.
+/// Loss used by the gradient tests: a weighted sum of next-token log-probs (a training pass,
+/// the one that builds a graph; the fixtures' adapters have no dropout).
 fn weighted_logprob(model: &Decoder, batch: &TokenBatch) -> Tensor {
-    let lp = model.token_logprobs(batch, Mode::Eval).unwrap();
+    let lp = model.token_logprobs(batch, Mode::Train).unwrap();
     let (b, t) = lp.dims2().unwrap();
     let w: Vec<f32> = (0..b * t).map(|i| 1.0 + (i % 5) as f32 * 0.25).collect();
     let w = Tensor::from_vec(w, (b, t), &Device::Cpu)

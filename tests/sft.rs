@@ -205,6 +205,9 @@ fn logprobs_at_chosen_positions_equal_the_full_computation_and_its_gradient() {
         }
     }
     assert!(checked > 0);
+    // Only training passes build a graph (an eval pass would hold every activation).
+    assert!(loss_at.track_op());
+    assert!(!m.token_logprobs(&batch, Mode::Eval).unwrap().track_op());
     // A position past the batch is an error, not a panic.
     assert!(
         m.token_logprobs_at(&batch, &[(b * (t - 1)) as u32], Mode::Eval)

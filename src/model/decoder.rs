@@ -22,7 +22,7 @@ use crate::rng::Rng;
 pub enum Mode {
     /// Adapters on, LoRA dropout active: the policy being trained.
     Train,
-    /// Adapters on, no dropout: the policy as it is.
+    /// Adapters on, no dropout and no gradient graph: the policy as it is.
     Eval,
     /// Adapters off: the frozen base model, i.e. the DPO/GRPO reference policy.
     Reference,
@@ -607,7 +607,9 @@ impl Decoder {
         ))?;
         let pass = Pass {
             mode,
-            track: true,
+            // Only training passes build a graph: an eval pass that did would hold every
+            // activation until its output is dropped (gigabytes for a 2 × 1024 batch).
+            track: mode == Mode::Train,
             seed: match mode {
                 Mode::Train => {
                     let n = self.passes.fetch_add(1, Ordering::Relaxed);
