@@ -17,6 +17,6 @@ pub use crate::generate::{
 pub use crate::model::{Decoder, Mode, ModelSource};
 pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
 pub use crate::progress::Progress;
-pub use crate::system::{SystemReport, device, device_name, matmul_gflops};
+pub use crate::system::{SystemReport, default_dtype, device, device_name, matmul_gflops};
 pub use crate::table::Table;
 pub use crate::transcript::Transcript;

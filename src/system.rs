@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::{Device, DeviceLocation};
+use candle_core::{DType, Device, DeviceLocation};
 use serde::Serialize;
 
 use crate::config::RunContext;
@@ -59,6 +59,16 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_TOP_PAD, 512 << 20);
         }
     });
+}
+
+/// The dtype models load in on a device: f32 on the CPU (no fast half-precision matmul there),
+/// bf16 on accelerators (the method's precision).
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    }
 }
 
 /// A short name for a device, in the form `ABT_DEVICE` accepts: `cpu`, `cuda:0`, `metal:0`.

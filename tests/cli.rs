@@ -126,3 +126,66 @@ fn data_and_prompts_write_their_phase_outputs() {
     ]);
     assert!(!ok && text.contains("/nonexistent/react.jsonl"), "{text}");
 }
+
+#[test]
+fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
+    if common::default_model().is_none() {
+        return;
+    }
+    use agentbench_tuning::config::Profile;
+    use agentbench_tuning::train::SftConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().to_str().unwrap();
+    let (ok, text) = abt(&["data", "--run-dir", run]);
+    assert!(ok, "{text}");
+    let config = SftConfig {
+        micro_batch: 1,
+        max_len: 640,
+        max_steps: Some(1),
+        ..SftConfig::for_profile(Profile::Tiny)
+    };
+    let config_path = dir.path().join("sft.json");
+    agentbench_tuning::io::write_json(&config_path, &config).unwrap();
+    let cfg = config_path.to_str().unwrap();
+    let (ok, text) = abt(&["sft", "--run-dir", run, "--config", cfg]);
+    assert!(ok, "{text}");
+    assert!(text.contains("step    1/1"), "{text}");
+    let adapter = dir.path().join("03_sft/adapter");
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+    let (ok, text) = abt(&["sft", "--run-dir", run, "--config", cfg]);
+    assert!(ok && text.contains("resumed at step 1"), "{text}");
+
+    let small = ["--db", "2", "--household", "1"];
+    let (ok, text) = abt(&[&["quick-score", "--run-dir", run][..], &small].concat());
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("db/synthetic_sql") && text.contains("household"),
+        "{text}"
+    );
+    let base = dir.path().join("eval/quick_base.json");
+    assert!(base.is_file());
+    let args = [
+        "quick-score",
+        "--run-dir",
+        run,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--against",
+        base.to_str().unwrap(),
+    ];
+    let (ok, text) = abt(&[&args[..], &small].concat());
+    assert!(ok, "{text}");
+    assert!(dir.path().join("eval/quick_03_sft.json").is_file());
+    assert!(
+        text.contains("03_sft vs base") && text.contains("sign test p"),
+        "{text}"
+    );
+    let (ok, text) = abt(&[
+        "quick-score",
+        "--run-dir",
+        run,
+        "--adapter",
+        "/nonexistent/adapter",
+    ]);
+    assert!(!ok && text.contains("/nonexistent/adapter"), "{text}");
+}

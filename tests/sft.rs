@@ -2,6 +2,8 @@
 //! not matter, the loss falls, an interrupted run resumes exactly, and the saved adapter
 //! reproduces the trained model.
 
+mod common;
+
 use agentbench_tuning::model::{
     Architecture, Decoder, LoraConfig, Mode, ModelConfig, Padding, TokenBatch,
 };
@@ -221,7 +223,7 @@ fn changing_a_masked_token_label_changes_nothing() {
     let ex = examples(4, 1);
     let trainer =
         SftTrainer::new(model(), ex.clone(), vec![], sft_config(), 0, dir.path()).unwrap();
-    let base = trainer.loss_on(&ex).unwrap();
+    let base = trainer.loss_on(&ex, Mode::Eval).unwrap();
     // The trailing token is a target of the loss computation but masked, and no trained token
     // sees it: whatever it is, the loss is the same.
     let mut changed = ex.clone();
@@ -229,12 +231,12 @@ fn changing_a_masked_token_label_changes_nothing() {
         let last = e.ids.len() - 1;
         e.ids[last] = (e.ids[last] + 17) % 97;
     }
-    let same = trainer.loss_on(&changed).unwrap();
+    let same = trainer.loss_on(&changed, Mode::Eval).unwrap();
     assert!((base - same).abs() < 1e-9, "{base} vs {same}");
     let mut trained = ex.clone();
     let t = trained[0].mask.iter().position(|&m| m == 1).unwrap();
     trained[0].ids[t] = (trained[0].ids[t] + 1) % 97;
-    assert!((base - trainer.loss_on(&trained).unwrap()).abs() > 1e-6);
+    assert!((base - trainer.loss_on(&trained, Mode::Eval).unwrap()).abs() > 1e-6);
 }
 
 #[test]
@@ -258,6 +260,12 @@ fn training_lowers_the_held_out_loss() {
     let before = trainer.eval_loss().unwrap();
     let metrics = trainer.train(None, |_| {}).unwrap();
     let after = trainer.eval_loss().unwrap();
+    // B starts at zero, so the untrained adapter is the base model; training leaves the base alone.
+    let base = trainer.base_eval_loss().unwrap();
+    assert!(
+        (base - before).abs() < 1e-6,
+        "base {base} vs untrained {before}"
+    );
     assert_eq!(metrics.len(), 30);
     // The random model's frozen output head is small, so no adapter can make it confident:
     // the reachable drop is about half a nat (ln 97 = 4.57 is uniform).
@@ -373,4 +381,81 @@ fn epochs_are_reshuffled_and_packed_within_the_limit() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..30).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_loss_view_marks_exactly_the_trained_tokens() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let tokenizer = agentbench_tuning::chat::Tokenizer::from_gguf(&path).unwrap();
+    use agentbench_tuning::chat::{Conversation, Message};
+    let record = agentbench_tuning::data::SftRecord {
+        conversation: Conversation::new(vec![
+            Message::user("How many rows?"),
+            Message::assistant("Action: Operation\n```sql\nSELECT COUNT(*) FROM t\n```"),
+            Message::user("[(3,)]"),
+            Message::assistant("Action: Answer\nFinal Answer: [\"3\"]"),
+        ]),
+        source: "test".into(),
+        kind: "counting".into(),
+        protocol: None,
+    };
+    let (ex, skipped) =
+        agentbench_tuning::train::encode_records(std::slice::from_ref(&record), &tokenizer, 512)
+            .unwrap();
+    assert_eq!(skipped, 0);
+    let view = ex[0].view(&tokenizer).unwrap();
+    assert_eq!(
+        (view.tokens, view.trained),
+        (ex[0].ids.len(), ex[0].trained())
+    );
+    // Spans alternate, and together they are the whole text.
+    assert!(view.spans.windows(2).all(|w| w[0].0 != w[1].0));
+    let whole: String = view.spans.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(whole, tokenizer.decode(&ex[0].ids, false).unwrap());
+    let trained: String = view
+        .spans
+        .iter()
+        .filter(|(t, _)| *t)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert!(trained.contains("SELECT COUNT(*) FROM t"), "{trained}");
+    assert!(trained.contains("Final Answer"));
+    assert!(!trained.contains("How many rows") && !trained.contains("[(3,)]"));
+    assert!(view.to_text().contains("⟦"));
+}
+
+#[test]
+fn records_are_truncated_at_turn_ends_and_skipped_when_no_reply_fits() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let tokenizer = agentbench_tuning::chat::Tokenizer::from_gguf(&path).unwrap();
+    use agentbench_tuning::chat::{Conversation, Message};
+    let record = |first_reply: &str| agentbench_tuning::data::SftRecord {
+        conversation: Conversation::new(vec![
+            Message::user("How many rows?"),
+            Message::assistant(first_reply),
+            Message::user("[(3,)]"),
+            Message::assistant("Action: Answer\nFinal Answer: [\"3\"]"),
+        ]),
+        source: "test".into(),
+        kind: "counting".into(),
+        protocol: None,
+    };
+    let short = record("Action: Operation\n```sql\nSELECT COUNT(*) FROM t\n```");
+    let long = record(&"SELECT 1; ".repeat(200));
+    let encode = |r: &[agentbench_tuning::data::SftRecord], max| {
+        agentbench_tuning::train::encode_records(r, &tokenizer, max).unwrap()
+    };
+    let (whole, _) = encode(std::slice::from_ref(&short), 512);
+    let full = whole[0].ids.len();
+    // A limit inside the last reply keeps the first exchange only; one inside the first reply
+    // skips the record instead of failing the run.
+    let (cut, skipped) = encode(&[short.clone(), long], full - 3);
+    assert_eq!(skipped, 1);
+    assert_eq!(cut.len(), 1);
+    assert!(cut[0].ids.len() < full - 3 && cut[0].trained() > 0);
+    assert_eq!(cut[0].ids[..], whole[0].ids[..cut[0].ids.len()]);
 }

@@ -12,7 +12,6 @@ use agentbench_tuning::generate::{ChatModel, GenerateOptions, Sampling};
 use agentbench_tuning::model::ModelSource;
 use agentbench_tuning::system::{self, SystemReport};
 use agentbench_tuning::{Error, Result};
-use candle_core::DType;
 use clap::{Args, Parser, Subcommand};
 
 /// Fine-tune small chat models into better AgentBench agents.
@@ -40,6 +39,31 @@ enum Command {
     /// Phase 03: LoRA SFT on `<run>/01_data/sft.jsonl` (`<run>/03_sft/adapter/`); resumes
     /// from the last checkpoint unless `--fresh`.
     Sft(SftArgs),
+    /// The quick held-out score: the base model, or the base with `--adapter`, plays held-out
+    /// synthetic DB tasks and household games (`<run>/eval/quick_<label>.json`); `--against`
+    /// compares with an earlier score of the same tasks.
+    QuickScore(QuickScoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct QuickScoreArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A PEFT adapter directory (e.g. `<run>/03_sft/adapter`); the base model when absent.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Name of this score (`base`, or the adapter's phase directory name).
+    #[arg(long)]
+    label: Option<String>,
+    /// Held-out DB tasks (the profile's default otherwise).
+    #[arg(long)]
+    db: Option<usize>,
+    /// Held-out household games (the profile's default otherwise).
+    #[arg(long)]
+    household: Option<usize>,
+    /// An earlier score's JSON to compare with, task by task.
+    #[arg(long)]
+    against: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +199,7 @@ fn main() -> ExitCode {
         Command::Data(args) => data(&args),
         Command::Prompts(args) => prompts(&args),
         Command::Sft(args) => sft(&args),
+        Command::QuickScore(args) => quick_score(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -218,11 +243,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
         (None, None) => return Err(Error::Generate("give --prompt or --messages".into())),
     };
     let device = system::device()?;
-    let dtype = if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::BF16
-    };
+    let dtype = system::default_dtype(&device);
     let mut model = ChatModel::load(
         &ModelSource::parse(&args.model),
         args.adapter.as_deref(),
@@ -257,13 +278,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
 fn data(args: &DataArgs) -> Result<()> {
     let ctx = args.run.context()?;
     let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: path.clone(),
-                source,
-            })?
-        }
+        Some(path) => agentbench_tuning::io::read_json(path)?,
         None => DataConfig::for_profile(ctx.profile),
     };
     config.spider = args.spider.clone().or(config.spider);
@@ -329,13 +344,7 @@ fn sft(args: &SftArgs) -> Result<()> {
     use agentbench_tuning::train::{SftConfig, sft_trainer};
     let ctx = args.run.context()?;
     let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: path.clone(),
-                source,
-            })?
-        }
+        Some(path) => agentbench_tuning::io::read_json(path)?,
         None => SftConfig::for_profile(ctx.profile),
     };
     if args.max_steps.is_some() {
@@ -345,11 +354,7 @@ fn sft(args: &SftArgs) -> Result<()> {
     let source = ctx.profile.model_source();
     let tokenizer = Tokenizer::load(&source)?;
     let device = system::device()?;
-    let dtype = if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::BF16
-    };
+    let dtype = system::default_dtype(&device);
     let model = Decoder::load(&source, &device, dtype)?;
     let dir = ctx.phase_dir("03_sft");
     let (mut trainer, skipped) =
@@ -361,18 +366,58 @@ fn sft(args: &SftArgs) -> Result<()> {
         println!("{skipped} records had no trained token left within max_len and were skipped");
     }
     let total = trainer.total_steps();
-    trainer.train(None, |m| {
-        let eval = m
-            .eval_loss
-            .map(|e| format!(" eval {e:.4}"))
-            .unwrap_or_default();
-        println!(
-            "step {:>4}/{total} loss {:.4}{eval} lr {:.2e} grad-norm {:.3} {:.0} tok/s {:.0} MB",
-            m.step, m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.memory_mb
-        );
-    })?;
+    trainer.train(None, |m| println!("{}", m.line(total)))?;
     let adapter = dir.join("adapter");
     trainer.save_adapter(&adapter, ctx.profile.base_model())?;
     println!("adapter -> {}", adapter.display());
+    Ok(())
+}
+
+/// `abt quick-score`.
+fn quick_score(args: &QuickScoreArgs) -> Result<()> {
+    use agentbench_tuning::eval::{QuickConfig, QuickScore, compare};
+    use agentbench_tuning::io::{read_json, write_json};
+
+    use agentbench_tuning::model::{Decoder, Mode};
+    let ctx = args.run.context()?;
+    let mut config = QuickConfig::for_profile(ctx.profile);
+    config.db = args.db.unwrap_or(config.db);
+    config.household = args.household.unwrap_or(config.household);
+    let source = ctx.profile.model_source();
+    let tokenizer = Tokenizer::load(&source)?;
+    let device = system::device()?;
+    let dtype = system::default_dtype(&device);
+    let mut model = Decoder::load(&source, &device, dtype)?;
+    let mode = match &args.adapter {
+        Some(dir) => {
+            model.load_adapter(dir)?;
+            Mode::Eval
+        }
+        None => Mode::Reference,
+    };
+    let label = match (&args.label, &args.adapter) {
+        (Some(label), _) => label.clone(),
+        (None, None) => "base".into(),
+        (None, Some(dir)) => dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned()),
+    };
+    let tasks = config.tasks()?;
+    let score =
+        agentbench_tuning::eval::quick_score(&label, &model, &tokenizer, &tasks, &config, mode)?;
+    print!("{}", score.table()?);
+    let path = ctx.run_dir.join("eval").join(format!("quick_{label}.json"));
+    write_json(&path, &score)?;
+    println!(
+        "{} tasks in {:.0} s -> {}",
+        tasks.len(),
+        score.seconds,
+        path.display()
+    );
+    if let Some(other) = &args.against {
+        let other: QuickScore = read_json(other)?;
+        print!("{}", compare(&other, &score)?.table());
+    }
     Ok(())
 }

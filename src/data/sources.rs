@@ -54,11 +54,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, hint: &str) -> Result<
             hint: hint.to_string(),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::io::read_json(path)
 }
 
 /// The SQLite file of `db_id` under `databases`, which must exist.

@@ -5,4 +5,6 @@
 
 pub mod quick;
 
-pub use quick::{PairedComparison, QuickConfig, QuickScore, TaskResult, compare, quick_score};
+pub use quick::{
+    PairedComparison, QuickConfig, QuickScore, TaskResult, compare, kind_chart, quick_score,
+};

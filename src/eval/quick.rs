@@ -64,7 +64,7 @@ impl QuickConfig {
                 protocol: data.protocols[0],
                 household_example: data.household_example,
                 batch: 12,
-                max_new_tokens: 96,
+                max_new_tokens: 160,
                 db_turns: 4,
                 household_turns: 10,
                 max_context: 2048,
@@ -292,6 +292,29 @@ pub fn quick_score(
         results: slots.into_iter().flatten().collect(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Success per task kind, one bar series per score (`db/…` kinds first, then household).
+pub fn kind_chart(scores: &[&QuickScore]) -> Result<crate::plot::Svg> {
+    let mut keys: Vec<(String, String)> = scores
+        .iter()
+        .flat_map(|s| s.by_kind().into_keys())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut chart = crate::plot::BarChart::new("quick score: solved per task kind (%)")
+        .categories(keys.iter().map(|(_, kind)| kind.clone()));
+    for score in scores {
+        let by_kind = score.by_kind();
+        chart = chart.series(
+            score.label.clone(),
+            keys.iter().map(|k| match by_kind.get(k) {
+                Some(&(solved, played)) if played > 0 => 100.0 * solved as f64 / played as f64,
+                _ => 0.0,
+            }),
+        );
+    }
+    chart.render()
 }
 
 /// Two models on the same tasks, pair by pair.

@@ -23,6 +23,76 @@ impl SftExample {
     pub fn trained(&self) -> usize {
         self.mask.iter().filter(|&&m| m == 1).count()
     }
+
+    /// The example as the trainer sees it: its text cut into spans with and without loss.
+    pub fn view(&self, tokenizer: &Tokenizer) -> Result<LossView> {
+        let mut spans: Vec<(bool, String)> = Vec::new();
+        let mut start = 0;
+        for end in 1..=self.ids.len() {
+            if end == self.ids.len() || self.mask[end] != self.mask[start] {
+                let text = tokenizer.decode(&self.ids[start..end], false)?;
+                spans.push((self.mask[start] == 1, text));
+                start = end;
+            }
+        }
+        Ok(LossView {
+            spans,
+            tokens: self.ids.len(),
+            trained: self.trained(),
+        })
+    }
+}
+
+/// An example's text with the tokens that carry loss marked (shown green in notebooks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossView {
+    /// Consecutive spans: (trained, text).
+    pub spans: Vec<(bool, String)>,
+    /// Tokens in the example.
+    pub tokens: usize,
+    /// Tokens with loss.
+    pub trained: usize,
+}
+
+impl LossView {
+    /// Plain text with trained spans between `⟦` and `⟧`.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("{} tokens, {} with loss\n", self.tokens, self.trained);
+        for (trained, text) in &self.spans {
+            if *trained {
+                out.push('⟦');
+                out.push_str(text);
+                out.push('⟧');
+            } else {
+                out.push_str(text);
+            }
+        }
+        out
+    }
+}
+
+impl crate::display::Show for LossView {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        use crate::display::escape_html;
+        let mut html = format!(
+            "<div style=\"font-size:13px\"><b>{} tokens, {} with loss</b> \
+             (<span style=\"background:#c8f0c8\">green</span>: trained; grey: context)</div>\
+             <pre style=\"white-space:pre-wrap;max-height:420px;overflow:auto;\
+             font-size:12px;color:#777\">",
+            self.tokens, self.trained
+        );
+        for (trained, text) in &self.spans {
+            if *trained {
+                html.push_str("<span style=\"background:#c8f0c8;color:#111\">");
+                html.push_str(&escape_html(text));
+                html.push_str("</span>");
+            } else {
+                html.push_str(&escape_html(text));
+            }
+        }
+        html.push_str("</pre>");
+        vec![("text/html", html), ("text/plain", self.to_text())]
+    }
 }
 
 /// Encodes records with the chat template, truncated to `max_len` tokens (later turns are
@@ -33,7 +103,8 @@ pub fn encode_records(
     tokenizer: &Tokenizer,
     max_len: usize,
 ) -> Result<(Vec<SftExample>, usize)> {
-    let options = EncodeOptions {
+    let whole = EncodeOptions::default();
+    let truncated = EncodeOptions {
         max_len: Some(max_len),
         truncation: Truncation::DropTurns,
         ..EncodeOptions::default()
@@ -41,7 +112,15 @@ pub fn encode_records(
     let mut out = Vec::with_capacity(records.len());
     let mut skipped = 0;
     for r in records {
-        let e = tokenizer.encode_conversation(&r.conversation, &options)?;
+        let mut e = tokenizer.encode_conversation(&r.conversation, &whole)?;
+        if e.ids.len() > max_len {
+            // Truncation keeps whole turns; a record whose first reply does not fit keeps none.
+            if e.turns.first().is_none_or(|t| t.tokens.1 > max_len) {
+                skipped += 1;
+                continue;
+            }
+            e = tokenizer.encode_conversation(&r.conversation, &truncated)?;
+        }
         if e.num_trained() == 0 || e.ids.len() < 2 {
             skipped += 1;
             continue;
@@ -100,6 +179,26 @@ impl MicroBatch {
             }
         }
         Ok((batch, positions))
+    }
+
+    /// One line per row: the examples packed in it, its tokens, its trained tokens and the
+    /// padding it gets in a batch as long as its longest row.
+    pub fn table(&self, examples: &[SftExample]) -> Result<crate::table::Table> {
+        let len = |row: &Vec<usize>| row.iter().map(|&i| examples[i].ids.len()).sum::<usize>();
+        let longest = self.rows.iter().map(len).max().unwrap_or(0);
+        let mut t = crate::table::Table::new(["row", "examples", "tokens", "trained", "padding"])
+            .with_title("a micro-batch");
+        for (r, row) in self.rows.iter().enumerate() {
+            let trained: usize = row.iter().map(|&i| examples[i].trained()).sum();
+            t.push_row([
+                r.to_string(),
+                format!("{row:?}"),
+                len(row).to_string(),
+                trained.to_string(),
+                (longest - len(row)).to_string(),
+            ])?;
+        }
+        Ok(t)
     }
 
     /// Tokens with loss in this micro-batch.

@@ -10,7 +10,9 @@ pub mod optim;
 pub mod schedule;
 pub mod sft;
 
-pub use data::{MicroBatch, SftExample, encode_records, epoch_batches};
+pub use data::{LossView, MicroBatch, SftExample, encode_records, epoch_batches};
 pub use optim::{AdamW, AdamWParams};
 pub use schedule::CosineSchedule;
-pub use sft::{SftConfig, SftTrainer, StepMetrics, sft_trainer, split_examples};
+pub use sft::{
+    SftConfig, SftTrainer, StepMetrics, loss_chart, schedule_chart, sft_trainer, split_examples,
+};
