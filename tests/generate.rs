@@ -6,7 +6,8 @@ mod common;
 use agentbench_tuning::chat::{Conversation, Message, RenderOptions, Tokenizer};
 use agentbench_tuning::env::{Environment, Step};
 use agentbench_tuning::generate::{
-    EpisodeEnd, FinishReason, GenerateOptions, RolloutOptions, Sampling, generate, rollout,
+    EpisodeEnd, FinishReason, GenerateOptions, GenerationSession, RolloutOptions, Sampling,
+    generate, rollout,
 };
 use agentbench_tuning::model::{
     Architecture, Decoder, Mode, ModelConfig, ModelSource, Padding, TokenBatch,
@@ -60,6 +61,76 @@ fn cached_greedy_equals_recomputation_on_every_architecture() {
             assert_eq!(g.ids, greedy_without_cache(&model, prompt, 12), "{name}");
             assert_eq!(g.finish, FinishReason::Length);
         }
+    }
+}
+
+#[test]
+fn a_session_reuses_its_cache_across_calls_and_equals_fresh_generation() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_gguf(&path).unwrap();
+    let same = |a: &[agentbench_tuning::generate::Generation],
+                b: &[agentbench_tuning::generate::Generation],
+                what: &str| {
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!((&x.ids, x.finish), (&y.ids, y.finish), "{what}");
+            for (p, q) in x.logprobs.iter().zip(&y.logprobs) {
+                assert!((p - q).abs() < 1e-4, "{what}: {p} vs {q}");
+            }
+        }
+        assert_eq!(a.len(), b.len());
+    };
+    for name in ["llama", "qwen2", "qwen3"] {
+        let model = tiny(name);
+        let p0 = vec![17u32, 5, 99, 3, 64];
+        let p1 = vec![8u32, 120, 7, 7];
+        let p2 = vec![40u32; 9];
+        // A stop id that ends sequence 1 early while the others run on, so finished sequences
+        // must keep their cache while the batch goes on.
+        let probe = generate(
+            &model,
+            &tokenizer,
+            std::slice::from_ref(&p1),
+            &run_to_length(8),
+        );
+        let probe = probe.unwrap();
+        let options = GenerateOptions {
+            stop_token_ids: vec![probe[0].ids[2]],
+            ..GenerateOptions::greedy(8)
+        };
+        let mut session = GenerationSession::new(&model);
+        let first = session
+            .generate(&tokenizer, &[(0, &p0), (1, &p1), (2, &p2)], &options)
+            .unwrap();
+        let fresh = generate(
+            &model,
+            &tokenizer,
+            &[p0.clone(), p1.clone(), p2.clone()],
+            &options,
+        );
+        same(&first, &fresh.unwrap(), name);
+        assert_eq!(first[1].finish, FinishReason::StopToken);
+        let used = session.cached_positions();
+
+        // Turn 2: sequence 0 goes on after its reply, sequence 1 diverges inside its cached
+        // prefix, sequence 2 leaves and a new sequence 3 joins.
+        let p0b = [&p0[..], &first[0].ids, &[5, 6, 2]].concat();
+        let p1b = [&p1[..2], &[9, 9, 9][..]].concat();
+        let p3 = vec![1u32, 2, 3];
+        let second = session
+            .generate(&tokenizer, &[(0, &p0b), (1, &p1b), (3, &p3)], &options)
+            .unwrap();
+        let fresh = generate(&model, &tokenizer, &[p0b.clone(), p1b, p3], &options).unwrap();
+        same(&second, &fresh, name);
+        // Only the new tokens were prefilled: the block is far shorter than the prompts.
+        assert!(session.cached_positions() - used < p0b.len() + 8, "{name}");
+
+        // Turn 3: the same prompt again (everything cached) still gets its logits.
+        let third = session
+            .generate(&tokenizer, &[(0, &p0b)], &options)
+            .unwrap();
+        same(&third, &fresh[..1], name);
     }
 }
 

@@ -11,6 +11,6 @@ pub mod rollout;
 pub mod sampling;
 
 pub use chat_model::ChatModel;
-pub use generator::{FinishReason, GenerateOptions, Generation, generate};
+pub use generator::{FinishReason, GenerateOptions, Generation, GenerationSession, generate};
 pub use rollout::{Episode, EpisodeEnd, RolloutOptions, rollout};
 pub use sampling::Sampling;

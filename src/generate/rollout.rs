@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::generator::{FinishReason, GenerateOptions, Generation, generate};
+use super::generator::{FinishReason, GenerateOptions, Generation, GenerationSession};
 use crate::chat::{Conversation, Message, RenderOptions, Tokenizer};
 use crate::env::Environment;
 use crate::error::{Error, Result};
@@ -136,6 +136,8 @@ pub fn rollout<E: Environment>(
         episode.append(&tokens, None);
         episodes.push(episode);
     }
+    // Each turn prefills only what the episode gained since its last reply.
+    let mut session = GenerationSession::new(decoder);
     let mut open: Vec<usize> = (0..envs.len()).collect();
     for turn in 0..options.max_turns {
         let budget = options.generate.max_new_tokens;
@@ -149,12 +151,15 @@ pub fn rollout<E: Environment>(
         if open.is_empty() {
             break;
         }
-        let prompts: Vec<Vec<u32>> = open.iter().map(|&i| episodes[i].tokens.clone()).collect();
+        let requests: Vec<(usize, &[u32])> = open
+            .iter()
+            .map(|&i| (i, episodes[i].tokens.as_slice()))
+            .collect();
         let gen_options = GenerateOptions {
             seed: options.generate.seed.wrapping_add(turn as u64 * 1_000_003),
             ..options.generate.clone()
         };
-        let replies = generate(decoder, tokenizer, &prompts, &gen_options)?;
+        let replies = session.generate(tokenizer, &requests, &gen_options)?;
         let mut still_open = Vec::with_capacity(open.len());
         for (&i, reply) in open.iter().zip(replies) {
             let episode = &mut episodes[i];

@@ -97,11 +97,99 @@ impl KvCache {
         self.len += t;
     }
 
+    /// Rearranges the sequences: row `i` becomes old row `rows[i]`, or an empty one for `None`.
+    pub fn gather_rows(&mut self, rows: &[Option<u32>]) -> Result<()> {
+        if rows.iter().all(Option::is_some) {
+            let rows: Vec<u32> = rows.iter().flatten().copied().collect();
+            if rows.iter().enumerate().all(|(i, &r)| i as u32 == r) && rows.len() == self.batch {
+                return Ok(());
+            }
+            return self.force_select(&rows);
+        }
+        // An empty row appended after the last one stands for every `None`.
+        let empty = self.batch as u32;
+        let index: Vec<u32> = rows.iter().map(|r| r.unwrap_or(empty)).collect();
+        for (k, v) in &mut self.layers {
+            let (_, heads, cap, dim) = k.dims4()?;
+            let zeros = Tensor::zeros((1, heads, cap, dim), k.dtype(), k.device())?;
+            *k = Tensor::cat(&[&*k, &zeros], 0)?;
+            *v = Tensor::cat(&[&*v, &zeros], 0)?;
+        }
+        self.batch += 1;
+        self.force_select(&index)
+    }
+
+    /// Makes room for `extra` more positions, reallocating (with headroom) when full.
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        let need = self.len + extra;
+        if need <= self.capacity {
+            return Ok(());
+        }
+        let capacity = need.max(self.capacity + self.capacity / 2);
+        for (k, v) in &mut self.layers {
+            let (b, heads, _, dim) = k.dims4()?;
+            for t in [k, v] {
+                let grown = Tensor::zeros((b, heads, capacity, dim), t.dtype(), t.device())?;
+                grown.slice_set(&t.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                *t = grown;
+            }
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+
+    /// A cache of its own holding a copy of the sequences `rows` (same capacity and length).
+    pub fn copy_rows(&self, rows: &[u32]) -> Result<Self> {
+        let mut part = Self {
+            layers: self.layers.clone(),
+            capacity: self.capacity,
+            len: self.len,
+            batch: self.batch,
+        };
+        part.force_select(rows)?;
+        Ok(part)
+    }
+
+    /// Stacks caches of one capacity along the batch, in order. The result is as long as the
+    /// longest part: a shorter part's sequences hold nothing in the positions after its own
+    /// length, which their attention masks must exclude.
+    pub fn stack(parts: Vec<Self>) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            return Err(Error::Generate("no caches to stack".into()));
+        };
+        let capacity = first.capacity;
+        if parts.iter().any(|p| p.capacity != capacity) {
+            return Err(Error::Generate("stacked caches differ in capacity".into()));
+        }
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let len = parts.iter().map(|p| p.len).max().unwrap_or(0);
+        let batch = parts.iter().map(|p| p.batch).sum();
+        let layers = (0..first.layers.len())
+            .map(|l| {
+                let keys: Vec<&Tensor> = parts.iter().map(|p| &p.layers[l].0).collect();
+                let values: Vec<&Tensor> = parts.iter().map(|p| &p.layers[l].1).collect();
+                Ok((Tensor::cat(&keys, 0)?, Tensor::cat(&values, 0)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            capacity,
+            len,
+            batch,
+        })
+    }
+
     /// Keeps only the sequences `rows` (in that order), e.g. to drop finished ones.
     pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
         if rows.len() == self.batch {
             return Ok(());
         }
+        self.force_select(rows)
+    }
+
+    fn force_select(&mut self, rows: &[u32]) -> Result<()> {
         let device = self.layers.first().map(|(k, _)| k.device().clone());
         let Some(device) = device else {
             self.batch = rows.len();
