@@ -203,6 +203,67 @@ fn adapters_round_trip_through_the_peft_layout() {
     assert_eq!(max_diff_on_real_tokens(&before, &after, &exp.mask), 0.0);
 }
 
+/// Gives every adapter of `model` random values (fresh B is zero).
+fn randomize_adapters(model: &Decoder, scale: f64) {
+    for var in model.trainable_vars() {
+        let t = var.as_tensor().randn_like(0.0, scale).unwrap();
+        var.set(&t).unwrap();
+    }
+}
+
+#[test]
+fn merged_then_new_adapters_save_as_one_stacked_adapter_for_the_base() {
+    let exp = expected("qwen3");
+    let mut model = load("qwen3");
+    let first = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        seed: 3,
+        targets: vec![Target::Q, Target::V, Target::Down],
+        ..LoraConfig::default()
+    };
+    model.add_lora(&first).unwrap();
+    randomize_adapters(&model, 0.1);
+    let with_first = model.forward(&exp.batch, Mode::Eval).unwrap();
+    model.merge_lora().unwrap();
+    assert!(model.lora_config().is_none());
+    assert_eq!(model.merged_lora().map(|(r, _)| r), Some(4));
+    // The merged model is the new reference.
+    let merged = model.forward(&exp.batch, Mode::Reference).unwrap();
+    let diff = max_diff_on_real_tokens(&with_first, &merged, &exp.mask);
+    assert!(diff < 1e-4, "merging changed the logits by {diff}");
+
+    let second = LoraConfig {
+        r: 2,
+        alpha: 6.0,
+        seed: 5,
+        targets: vec![Target::Q, Target::K, Target::Up],
+        ..LoraConfig::default()
+    };
+    model.add_lora(&second).unwrap();
+    randomize_adapters(&model, 0.1);
+    let both = model.forward(&exp.batch, Mode::Eval).unwrap();
+    assert!(max_diff_on_real_tokens(&both, &merged, &exp.mask) > 1e-3);
+
+    let dir = tempfile::tempdir().unwrap();
+    model
+        .save_adapter(dir.path(), "tests/fixtures/model/qwen3")
+        .unwrap();
+    let mut reloaded = load("qwen3");
+    let config = reloaded.load_adapter(dir.path()).unwrap();
+    assert_eq!((config.r, config.alpha), (6, 6.0));
+    assert_eq!(
+        config.targets,
+        vec![Target::Q, Target::K, Target::V, Target::Up, Target::Down]
+    );
+    let after = reloaded.forward(&exp.batch, Mode::Eval).unwrap();
+    let diff = max_diff_on_real_tokens(&both, &after, &exp.mask);
+    assert!(diff < 1e-4, "stacked adapter differs by {diff}");
+    // Merging with nothing attached is an error, not a silent no-op.
+    let mut plain = load("qwen3");
+    assert!(plain.merge_lora().is_err());
+}
+
 #[test]
 fn merged_export_reloads_as_a_plain_model_with_the_same_logits() {
     let mut model = load("llama");

@@ -59,6 +59,8 @@ pub struct Projection {
     weight: Tensor,
     bias: Option<Tensor>,
     lora: Option<LoraPair>,
+    /// Adapters already merged into `weight`, stacked: `A` `[r, in]` and `scale·B` `[out, r]`.
+    merged: Option<(Tensor, Tensor)>,
 }
 
 impl Projection {
@@ -67,6 +69,7 @@ impl Projection {
             weight,
             bias,
             lora: None,
+            merged: None,
         }
     }
 
@@ -78,6 +81,11 @@ impl Projection {
     /// The adapter on this projection, if any.
     pub fn lora(&self) -> Option<&LoraPair> {
         self.lora.as_ref()
+    }
+
+    /// The adapters merged into the weight, stacked as `(A [r, in], scale·B [out, r])`.
+    pub fn merged(&self) -> Option<(&Tensor, &Tensor)> {
+        self.merged.as_ref().map(|(a, b)| (a, b))
     }
 
     /// Applies the projection to `x` `[.., in]`.
@@ -169,6 +177,8 @@ pub struct Decoder {
     lm_head: Option<Tensor>,
     inv_freq: Tensor,
     lora: Option<LoraConfig>,
+    /// Adapters merged into the base weights: their stacked rank and targets.
+    merged: Option<(usize, Vec<Target>)>,
     device: Device,
     dtype: DType,
     checkpointing: bool,
@@ -285,6 +295,7 @@ impl Decoder {
             lm_head,
             inv_freq,
             lora: None,
+            merged: None,
             device: device.clone(),
             dtype,
             checkpointing: false,
@@ -365,6 +376,58 @@ impl Decoder {
             }
         }
         self.lora = None;
+    }
+
+    /// Folds the adapters into the base weights (`W += scale·B A`, in the weights' dtype) and
+    /// detaches them: the merged model is the new base, so [`Mode::Reference`] now means it (the
+    /// DPO/GRPO reference when training on top of an SFT adapter). The merged adapters are kept
+    /// aside, stacked, so that [`Decoder::save_adapter`] still writes adapters for the original
+    /// base.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        let Some(config) = self.lora.take() else {
+            return Err(Error::Adapter("the model has no adapters to merge".into()));
+        };
+        let (old_rank, old_targets) = self.merged.take().unwrap_or((0, Vec::new()));
+        let targets: Vec<Target> = Target::ALL
+            .into_iter()
+            .filter(|t| old_targets.contains(t) || config.targets.contains(t))
+            .collect();
+        for layer in &mut self.layers {
+            for &target in &targets {
+                let proj = layer.projection_mut(target);
+                let (out_dim, in_dim) = proj.weight.dims2()?;
+                let device = proj.weight.device().clone();
+                let (old_a, old_b) = match proj.merged.take() {
+                    Some(stack) => stack,
+                    None => (
+                        Tensor::zeros((old_rank, in_dim), DType::F32, &device)?,
+                        Tensor::zeros((out_dim, old_rank), DType::F32, &device)?,
+                    ),
+                };
+                let (a, b) = match proj.lora.take() {
+                    Some(pair) => {
+                        let delta = pair.delta()?;
+                        proj.weight = (proj.weight.to_dtype(DType::F32)? + delta)?
+                            .to_dtype(proj.weight.dtype())?;
+                        let a = pair.a.as_tensor().to_dtype(DType::F32)?;
+                        let b = (pair.b.as_tensor().to_dtype(DType::F32)? * pair.scale())?;
+                        (a, b)
+                    }
+                    None => (
+                        Tensor::zeros((config.r, in_dim), DType::F32, &device)?,
+                        Tensor::zeros((out_dim, config.r), DType::F32, &device)?,
+                    ),
+                };
+                proj.merged = Some((Tensor::cat(&[old_a, a], 0)?, Tensor::cat(&[old_b, b], 1)?));
+            }
+        }
+        self.merged = Some((old_rank + config.r, targets));
+        Ok(())
+    }
+
+    /// The stacked rank and targets of the adapters merged by [`Decoder::merge_lora`].
+    pub fn merged_lora(&self) -> Option<(usize, &[Target])> {
+        self.merged.as_ref().map(|(r, t)| (*r, t.as_slice()))
     }
 
     /// Every adapter as `(layer, target, pair)`, in layer then target order.

@@ -87,22 +87,15 @@ pub(crate) fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8
 
 impl Decoder {
     /// Writes the adapters to `dir` in PEFT's layout; `base_model` is recorded as
-    /// `base_model_name_or_path` (a hub id or path PEFT can load the base from).
+    /// `base_model_name_or_path` (a hub id or path PEFT can load the base from). Adapters merged
+    /// earlier ([`Decoder::merge_lora`]) are written too, stacked with the attached ones into
+    /// one adapter of their summed rank (`B = [s₁B₁ | s₂B₂]`, `A = [A₁; A₂]`, α = r), so the
+    /// file applies to the original base model.
     pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
-        let Some(config) = self.lora_config() else {
-            return Err(Error::Adapter("the model has no adapters to save".into()));
+        let (config, tensors) = match self.merged_lora() {
+            None => self.attached_adapter()?,
+            Some((rank, targets)) => self.stacked_adapter(rank, targets)?,
         };
-        let mut tensors = Vec::new();
-        for (layer, target, pair) in self.lora_pairs() {
-            tensors.push((
-                peft_tensor_name(layer, target, false),
-                pair.a.as_tensor().to_device(&Device::Cpu)?,
-            ));
-            tensors.push((
-                peft_tensor_name(layer, target, true),
-                pair.b.as_tensor().to_device(&Device::Cpu)?,
-            ));
-        }
         let peft = PeftConfig {
             peft_type: "LORA".into(),
             task_type: Some("CAUSAL_LM".into()),
@@ -133,6 +126,90 @@ impl Decoder {
             .map_err(|e| Error::Adapter(format!("serialising adapter config: {e}")))?;
         write_atomic(&dir.join(ADAPTER_WEIGHTS), &safetensors_bytes(tensors)?)?;
         write_atomic(&dir.join(ADAPTER_CONFIG), text.as_bytes())
+    }
+
+    /// The attached adapters as saved: their configuration and PEFT-named tensors.
+    fn attached_adapter(&self) -> Result<(LoraConfig, Vec<(String, Tensor)>)> {
+        let Some(config) = self.lora_config() else {
+            return Err(Error::Adapter("the model has no adapters to save".into()));
+        };
+        let mut tensors = Vec::new();
+        for (layer, target, pair) in self.lora_pairs() {
+            tensors.push((
+                peft_tensor_name(layer, target, false),
+                pair.a.as_tensor().to_device(&Device::Cpu)?,
+            ));
+            tensors.push((
+                peft_tensor_name(layer, target, true),
+                pair.b.as_tensor().to_device(&Device::Cpu)?,
+            ));
+        }
+        Ok((config.clone(), tensors))
+    }
+
+    /// Merged and attached adapters as one adapter of rank `merged_rank + r` with scale 1.
+    fn stacked_adapter(
+        &self,
+        merged_rank: usize,
+        merged_targets: &[Target],
+    ) -> Result<(LoraConfig, Vec<(String, Tensor)>)> {
+        let attached = self.lora_config();
+        let r_attached = attached.map_or(0, |c| c.r);
+        let rank = merged_rank + r_attached;
+        let targets: Vec<Target> = Target::ALL
+            .into_iter()
+            .filter(|t| {
+                merged_targets.contains(t) || attached.is_some_and(|c| c.targets.contains(t))
+            })
+            .collect();
+        let mut tensors = Vec::new();
+        for layer in 0..self.config().num_layers {
+            for &target in &targets {
+                let proj = self
+                    .projection(layer, target)
+                    .ok_or_else(|| Error::Adapter(format!("no layer {layer}")))?;
+                let (out_dim, in_dim) = proj.weight().dims2()?;
+                let zeros = |rows: usize, cols: usize| {
+                    Tensor::zeros((rows, cols), DType::F32, &Device::Cpu)
+                };
+                let (ma, mb) = match proj.merged() {
+                    Some((a, b)) => (a.to_device(&Device::Cpu)?, b.to_device(&Device::Cpu)?),
+                    None => (zeros(merged_rank, in_dim)?, zeros(out_dim, merged_rank)?),
+                };
+                let (la, lb) = match proj.lora() {
+                    Some(pair) => (
+                        pair.a
+                            .as_tensor()
+                            .to_dtype(DType::F32)?
+                            .to_device(&Device::Cpu)?,
+                        (pair
+                            .b
+                            .as_tensor()
+                            .to_dtype(DType::F32)?
+                            .to_device(&Device::Cpu)?
+                            * pair.scale())?,
+                    ),
+                    None => (zeros(r_attached, in_dim)?, zeros(out_dim, r_attached)?),
+                };
+                tensors.push((
+                    peft_tensor_name(layer, target, false),
+                    Tensor::cat(&[ma, la], 0)?,
+                ));
+                tensors.push((
+                    peft_tensor_name(layer, target, true),
+                    Tensor::cat(&[mb, lb], 1)?,
+                ));
+            }
+        }
+        let config = LoraConfig {
+            r: rank,
+            alpha: rank as f64,
+            dropout: attached.map_or(0.0, |c| c.dropout),
+            targets,
+            use_rslora: false,
+            seed: 0,
+        };
+        Ok((config, tensors))
     }
 
     /// Loads adapters saved by PEFT (or by [`Decoder::save_adapter`]), replacing any attached.
@@ -206,6 +283,14 @@ impl Decoder {
             };
             LoraPair::from_tensors(get(false)?, get(true)?, &config)
         })?;
+        Ok(config)
+    }
+
+    /// Loads an adapter and merges it into the weights ([`Decoder::merge_lora`]): the model a
+    /// later phase trains new adapters on, and whose adapters-off mode is its reference.
+    pub fn merge_adapter(&mut self, dir: &Path) -> Result<LoraConfig> {
+        let config = self.load_adapter(dir)?;
+        self.merge_lora()?;
         Ok(config)
     }
 
