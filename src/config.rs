@@ -3,7 +3,8 @@
 //! A profile is a named preset (`tiny` for CPU and CI, `colab-*` for the target models on Colab
 //! GPUs); later phases read their defaults from it. The context is read from the environment so
 //! the same notebook runs unchanged under CI, Colab and a local Jupyter:
-//! `ABT_PROFILE` (default `tiny`) and `ABT_RUN_DIR` (default `runs/interactive` in the checkout).
+//! `ABT_PROFILE` (default `tiny`), `ABT_RUN_DIR` (default `runs/interactive` in the checkout) and
+//! `ABT_SMOKE` (`1` for a smoke run: CI's setting, see [`RunContext::smoke`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -92,10 +93,14 @@ pub struct RunContext {
     pub profile: Profile,
     /// The run directory every phase reads from and writes to (`runs/<name>/`).
     pub run_dir: PathBuf,
+    /// A smoke run (`ABT_SMOKE=1`): trainers stop after a few steps and scores play a few tasks,
+    /// so CI executes every notebook end to end in minutes. Its numbers mean nothing.
+    pub smoke: bool,
 }
 
 impl RunContext {
-    /// Reads `ABT_PROFILE` and `ABT_RUN_DIR`, with defaults `tiny` and `runs/interactive`.
+    /// Reads `ABT_PROFILE`, `ABT_RUN_DIR` and `ABT_SMOKE`, with defaults `tiny`,
+    /// `runs/interactive` and off.
     pub fn from_env() -> Result<Self> {
         let profile = match std::env::var("ABT_PROFILE") {
             Ok(v) if !v.trim().is_empty() => v.parse().map_err(|e: Error| Error::InvalidEnv {
@@ -109,7 +114,25 @@ impl RunContext {
             Some(v) if !v.is_empty() => paths::resolve(PathBuf::from(v)),
             _ => paths::resolve("runs/interactive"),
         };
-        Ok(RunContext { profile, run_dir })
+        let smoke = match std::env::var("ABT_SMOKE") {
+            Ok(v) => match v.trim() {
+                "" | "0" | "false" => false,
+                "1" | "true" => true,
+                _ => {
+                    return Err(Error::InvalidEnv {
+                        name: "ABT_SMOKE",
+                        value: v.clone(),
+                        reason: "expected 1 or 0".into(),
+                    });
+                }
+            },
+            Err(_) => false,
+        };
+        Ok(RunContext {
+            profile,
+            run_dir,
+            smoke,
+        })
     }
 
     /// The directory of one phase inside the run, e.g. `phase_dir("01_data")`.
@@ -126,6 +149,7 @@ impl Show for RunContext {
                 ("profile", self.profile.to_string()),
                 ("base model", self.profile.base_model().to_string()),
                 ("run dir", self.run_dir.display().to_string()),
+                ("smoke run", self.smoke.to_string()),
             ],
         )
         .mime_bundle()

@@ -51,11 +51,11 @@ fn run(notebooks: &[&str]) -> Run {
         .iter()
         .map(|n| root().join("tests/notebooks").join(n))
         .collect();
-    run_paths(&paths)
+    run_paths(&paths, &[])
 }
 
-/// Runs notebooks given by path, in order, on the tiny profile.
-fn run_paths(notebooks: &[PathBuf]) -> Run {
+/// Runs notebooks given by path, in order, on the tiny profile, with extra runner flags.
+fn run_paths(notebooks: &[PathBuf], flags: &[&str]) -> Run {
     let python: PathBuf = root().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -69,6 +69,7 @@ fn run_paths(notebooks: &[PathBuf]) -> Run {
         .arg("--run-dir")
         .arg(run_dir.path())
         .args(["--profile", "tiny"])
+        .args(flags)
         .args(notebooks)
         .output()
         .expect("runner starts");
@@ -185,7 +186,8 @@ fn missing_notebook_is_a_usage_error() {
 }
 
 /// The pipeline's own notebooks (notebooks/*.ipynb, in name order) run headless on the tiny
-/// profile, as the main job runs them.
+/// profile, as the main job runs them, but as a smoke run: trainers take a few steps and scores
+/// play a few tasks (the main job's numbers are in the README).
 #[test]
 fn pipeline_notebooks_run_on_the_tiny_profile() {
     let mut notebooks: Vec<PathBuf> = std::fs::read_dir(root().join("notebooks"))
@@ -195,7 +197,7 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
         .collect();
     notebooks.sort();
     assert!(!notebooks.is_empty());
-    let run = run_paths(&notebooks);
+    let run = run_paths(&notebooks, &["--smoke"]);
     assert_eq!(run.code, 0, "{}", run.log());
     assert_eq!(
         run.last_line(),

@@ -345,7 +345,7 @@ fn sft(args: &SftArgs) -> Result<()> {
     let ctx = args.run.context()?;
     let mut config = match &args.config {
         Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => SftConfig::for_profile(ctx.profile),
+        None => SftConfig::for_run(&ctx),
     };
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;

@@ -93,6 +93,75 @@ impl Environment for TaskEnv {
     }
 }
 
+/// The graded score of a played task, in [−0.5, 1]: what best-of-N ranks samples by and GRPO
+/// rewards (method.md, 04). Success is 1. A DB answer that is wrong earns half its Jaccard
+/// overlap with the label (queries), a run out of rounds −0.25, a broken reply −0.5. A household
+/// game that is lost earns half the share of sub-goals reached, minus 0.5 when it ended on an
+/// invalid reply or a loop.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskScore {
+    /// Whether the environment scored the task solved.
+    pub success: bool,
+    /// The graded score.
+    pub score: f64,
+    /// Whether every reply kept to the protocol (no validation failure).
+    pub valid: bool,
+}
+
+impl TaskEnv {
+    /// The graded score of the episode played so far (an episode cut off before the
+    /// environment ended it counts as out of rounds / by its progress).
+    pub fn score(&self) -> TaskScore {
+        match self {
+            TaskEnv::Db(env) => {
+                let Some(outcome) = env.outcome() else {
+                    return TaskScore {
+                        success: false,
+                        score: -0.25,
+                        valid: true,
+                    };
+                };
+                let (score, valid) = match outcome.status {
+                    _ if outcome.correct => (1.0, true),
+                    db::DbStatus::Completed => {
+                        let item = env.item();
+                        let query = item.answer_md5.is_none();
+                        let overlap = if query {
+                            db::answer_overlap(&outcome.answer, &item.label)
+                        } else {
+                            0.0
+                        };
+                        (0.5 * overlap, true)
+                    }
+                    db::DbStatus::TaskLimitReached => (-0.25, true),
+                    db::DbStatus::AgentValidationFailed => (-0.5, false),
+                };
+                TaskScore {
+                    success: outcome.correct,
+                    score,
+                    valid,
+                }
+            }
+            TaskEnv::Household(env) => {
+                let success = env.outcome().is_some_and(|o| o.success);
+                let invalid = env
+                    .outcome()
+                    .is_some_and(|o| o.status == household::HouseholdStatus::AgentInvalidAction);
+                let score = if success {
+                    1.0
+                } else {
+                    0.5 * env.progress() - if invalid { 0.5 } else { 0.0 }
+                };
+                TaskScore {
+                    success,
+                    score,
+                    valid: !invalid,
+                }
+            }
+        }
+    }
+}
+
 /// An episode played by a scripted policy (see [`play`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Played {
@@ -137,4 +206,79 @@ pub fn play(
         done,
         prompt_messages,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Prompt, held_out_prompts};
+
+    fn reply(env: &mut TaskEnv, text: &str) -> Step {
+        env.step(&Message::assistant(text)).unwrap()
+    }
+
+    #[test]
+    fn scores_grade_right_partial_broken_and_unfinished_episodes() {
+        let prompts = held_out_prompts(3, 1, Protocol::Text, false).unwrap();
+        let Some(Prompt::Db(db)) = prompts.iter().find(|p| {
+            matches!(p, Prompt::Db(d) if d.item.answer_md5.is_none() && d.item.label.len() == 1)
+        }) else {
+            panic!("a query task")
+        };
+        let label = db.item.label[0].to_string();
+        let mut env = Prompt::Db(db.clone()).env();
+        env.reset().unwrap();
+        reply(
+            &mut env,
+            &format!("Action: Answer\nFinal Answer: [{label}]"),
+        );
+        assert_eq!(
+            env.score(),
+            TaskScore {
+                success: true,
+                score: 1.0,
+                valid: true
+            }
+        );
+
+        // A wrong answer sharing one of two values: half of the Jaccard overlap (1/2).
+        let mut env = Prompt::Db(db.clone()).env();
+        env.reset().unwrap();
+        reply(
+            &mut env,
+            &format!("Action: Answer\nFinal Answer: [{label}, \"zzz\"]"),
+        );
+        let s = env.score();
+        assert!(!s.success && (s.score - 0.25).abs() < 1e-12, "{s:?}");
+
+        let mut env = Prompt::Db(db.clone()).env();
+        env.reset().unwrap();
+        reply(&mut env, "I do not know.");
+        assert_eq!(
+            env.score(),
+            TaskScore {
+                success: false,
+                score: -0.5,
+                valid: false
+            }
+        );
+
+        // Cut off before answering: out of rounds.
+        let mut env = Prompt::Db(db.clone()).env();
+        env.reset().unwrap();
+        assert_eq!(env.score().score, -0.25);
+
+        let household = prompts
+            .iter()
+            .find(|p| matches!(p, Prompt::Household(_)))
+            .unwrap();
+        let mut env = household.env();
+        env.reset().unwrap();
+        reply(&mut env, "no action here");
+        let s = env.score();
+        assert!(
+            !s.valid && s.score <= -0.5 + 1e-12 && s.score >= -0.5,
+            "{s:?}"
+        );
+    }
 }

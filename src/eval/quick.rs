@@ -19,14 +19,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{Conversation, Tokenizer};
-use crate::config::Profile;
+use crate::config::{Profile, RunContext};
 use crate::data::{Difficulty, Prompt};
 use crate::display::Show;
-use crate::env::{Protocol, TaskEnv};
+use crate::env::Protocol;
 use crate::error::{Error, Result};
-use crate::generate::{EpisodeEnd, GenerateOptions, RolloutOptions, rollout};
+use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
 use crate::model::{Decoder, Mode};
-use crate::progress::Progress;
 use crate::table::Table;
 
 /// What a quick score plays.
@@ -81,6 +80,18 @@ impl QuickConfig {
                 max_context: 8192,
             },
         }
+    }
+
+    /// The quick score a notebook plays: the profile's, except on `tiny`, where two CPU cores
+    /// play a 30-task slice (`abt quick-score` plays all 108), and in a smoke run (CI), 8 tasks.
+    pub fn for_notebook(ctx: &RunContext) -> Self {
+        let mut config = Self::for_profile(ctx.profile);
+        if ctx.smoke {
+            (config.db, config.household) = (6, 2);
+        } else if ctx.profile == Profile::Tiny {
+            (config.db, config.household) = (24, 6);
+        }
+        config
     }
 
     /// The held-out tasks: DB tasks and household games from [`crate::data::HELD_OUT_SEED`] on.
@@ -234,62 +245,42 @@ pub fn quick_score(
     config: &QuickConfig,
     mode: Mode,
 ) -> Result<QuickScore> {
-    if config.batch == 0 {
-        return Err(Error::InvalidConfig {
-            source_name: "QuickConfig".into(),
-            reason: "batch must be at least 1".into(),
-        });
-    }
     let start = Instant::now();
-    let mut progress = Progress::new(format!("quick score · {label}"), Some(tasks.len() as u64))
-        .with_unit("tasks");
-    // DB and household episodes differ in length and turn limits: they are batched apart.
-    let (household_tasks, db_tasks): (Vec<usize>, Vec<usize>) =
-        (0..tasks.len()).partition(|&i| matches!(tasks[i], Prompt::Household(_)));
-    let chunks = db_tasks
-        .chunks(config.batch)
-        .map(|c| (false, c))
-        .chain(household_tasks.chunks(config.batch).map(|c| (true, c)));
-    let mut slots: Vec<Option<TaskResult>> = vec![None; tasks.len()];
-    for (household, chunk) in chunks {
-        let mut envs: Vec<TaskEnv> = chunk.iter().map(|&i| tasks[i].env()).collect();
-        let options = RolloutOptions {
-            generate: GenerateOptions {
-                mode,
-                progress: false,
-                ..GenerateOptions::greedy(config.max_new_tokens)
-            },
-            max_turns: if household {
-                config.household_turns
-            } else {
-                config.db_turns
-            },
-            max_context: config.max_context,
-            ..RolloutOptions::default()
-        };
-        let episodes = rollout(decoder, tokenizer, &mut envs, &options)?;
-        for (&i, episode) in chunk.iter().zip(episodes) {
-            let task = &tasks[i];
-            slots[i] = Some(TaskResult {
-                source: task.source(),
-                kind: task.kind(),
-                difficulty: task.difficulty(),
-                success: episode.reward() >= 1.0 - 1e-9,
-                reward: episode.reward(),
-                turns: episode.turns(),
-                end: episode.end,
-                prompt_messages: episode.prompt_messages,
-                conversation: episode.conversation,
-            });
-        }
-        progress.inc(chunk.len() as u64);
-        let solved = slots.iter().flatten().filter(|r| r.success).count();
-        progress.set_message(format!("{solved} solved"));
-    }
-    progress.finish();
+    let options = PlayOptions {
+        batch: config.batch,
+        max_new_tokens: config.max_new_tokens,
+        db_turns: config.db_turns,
+        household_turns: config.household_turns,
+        max_context: config.max_context,
+        sampling: Sampling::greedy(),
+        seed: 0,
+        mode,
+    };
+    let played = play_tasks(
+        decoder,
+        tokenizer,
+        tasks,
+        &options,
+        &format!("quick score · {label}"),
+    )?;
+    let results = tasks
+        .iter()
+        .zip(played)
+        .map(|(task, p)| TaskResult {
+            source: task.source(),
+            kind: task.kind(),
+            difficulty: task.difficulty(),
+            success: p.score.success,
+            reward: p.episode.reward(),
+            turns: p.episode.turns(),
+            end: p.episode.end,
+            prompt_messages: p.episode.prompt_messages,
+            conversation: p.episode.conversation,
+        })
+        .collect();
     Ok(QuickScore {
         label: label.into(),
-        results: slots.into_iter().flatten().collect(),
+        results,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -9,8 +9,10 @@ pub mod chat_model;
 pub mod generator;
 pub mod rollout;
 pub mod sampling;
+pub mod tasks;
 
 pub use chat_model::ChatModel;
 pub use generator::{FinishReason, GenerateOptions, Generation, GenerationSession, generate};
 pub use rollout::{Episode, EpisodeEnd, RolloutOptions, rollout};
 pub use sampling::Sampling;
+pub use tasks::{PlayOptions, PlayedTask, play_tasks};

@@ -3,10 +3,13 @@
 //! - [`data`]: SFT examples with the assistant-only loss mask, packed or padded micro-batches.
 //! - [`optim`]: AdamW with saveable state.
 //! - [`schedule`]: linear warmup + cosine decay, as transformers.
+//! - [`run`]: what every trainer shares (gradient accumulation and clipping, checkpoints,
+//!   the metrics log).
 //! - [`sft`]: the trainer (accumulation, clipping, eval loss, metrics, checkpoints, resume).
 
 pub mod data;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod sft;
 

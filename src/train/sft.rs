@@ -5,15 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Var};
 use serde::{Deserialize, Serialize};
 
 use super::data::{MicroBatch, SftExample, epoch_batches};
 use super::optim::{AdamW, AdamWParams};
+use super::run::{
+    Checkpoints, GradAccumulator, TrainState, append_metrics, peak_memory_mb, read_metrics,
+};
 use super::schedule::CosineSchedule;
-use crate::config::Profile;
+use crate::config::{Profile, RunContext};
 use crate::error::{Error, Result};
-use crate::io::{create_dir_all, write_atomic, write_json};
+use crate::io::create_dir_all;
 use crate::model::{Decoder, LoraConfig, Mode, Target};
 use crate::rng::Rng;
 
@@ -110,6 +113,18 @@ impl SftConfig {
             },
         }
     }
+
+    /// The profile's configuration for a run: in a smoke run (CI) 4 steps, eval and checkpoint
+    /// every 2.
+    pub fn for_run(ctx: &RunContext) -> Self {
+        let mut config = Self::for_profile(ctx.profile);
+        if ctx.smoke {
+            config.max_steps = Some(4);
+            config.eval_every = 2;
+            config.save_every = 2;
+        }
+        config
+    }
 }
 
 /// What one optimizer step did (a line of `metrics.jsonl`).
@@ -178,29 +193,6 @@ pub fn schedule_chart(metrics: &[StepMetrics]) -> Result<crate::plot::Svg> {
             metrics.iter().map(|m| (m.step as f64, m.grad_norm)),
         )
         .render()
-}
-
-/// Where a run stands; saved with each checkpoint.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct TrainState {
-    step: usize,
-    epoch: usize,
-    /// Next micro-batch of the epoch.
-    cursor: usize,
-    /// The decoder's training-pass counter (dropout masks).
-    passes: u64,
-}
-
-/// Peak resident memory of this process in MB (0 where `/proc` is absent).
-fn peak_memory_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Splits examples into train and eval sets (a seeded share held out).
@@ -345,8 +337,8 @@ impl SftTrainer {
         self.dir.join("metrics.jsonl")
     }
 
-    fn checkpoints_dir(&self) -> PathBuf {
-        self.dir.join("checkpoints")
+    fn checkpoints(&self) -> Checkpoints {
+        Checkpoints::new(&self.dir, self.config.keep_checkpoints)
     }
 
     /// Whether every step is done.
@@ -424,7 +416,7 @@ impl SftTrainer {
         let micro = self.next_micro_batches()?;
         let trained: usize = micro.iter().map(|m| m.trained(&self.train)).sum();
         let denom = trained.max(1) as f64;
-        let mut grads: Vec<Option<Tensor>> = vec![None; self.vars.len()];
+        let mut grads = GradAccumulator::new(self.vars.len());
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         for m in &micro {
             let (batch, positions) = m.tensors(&self.train, self.pad_id, self.model.device())?;
@@ -438,35 +430,11 @@ impl SftTrainer {
             let nll = lp.sum_all()?.neg()?;
             let loss = (&nll / denom)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let store = self.model.backward(&loss)?;
-            for (slot, var) in grads.iter_mut().zip(&self.vars) {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    let g = g.to_dtype(DType::F32)?;
-                    *slot = Some(match slot.take() {
-                        Some(acc) => (acc + g)?,
-                        None => g,
-                    });
-                }
-            }
+            grads.add(&self.model.backward(&loss)?, &self.vars)?;
         }
-        let mut norm_sq = 0.0;
-        for g in grads.iter().flatten() {
-            norm_sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-        }
-        let grad_norm = norm_sq.sqrt();
-        let clip = self.config.max_grad_norm;
-        if clip > 0.0 && grad_norm > clip {
-            let scale = clip / (grad_norm + 1e-6);
-            for g in grads.iter_mut().flatten() {
-                *g = (&*g * scale)?;
-            }
-        }
+        let grad_norm = grads.clip(self.config.max_grad_norm)?;
         let lr = self.schedule.lr(self.state.step);
-        self.optimizer.step(&grads, lr)?;
+        self.optimizer.step(grads.grads(), lr)?;
         self.state.step += 1;
         self.state.passes = self.model.train_passes();
         let mut metrics = StepMetrics {
@@ -486,7 +454,7 @@ impl SftTrainer {
         {
             metrics.eval_loss = Some(self.eval_loss()?);
         }
-        self.append_metrics(&metrics)?;
+        append_metrics(&self.metrics_path(), metrics.step, &metrics)?;
         let save = self.config.save_every;
         if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
             self.save_checkpoint()?;
@@ -509,116 +477,34 @@ impl SftTrainer {
         Ok(out)
     }
 
-    fn append_metrics(&self, m: &StepMetrics) -> Result<()> {
-        use std::io::Write;
-        let path = self.metrics_path();
-        if m.step == 1 {
-            // A fresh run starts a fresh file.
-            return write_atomic(
-                &path,
-                format!("{}\n", serde_json::to_string(m).unwrap_or_default()).as_bytes(),
-            );
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io("appending to", &path, e))?;
-        writeln!(f, "{}", serde_json::to_string(m).unwrap_or_default())
-            .map_err(|e| Error::io("appending to", &path, e))
-    }
-
     /// Reads the metrics written so far.
     pub fn read_metrics(&self) -> Result<Vec<StepMetrics>> {
-        let path = self.metrics_path();
-        if !path.exists() {
-            return Ok(vec![]);
-        }
-        crate::io::read_jsonl(&path)
+        read_metrics(&self.metrics_path())
     }
 
     /// Writes a checkpoint (trainable values, optimizer moments, state) into
-    /// `checkpoints/step-NNNNNN/` via a temporary directory renamed into place, then points
-    /// `checkpoints/latest` at it; older ones beyond `keep_checkpoints` are removed. A crash at
-    /// any moment leaves the previous checkpoint intact and `latest` naming a complete one.
+    /// `checkpoints/step-NNNNNN/` (see [`Checkpoints::save`]).
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let root = self.checkpoints_dir();
-        let name = format!("step-{:06}", self.state.step);
-        let tmp = root.join(format!(".{name}.tmp"));
-        let done = root.join(&name);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io("removing", &tmp, e))?;
-        }
-        create_dir_all(&tmp)?;
-        let tensors = self
-            .vars
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                Ok((
-                    format!("var.{i}"),
-                    v.as_tensor().to_device(&candle_core::Device::Cpu)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        write_atomic(
-            &tmp.join("trainable.safetensors"),
-            &crate::model::peft::safetensors_bytes(tensors)?,
-        )?;
-        self.optimizer.save(&tmp.join("optimizer.safetensors"))?;
-        write_json(&tmp.join("state.json"), &self.state)?;
-        write_json(&tmp.join("config.json"), &self.config)?;
-        if done.exists() {
-            std::fs::remove_dir_all(&done).map_err(|e| Error::io("removing", &done, e))?;
-        }
-        std::fs::rename(&tmp, &done).map_err(|e| Error::io("renaming", &tmp, e))?;
-        write_atomic(&root.join("latest"), name.as_bytes())?;
-        // Keep the newest `keep_checkpoints`.
-        let mut all: Vec<PathBuf> = std::fs::read_dir(&root)
-            .map_err(|e| Error::io("listing", &root, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_dir()
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-            })
-            .collect();
-        all.sort();
-        let keep = self.config.keep_checkpoints.max(1);
-        for old in all.iter().take(all.len().saturating_sub(keep)) {
-            std::fs::remove_dir_all(old).map_err(|e| Error::io("removing", old, e))?;
-        }
-        Ok(done)
+        self.checkpoints().save(
+            self.state.step,
+            &self.vars,
+            &self.optimizer,
+            &self.state,
+            &self.config,
+        )
     }
 
     /// Continues from the last checkpoint in the run directory, if there is one: trainable
     /// values, optimizer moments, step, data position and dropout stream are restored, and
     /// metrics past the checkpoint are dropped. Returns whether it resumed.
     pub fn resume(&mut self) -> Result<bool> {
-        let root = self.checkpoints_dir();
-        let latest = root.join("latest");
-        let Ok(name) = std::fs::read_to_string(&latest) else {
+        let Some(state) = self
+            .checkpoints()
+            .load::<TrainState>(&self.vars, &mut self.optimizer)?
+        else {
             return Ok(false);
         };
-        let dir = root.join(name.trim());
-        let tensors =
-            candle_core::safetensors::load(dir.join("trainable.safetensors"), self.model.device())?;
-        for (i, var) in self.vars.iter().enumerate() {
-            let t = tensors.get(&format!("var.{i}")).ok_or_else(|| {
-                Error::Adapter(format!("{}: checkpoint lacks var.{i}", dir.display()))
-            })?;
-            if t.shape() != var.shape() {
-                return Err(Error::Adapter(format!(
-                    "{}: var.{i} has shape {:?}, the model {:?} (another configuration?)",
-                    dir.display(),
-                    t.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(&t.to_dtype(var.dtype())?)?;
-        }
-        self.optimizer.load(&dir.join("optimizer.safetensors"))?;
-        self.state = crate::io::read_json(&dir.join("state.json"))?;
+        self.state = state;
         self.model.set_train_passes(self.state.passes);
         self.batches = self.epoch_batches(self.state.epoch)?;
         // Metrics of steps after the checkpoint were never saved in it: drop them.
@@ -651,10 +537,8 @@ pub fn sft_trainer(
 ) -> Result<(SftTrainer, usize)> {
     let (examples, skipped) = super::data::encode_records(records, tokenizer, config.max_len)?;
     let (train, eval) = split_examples(examples, config.eval_share, config.seed);
-    let checkpoints = dir.join("checkpoints");
-    if fresh && checkpoints.exists() {
-        std::fs::remove_dir_all(&checkpoints)
-            .map_err(|e| Error::io("removing", &checkpoints, e))?;
+    if fresh {
+        Checkpoints::new(dir, 1).clear()?;
     }
     let mut trainer = SftTrainer::new(model, train, eval, config, tokenizer.pad_token_id(), dir)?;
     trainer.resume()?;

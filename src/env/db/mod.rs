@@ -14,4 +14,4 @@ pub use hash::table_hash;
 pub use item::{DbItem, TableSpec};
 pub use protocol::{TextAction, parse_reply};
 pub use sandbox::{Sandbox, SandboxLimits, SqlResult};
-pub use score::answer_matches;
+pub use score::{answer_matches, answer_overlap};

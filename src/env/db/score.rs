@@ -54,6 +54,31 @@ pub fn answer_matches(raw: &str, label: &[Value]) -> bool {
     set_eq(&answer, &label)
 }
 
+/// Jaccard overlap of a final answer's values with the label's, in [0, 1] (partial credit for
+/// a wrong answer: values compare as numbers where both convert, else as Python values).
+pub fn answer_overlap(raw: &str, label: &[Value]) -> f64 {
+    let answer = answer_list(raw);
+    let label: Vec<PyValue> = label.iter().map(label_value).collect();
+    let same = |a: &PyValue, b: &PyValue| match (a.to_float(), b.to_float()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.py_eq(b),
+    };
+    let mut distinct: Vec<&PyValue> = Vec::new();
+    for v in answer.iter().chain(&label) {
+        if !distinct.iter().any(|d| same(d, v)) {
+            distinct.push(v);
+        }
+    }
+    if distinct.is_empty() {
+        return 0.0;
+    }
+    let both = distinct
+        .iter()
+        .filter(|d| answer.iter().any(|a| same(a, d)) && label.iter().any(|l| same(l, d)))
+        .count();
+    both as f64 / distinct.len() as f64
+}
+
 /// Python's `str(value)` of a JSON-loaded value.
 fn py_str(v: &Value) -> String {
     match v {
@@ -214,6 +239,16 @@ pub fn fc_answer_matches(answer: &Value, label: &[Value]) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn overlap_is_the_jaccard_of_answer_and_label_values() {
+        let label = [json!("3"), json!("4")];
+        assert_eq!(answer_overlap("['3', '4']", &label), 1.0);
+        assert!((answer_overlap("['3', '5']", &label) - 1.0 / 3.0).abs() < 1e-12);
+        // Numbers compare as numbers, as the scorer does.
+        assert_eq!(answer_overlap("[3.0]", &[json!("3")]), 1.0);
+        assert_eq!(answer_overlap("nothing", &label), 0.0);
+    }
 
     fn check(raw: &str, label: Value) -> bool {
         answer_matches(raw, label.as_array().unwrap())

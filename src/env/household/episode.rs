@@ -143,6 +143,11 @@ impl HouseholdEnv {
         self.outcome.as_ref()
     }
 
+    /// Share of the task's sub-goals reached so far, in [0, 1].
+    pub fn progress(&self) -> f64 {
+        self.progress as f64 / self.world.task().subgoals().max(1) as f64
+    }
+
     /// The opening conversation for `world`. Text: the instructions, the acknowledgement, a
     /// solved example of the same task type (when `example`), then `Here is your task. ` with
     /// the room, the goal and the available actions. Tools: the system prompt, then the room,

@@ -1,0 +1,101 @@
+//! Task prompts (DB items and household games) played in batches, each episode with its graded
+//! score: what the quick score, best-of-N sampling and GRPO rollouts all do.
+
+use crate::chat::Tokenizer;
+use crate::data::Prompt;
+use crate::env::{TaskEnv, TaskScore};
+use crate::error::{Error, Result};
+use crate::model::{Decoder, Mode};
+use crate::progress::Progress;
+
+use super::generator::GenerateOptions;
+use super::rollout::{Episode, RolloutOptions, rollout};
+use super::sampling::Sampling;
+
+/// How tasks are played.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayOptions {
+    /// Episodes played together (one generation batch); DB and household tasks are batched
+    /// apart, since their lengths and turn limits differ.
+    pub batch: usize,
+    /// Most new tokens per reply.
+    pub max_new_tokens: usize,
+    /// Most replies per DB episode.
+    pub db_turns: usize,
+    /// Most replies per household episode.
+    pub household_turns: usize,
+    /// Most tokens per episode, prompt included.
+    pub max_context: usize,
+    /// How tokens are picked (greedy for evaluation, temperature for sampling).
+    pub sampling: Sampling,
+    /// Seed of the first batch; batch `b` uses `seed + b·7919` (row `i` adds `i`).
+    pub seed: u64,
+    /// Adapters on ([`Mode::Eval`]) or off ([`Mode::Reference`]).
+    pub mode: Mode,
+}
+
+/// One task's episode and its graded score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayedTask {
+    /// The episode, tokens and all.
+    pub episode: Episode,
+    /// What the environment made of it.
+    pub score: TaskScore,
+}
+
+/// Plays every task once, `options.batch` episodes at a time, reporting progress under
+/// `label`; results come back in task order.
+pub fn play_tasks(
+    decoder: &Decoder,
+    tokenizer: &Tokenizer,
+    tasks: &[Prompt],
+    options: &PlayOptions,
+    label: &str,
+) -> Result<Vec<PlayedTask>> {
+    if options.batch == 0 {
+        return Err(Error::InvalidConfig {
+            source_name: "PlayOptions".into(),
+            reason: "batch must be at least 1".into(),
+        });
+    }
+    options.sampling.validate()?;
+    let mut progress = Progress::new(label, Some(tasks.len() as u64)).with_unit("tasks");
+    let (household_tasks, db_tasks): (Vec<usize>, Vec<usize>) =
+        (0..tasks.len()).partition(|&i| matches!(tasks[i], Prompt::Household(_)));
+    let chunks = db_tasks
+        .chunks(options.batch)
+        .map(|c| (false, c))
+        .chain(household_tasks.chunks(options.batch).map(|c| (true, c)));
+    let mut slots: Vec<Option<PlayedTask>> = vec![None; tasks.len()];
+    let mut solved = 0;
+    for (b, (household, chunk)) in chunks.enumerate() {
+        let mut envs: Vec<TaskEnv> = chunk.iter().map(|&i| tasks[i].env()).collect();
+        let rollout_options = RolloutOptions {
+            generate: GenerateOptions {
+                max_new_tokens: options.max_new_tokens,
+                sampling: options.sampling,
+                seed: options.seed.wrapping_add(b as u64 * 7919),
+                mode: options.mode,
+                progress: false,
+                ..GenerateOptions::default()
+            },
+            max_turns: if household {
+                options.household_turns
+            } else {
+                options.db_turns
+            },
+            max_context: options.max_context,
+            ..RolloutOptions::default()
+        };
+        let episodes = rollout(decoder, tokenizer, &mut envs, &rollout_options)?;
+        for ((&i, episode), env) in chunk.iter().zip(episodes).zip(&envs) {
+            let score = env.score();
+            solved += usize::from(score.success);
+            slots[i] = Some(PlayedTask { episode, score });
+        }
+        progress.inc(chunk.len() as u64);
+        progress.set_message(format!("{solved} solved"));
+    }
+    progress.finish();
+    Ok(slots.into_iter().flatten().collect())
+}

@@ -1,0 +1,233 @@
+//! What every trainer (SFT, DPO, GRPO) shares: gradients accumulated over micro-batches and
+//! clipped by their global norm, checkpoints written atomically and resumed exactly, the
+//! `metrics.jsonl` log, and the process's peak memory.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::optim::AdamW;
+use crate::error::{Error, Result};
+use crate::io::{create_dir_all, write_atomic, write_json};
+
+/// Where a run stands; saved with each checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Next micro-batch of the epoch.
+    pub cursor: usize,
+    /// The decoder's training-pass counter (dropout masks).
+    pub passes: u64,
+}
+
+/// Gradients of the trainable vars summed over the micro-batches of one optimizer step.
+#[derive(Debug)]
+pub struct GradAccumulator {
+    grads: Vec<Option<Tensor>>,
+}
+
+impl GradAccumulator {
+    /// Empty, for `n` vars.
+    pub fn new(n: usize) -> Self {
+        Self {
+            grads: vec![None; n],
+        }
+    }
+
+    /// Adds the gradients `store` holds for `vars` (in f32).
+    pub fn add(&mut self, store: &GradStore, vars: &[Var]) -> Result<()> {
+        for (slot, var) in self.grads.iter_mut().zip(vars) {
+            if let Some(g) = store.get(var.as_tensor()) {
+                let g = g.to_dtype(DType::F32)?;
+                *slot = Some(match slot.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Scales the gradients down to global norm `max_norm` when above it (0: no clipping);
+    /// returns the norm before clipping.
+    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+        let mut norm_sq = 0.0;
+        for g in self.grads.iter().flatten() {
+            norm_sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+        let norm = norm_sq.sqrt();
+        if max_norm > 0.0 && norm > max_norm {
+            let scale = max_norm / (norm + 1e-6);
+            for g in self.grads.iter_mut().flatten() {
+                *g = (&*g * scale)?;
+            }
+        }
+        Ok(norm)
+    }
+
+    /// The gradients, in the order of the vars (`None` where a var got none).
+    pub fn grads(&self) -> &[Option<Tensor>] {
+        &self.grads
+    }
+}
+
+/// Peak resident memory of this process in MB (0 where `/proc` is absent).
+pub fn peak_memory_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Appends one line to a run's `metrics.jsonl`; step 1 starts a fresh file.
+pub fn append_metrics<M: Serialize>(path: &Path, step: usize, metrics: &M) -> Result<()> {
+    use std::io::Write;
+    let line = serde_json::to_string(metrics).unwrap_or_default();
+    if step <= 1 {
+        return write_atomic(path, format!("{line}\n").as_bytes());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io("appending to", path, e))?;
+    writeln!(f, "{line}").map_err(|e| Error::io("appending to", path, e))
+}
+
+/// Reads a run's metrics (none when the file does not exist yet).
+pub fn read_metrics<M: DeserializeOwned>(path: &Path) -> Result<Vec<M>> {
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    crate::io::read_jsonl(path)
+}
+
+/// The checkpoints of a run: `checkpoints/step-NNNNNN/` directories and a `latest` pointer.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    root: PathBuf,
+    keep: usize,
+}
+
+impl Checkpoints {
+    /// Checkpoints under `run_dir/checkpoints`, keeping the newest `keep` (at least 1).
+    pub fn new(run_dir: &Path, keep: usize) -> Self {
+        Self {
+            root: run_dir.join("checkpoints"),
+            keep: keep.max(1),
+        }
+    }
+
+    /// Writes trainable values, optimizer moments, the trainer's state and configuration into
+    /// `step-NNNNNN/` via a temporary directory renamed into place, then points `latest` at it
+    /// and removes the oldest beyond `keep`. A crash at any moment leaves the previous
+    /// checkpoint intact and `latest` naming a complete one.
+    pub fn save<S: Serialize, C: Serialize>(
+        &self,
+        step: usize,
+        vars: &[Var],
+        optimizer: &AdamW,
+        state: &S,
+        config: &C,
+    ) -> Result<PathBuf> {
+        let name = format!("step-{step:06}");
+        let tmp = self.root.join(format!(".{name}.tmp"));
+        let done = self.root.join(&name);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io("removing", &tmp, e))?;
+        }
+        create_dir_all(&tmp)?;
+        let tensors = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Ok((
+                    format!("var.{i}"),
+                    v.as_tensor().to_device(&candle_core::Device::Cpu)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        write_atomic(
+            &tmp.join("trainable.safetensors"),
+            &crate::model::peft::safetensors_bytes(tensors)?,
+        )?;
+        optimizer.save(&tmp.join("optimizer.safetensors"))?;
+        write_json(&tmp.join("state.json"), state)?;
+        write_json(&tmp.join("config.json"), config)?;
+        if done.exists() {
+            std::fs::remove_dir_all(&done).map_err(|e| Error::io("removing", &done, e))?;
+        }
+        std::fs::rename(&tmp, &done).map_err(|e| Error::io("renaming", &tmp, e))?;
+        write_atomic(&self.root.join("latest"), name.as_bytes())?;
+        let mut all: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .map_err(|e| Error::io("listing", &self.root, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+            })
+            .collect();
+        all.sort();
+        for old in all.iter().take(all.len().saturating_sub(self.keep)) {
+            std::fs::remove_dir_all(old).map_err(|e| Error::io("removing", old, e))?;
+        }
+        Ok(done)
+    }
+
+    /// Restores the latest checkpoint into `vars` and `optimizer` and returns the trainer's
+    /// state, or `None` when there is none.
+    pub fn load<S: DeserializeOwned>(
+        &self,
+        vars: &[Var],
+        optimizer: &mut AdamW,
+    ) -> Result<Option<S>> {
+        let Ok(name) = std::fs::read_to_string(self.root.join("latest")) else {
+            return Ok(None);
+        };
+        let dir = self.root.join(name.trim());
+        let device = vars
+            .first()
+            .map_or(candle_core::Device::Cpu, |v| v.device().clone());
+        let tensors = candle_core::safetensors::load(dir.join("trainable.safetensors"), &device)?;
+        for (i, var) in vars.iter().enumerate() {
+            let t = tensors.get(&format!("var.{i}")).ok_or_else(|| {
+                Error::Adapter(format!("{}: checkpoint lacks var.{i}", dir.display()))
+            })?;
+            if t.shape() != var.shape() {
+                return Err(Error::Adapter(format!(
+                    "{}: var.{i} has shape {:?}, the model {:?} (another configuration?)",
+                    dir.display(),
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        optimizer.load(&dir.join("optimizer.safetensors"))?;
+        Ok(Some(crate::io::read_json(&dir.join("state.json"))?))
+    }
+
+    /// Deletes every checkpoint (a fresh start).
+    pub fn clear(&self) -> Result<()> {
+        if self.root.exists() {
+            std::fs::remove_dir_all(&self.root)
+                .map_err(|e| Error::io("removing", &self.root, e))?;
+        }
+        Ok(())
+    }
+}
