@@ -22,6 +22,7 @@ pub mod eval;
 pub mod generate;
 pub mod io;
 pub mod model;
+pub mod pairs;
 pub mod paths;
 pub mod plot;
 pub mod prelude;

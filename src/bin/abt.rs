@@ -39,6 +39,16 @@ enum Command {
     /// Phase 03: LoRA SFT on `<run>/01_data/sft.jsonl` (`<run>/03_sft/adapter/`); resumes
     /// from the last checkpoint unless `--fresh`.
     Sft(SftArgs),
+    /// Phase 04: best-of-N preference pairs from the SFT adapter's own episodes on the phase
+    /// 02 prompts (`<run>/04_pairs/pairs.jsonl`, `samples.jsonl`, `report.json`).
+    Pairs(PairsArgs),
+    /// Phase 05, DPO: adapters trained on `<run>/04_pairs/pairs.jsonl` on top of the SFT
+    /// adapter (`<run>/05_dpo/adapter/`); resumes from the last checkpoint unless `--fresh`.
+    Dpo(DpoArgs),
+    /// Phase 05, GRPO: adapters trained by multi-turn RL in the environments on the phase 02
+    /// prompts, on top of the SFT adapter (`<run>/05_grpo/adapter/`); resumes from the last
+    /// checkpoint unless `--fresh`.
+    Grpo(GrpoArgs),
     /// The quick held-out score: the base model, or the base with `--adapter`, plays held-out
     /// synthetic DB tasks and household games (`<run>/eval/quick_<label>.json`); `--against`
     /// compares with an earlier score of the same tasks.
@@ -77,6 +87,60 @@ struct SftArgs {
     #[arg(long)]
     max_steps: Option<usize>,
     /// Delete earlier checkpoints and start over.
+    #[arg(long)]
+    fresh: bool,
+}
+
+#[derive(Debug, Args)]
+struct PairsArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A JSON file with a full `PairsConfig` (the profile's defaults otherwise).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The policy's adapter (default `<run>/03_sft/adapter`).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Episodes sampled per prompt.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Prompts used at most.
+    #[arg(long)]
+    max_prompts: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct DpoArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A JSON file with a full `DpoConfig` (the profile's defaults otherwise).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The adapter DPO starts from, merged into the weights (default `<run>/03_sft/adapter`).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Stop after this many optimizer steps in all.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Delete earlier checkpoints and the cached reference, and start over.
+    #[arg(long)]
+    fresh: bool,
+}
+
+#[derive(Debug, Args)]
+struct GrpoArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A JSON file with a full `GrpoConfig` (the profile's defaults otherwise).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The adapter GRPO starts from, merged into the weights (default `<run>/03_sft/adapter`).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Steps (rollout batches) in all.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Delete earlier checkpoints and metrics, and start over.
     #[arg(long)]
     fresh: bool,
 }
@@ -198,6 +262,9 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(&args),
         Command::Data(args) => data(&args),
         Command::Prompts(args) => prompts(&args),
+        Command::Pairs(args) => pairs(&args),
+        Command::Dpo(args) => dpo(&args),
+        Command::Grpo(args) => grpo(&args),
         Command::Sft(args) => sft(&args),
         Command::QuickScore(args) => quick_score(&args),
     };
@@ -370,6 +437,126 @@ fn sft(args: &SftArgs) -> Result<()> {
     let adapter = dir.join("adapter");
     trainer.save_adapter(&adapter, ctx.profile.base_model())?;
     println!("adapter -> {}", adapter.display());
+    Ok(())
+}
+
+/// The profile's base model with `adapter` (a PEFT directory) merged into its weights.
+fn merged_model(
+    ctx: &RunContext,
+    adapter: &std::path::Path,
+) -> Result<(agentbench_tuning::model::Decoder, Tokenizer)> {
+    use agentbench_tuning::model::Decoder;
+    let source = ctx.profile.model_source();
+    let tokenizer = Tokenizer::load(&source)?;
+    let device = system::device()?;
+    let mut model = Decoder::load(&source, &device, system::default_dtype(&device))?;
+    model.merge_adapter(adapter)?;
+    Ok((model, tokenizer))
+}
+
+/// `abt pairs`.
+fn pairs(args: &PairsArgs) -> Result<()> {
+    use agentbench_tuning::data::read_prompts;
+    use agentbench_tuning::pairs::{PairsConfig, best_of_n_pairs, sample_prompts, write_pairs};
+    let ctx = args.run.context()?;
+    let mut config = match &args.config {
+        Some(path) => agentbench_tuning::io::read_json(path)?,
+        None => PairsConfig::for_run(&ctx),
+    };
+    config.samples = args.samples.unwrap_or(config.samples);
+    if args.max_prompts.is_some() {
+        config.max_prompts = args.max_prompts;
+    }
+    let prompts = read_prompts(&ctx.phase_dir("02_prompts"))?;
+    let adapter = args
+        .adapter
+        .clone()
+        .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
+    let (model, tokenizer) = merged_model(&ctx, &adapter)?;
+    let start = std::time::Instant::now();
+    let samples = sample_prompts(&model, &tokenizer, &config.pick(&prompts), &config)?;
+    let (pairs, report) = best_of_n_pairs(&samples, &config, start.elapsed().as_secs_f64())?;
+    let dir = ctx.phase_dir("04_pairs");
+    write_pairs(&dir, &pairs, &samples, &report)?;
+    print!("{}", report.table()?);
+    print!("{}", report.dropped_table()?);
+    println!(
+        "{} pairs -> {}",
+        pairs.len(),
+        dir.join("pairs.jsonl").display()
+    );
+    Ok(())
+}
+
+/// `abt dpo`.
+fn dpo(args: &DpoArgs) -> Result<()> {
+    use agentbench_tuning::pairs::read_pairs;
+    use agentbench_tuning::train::{DpoConfig, dpo_trainer};
+    let ctx = args.run.context()?;
+    let mut config = match &args.config {
+        Some(path) => agentbench_tuning::io::read_json(path)?,
+        None => DpoConfig::for_run(&ctx),
+    };
+    if args.max_steps.is_some() {
+        config.max_steps = args.max_steps;
+    }
+    let pairs = read_pairs(&ctx.phase_dir("04_pairs"))?;
+    let adapter = args
+        .adapter
+        .clone()
+        .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
+    let (model, tokenizer) = merged_model(&ctx, &adapter)?;
+    let dir = ctx.phase_dir("05_dpo");
+    let (mut trainer, skipped) = dpo_trainer(model, &pairs, &tokenizer, config, &dir, args.fresh)?;
+    if trainer.step_count() > 0 {
+        println!("resumed at step {}", trainer.step_count());
+    }
+    if skipped > 0 {
+        println!(
+            "{skipped} pairs had a side with no trained token within max_len and were skipped"
+        );
+    }
+    let total = trainer.total_steps();
+    trainer.train(None, |m| println!("{}", m.line(total)))?;
+    let out = dir.join("adapter");
+    trainer.save_adapter(&out, ctx.profile.base_model())?;
+    println!("adapter (SFT and DPO stacked) -> {}", out.display());
+    Ok(())
+}
+
+/// `abt grpo`.
+fn grpo(args: &GrpoArgs) -> Result<()> {
+    use agentbench_tuning::data::read_prompts;
+    use agentbench_tuning::eval::QuickConfig;
+    use agentbench_tuning::train::{GrpoConfig, grpo_trainer};
+    let ctx = args.run.context()?;
+    let mut config = match &args.config {
+        Some(path) => agentbench_tuning::io::read_json(path)?,
+        None => GrpoConfig::for_run(&ctx),
+    };
+    config.steps = args.steps.unwrap_or(config.steps);
+    let prompts = read_prompts(&ctx.phase_dir("02_prompts"))?;
+    let eval = QuickConfig::for_notebook(&ctx).tasks()?;
+    let adapter = args
+        .adapter
+        .clone()
+        .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
+    let (model, tokenizer) = merged_model(&ctx, &adapter)?;
+    let dir = ctx.phase_dir("05_grpo");
+    let mut trainer = grpo_trainer(model, prompts, eval, &tokenizer, config, &dir, args.fresh)?;
+    if trainer.step_count() > 0 {
+        println!("resumed at step {}", trainer.step_count());
+    }
+    let total = trainer.total_steps();
+    trainer.train(
+        &tokenizer,
+        None,
+        |m| println!("{}", m.line(total)),
+        |e| println!("{}", e.line()),
+    )?;
+    let out = dir.join("adapter");
+    trainer.save_adapter(&out, ctx.profile.base_model())?;
+    println!("adapter (SFT and GRPO stacked) -> {}", out.display());
     Ok(())
 }
 

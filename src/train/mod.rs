@@ -1,6 +1,11 @@
-//! Training: phase 03 (LoRA SFT) now; DPO and GRPO build on the same pieces.
+//! Training: phase 03 (LoRA SFT) and phase 05 (DPO and multi-turn GRPO).
 //!
 //! - [`data`]: SFT examples with the assistant-only loss mask, packed or padded micro-batches.
+//! - [`losses`]: DPO (sigmoid, IPO, hinge, robust) and GRPO (group advantages, clipped
+//!   surrogate, k3 KL, GRPO/Dr.GRPO/DAPO aggregation) losses.
+//! - [`dpo`]: the DPO trainer (reference log-probs cached, adapters on the merged SFT model).
+//! - [`grpo`]: the multi-turn GRPO trainer (group rollouts in the environments, policy tokens
+//!   trained, observations masked, KL to the SFT model).
 //! - [`optim`]: AdamW with saveable state.
 //! - [`schedule`]: linear warmup + cosine decay, as transformers.
 //! - [`run`]: what every trainer shares (gradient accumulation and clipping, checkpoints,
@@ -8,12 +13,27 @@
 //! - [`sft`]: the trainer (accumulation, clipping, eval loss, metrics, checkpoints, resume).
 
 pub mod data;
+pub mod dpo;
+pub mod grpo;
+pub mod losses;
 pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod sft;
 
 pub use data::{LossView, MicroBatch, SftExample, encode_records, epoch_batches};
+pub use dpo::{
+    DpoConfig, DpoEval, DpoExample, DpoMetrics, DpoTrainer, dpo_chart, dpo_trainer, encode_pairs,
+    pair_logprobs,
+};
+pub use grpo::{
+    GrpoConfig, GrpoEval, GrpoMetrics, GrpoTrainer, episode_logprobs, grpo_chart,
+    grpo_health_chart, grpo_trainer, policy_targets,
+};
+pub use losses::{
+    AdvantageScale, DpoLoss, DpoOutput, DpoParams, GroupAdvantages, GrpoOutput, GrpoParams,
+    LossAggregation, StepNorm, dpo_loss, dpo_reward_accuracy, group_advantages, grpo_loss,
+};
 pub use optim::{AdamW, AdamWParams};
 pub use schedule::CosineSchedule;
 pub use sft::{

@@ -231,3 +231,52 @@ impl Checkpoints {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn var(value: f32) -> Var {
+        Var::from_tensor(&Tensor::new(&[value, value + 1.0], &Device::Cpu).unwrap()).unwrap()
+    }
+
+    fn values(v: &Var) -> Vec<f32> {
+        v.as_tensor().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn a_checkpoint_cut_off_mid_write_leaves_the_last_good_one_loadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::new(dir.path(), 2);
+        let vars = vec![var(1.0)];
+        let optimizer =
+            AdamW::new(vars.clone(), super::super::optim::AdamWParams::default()).unwrap();
+        let state = TrainState {
+            step: 2,
+            ..TrainState::default()
+        };
+        checkpoints
+            .save(2, &vars, &optimizer, &state, &"config")
+            .unwrap();
+        // A process killed while writing step 4 leaves a partial temporary directory only.
+        let partial = dir.path().join("checkpoints/.step-000004.tmp");
+        create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join("trainable.safetensors"), b"half a file").unwrap();
+
+        let restored = vec![var(9.0)];
+        let mut fresh = AdamW::new(restored.clone(), Default::default()).unwrap();
+        let loaded: TrainState = checkpoints.load(&restored, &mut fresh).unwrap().unwrap();
+        assert_eq!(loaded.step, 2);
+        assert_eq!(values(&restored[0]), vec![1.0, 2.0]);
+
+        // The next save of that step replaces the partial directory.
+        let state = TrainState { step: 4, ..state };
+        checkpoints
+            .save(4, &vars, &optimizer, &state, &"config")
+            .unwrap();
+        assert!(!partial.exists());
+        let loaded: TrainState = checkpoints.load(&restored, &mut fresh).unwrap().unwrap();
+        assert_eq!(loaded.step, 4);
+    }
+}

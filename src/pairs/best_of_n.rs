@@ -1,0 +1,374 @@
+//! Best-of-N self-play pairs: K episodes per prompt sampled from the policy at temperature
+//! 0.8, scored by the environment; chosen = best, rejected = worst, kept when the filters
+//! allow (gap ≥ 0.1, both sides longer than 10 characters, the chosen side keeps to the
+//! protocol, no overlap with an evaluation set).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Pair, PairDrop, PairSource, PairsReport, reply_text};
+use crate::chat::{Conversation, Tokenizer};
+use crate::config::{Profile, RunContext};
+use crate::data::Prompt;
+use crate::data::contamination::ContaminationGuard;
+use crate::env::{Protocol, TaskScore};
+use crate::error::{Error, Result};
+use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
+use crate::model::{Decoder, Mode};
+
+/// How pairs are sampled and filtered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairsConfig {
+    /// Episodes sampled per prompt (K).
+    pub samples: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Nucleus sampling threshold (1 = off).
+    pub top_p: f32,
+    /// Prompts used at most (an evenly spaced subset of phase 02's; `None`: all).
+    pub max_prompts: Option<usize>,
+    /// Episodes played together.
+    pub batch: usize,
+    /// Most new tokens per reply.
+    pub max_new_tokens: usize,
+    /// Most replies per DB episode.
+    pub db_turns: usize,
+    /// Most replies per household episode.
+    pub household_turns: usize,
+    /// Most tokens per episode, prompt included.
+    pub max_context: usize,
+    /// Smallest score gap kept.
+    pub min_gap: f64,
+    /// Each side's replies must be longer than this many characters.
+    pub min_chars: usize,
+    /// DB Bench-format evaluation files the contamination guard checks against.
+    pub eval_files: Vec<PathBuf>,
+    /// Seed of the sampling.
+    pub seed: u64,
+}
+
+impl PairsConfig {
+    /// The method's settings (K 8, temperature 0.8, gap ≥ 0.1); `tiny` samples 4 episodes for
+    /// 24 prompts, short ones, so that two CPU cores finish in minutes.
+    pub fn for_profile(profile: Profile) -> Self {
+        let quick = crate::eval::QuickConfig::for_profile(profile);
+        let data = crate::data::DataConfig::for_profile(profile);
+        let base = Self {
+            samples: 8,
+            temperature: 0.8,
+            top_p: 1.0,
+            max_prompts: None,
+            batch: quick.batch,
+            max_new_tokens: quick.max_new_tokens,
+            db_turns: quick.db_turns,
+            household_turns: quick.household_turns,
+            max_context: quick.max_context,
+            min_gap: 0.1,
+            min_chars: 10,
+            eval_files: data.eval_files,
+            seed: 4,
+        };
+        match profile {
+            Profile::Tiny => Self {
+                samples: 4,
+                max_prompts: Some(24),
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// The profile's settings for a run: in a smoke run (CI), 2 samples of 4 prompts.
+    pub fn for_run(ctx: &RunContext) -> Self {
+        let mut config = Self::for_profile(ctx.profile);
+        if ctx.smoke {
+            config.samples = 2;
+            config.max_prompts = Some(4);
+        }
+        config
+    }
+
+    /// The prompts used: all, or `max_prompts` evenly spaced ones (so every kind keeps its
+    /// share).
+    pub fn pick<'a>(&self, prompts: &'a [Prompt]) -> Vec<&'a Prompt> {
+        match self.max_prompts {
+            Some(n) if n < prompts.len() => {
+                (0..n).map(|i| &prompts[i * prompts.len() / n]).collect()
+            }
+            _ => prompts.iter().collect(),
+        }
+    }
+}
+
+/// One sampled episode (a line of `samples.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Index of the prompt among those sampled.
+    pub prompt: usize,
+    /// Which of its K samples.
+    pub sample: usize,
+    /// The prompt's source.
+    pub task: String,
+    /// The task kind.
+    pub kind: String,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The environment's verdict.
+    pub score: TaskScore,
+    /// Replies given.
+    pub turns: usize,
+    /// Why the episode ended.
+    pub end: EpisodeEnd,
+    /// The whole episode.
+    pub conversation: Conversation,
+    /// Messages of the opening.
+    pub prompt_messages: usize,
+}
+
+/// Plays `config.samples` episodes of every prompt with the policy (adapters on), sampling at
+/// the configured temperature.
+pub fn sample_prompts(
+    decoder: &Decoder,
+    tokenizer: &Tokenizer,
+    prompts: &[&Prompt],
+    config: &PairsConfig,
+) -> Result<Vec<Sample>> {
+    if config.samples < 2 {
+        return Err(Error::InvalidConfig {
+            source_name: "PairsConfig".into(),
+            reason: "best-of-N needs at least 2 samples per prompt".into(),
+        });
+    }
+    let tasks: Vec<Prompt> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n((*p).clone(), config.samples))
+        .collect();
+    let options = PlayOptions {
+        batch: config.batch,
+        max_new_tokens: config.max_new_tokens,
+        db_turns: config.db_turns,
+        household_turns: config.household_turns,
+        max_context: config.max_context,
+        sampling: Sampling {
+            temperature: config.temperature,
+            top_p: config.top_p,
+            ..Sampling::greedy()
+        },
+        seed: config.seed,
+        mode: Mode::Eval,
+    };
+    let played = play_tasks(decoder, tokenizer, &tasks, &options, "04 pairs · sampling")?;
+    Ok(played
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let prompt = &tasks[i];
+            Sample {
+                prompt: i / config.samples,
+                sample: i % config.samples,
+                task: prompt.source(),
+                kind: prompt.kind(),
+                protocol: prompt.protocol(),
+                score: p.score,
+                turns: p.episode.turns(),
+                end: p.episode.end,
+                prompt_messages: p.episode.prompt_messages,
+                conversation: p.episode.conversation,
+            }
+        })
+        .collect())
+}
+
+/// Best and worst sample of each prompt as a pair, where the filters allow; with the report of
+/// yields and drops. `seconds` (the sampling time) is recorded in the report.
+pub fn best_of_n_pairs(
+    samples: &[Sample],
+    config: &PairsConfig,
+    seconds: f64,
+) -> Result<(Vec<Pair>, PairsReport)> {
+    let start = Instant::now();
+    let mut guard = ContaminationGuard::new(8);
+    for path in &config.eval_files {
+        guard = guard.with_dbbench(path)?;
+    }
+    let mut report = PairsReport::default();
+    let mut pairs = Vec::new();
+    let groups = samples.chunk_by(|a, b| a.prompt == b.prompt);
+    for group in groups {
+        let first = &group[0];
+        let entry = report.sources.entry(first.task.clone()).or_default();
+        entry.prompts += 1;
+        entry.samples += group.len();
+        entry.solved += group.iter().filter(|s| s.score.success).count();
+        // Best: highest score, the shorter episode on ties; worst: lowest score.
+        let best = group
+            .iter()
+            .max_by(|a, b| {
+                a.score
+                    .score
+                    .total_cmp(&b.score.score)
+                    .then(b.turns.cmp(&a.turns))
+            })
+            .unwrap_or(first);
+        let worst = group
+            .iter()
+            .min_by(|a, b| a.score.score.total_cmp(&b.score.score))
+            .unwrap_or(first);
+        let continuation = |s: &Sample| s.conversation.messages[s.prompt_messages..].to_vec();
+        let pair = Pair {
+            task: first.task.clone(),
+            kind: first.kind.clone(),
+            protocol: first.protocol,
+            source: PairSource::BestOfN,
+            prompt: Conversation {
+                messages: first.conversation.messages[..first.prompt_messages].to_vec(),
+                tools: first.conversation.tools.clone(),
+            },
+            chosen: continuation(best),
+            rejected: continuation(worst),
+            chosen_score: best.score.score,
+            rejected_score: worst.score.score,
+        };
+        let drop = if pair.gap() < config.min_gap - 1e-12 {
+            Some(PairDrop::NoGap)
+        } else if reply_text(&pair.chosen).chars().count() <= config.min_chars
+            || reply_text(&pair.rejected).chars().count() <= config.min_chars
+        {
+            Some(PairDrop::TooShort)
+        } else if !best.score.valid {
+            Some(PairDrop::ChosenInvalid)
+        } else {
+            let (chosen, rejected) = pair.conversations();
+            let text: Vec<&str> = chosen
+                .messages
+                .iter()
+                .chain(&rejected.messages[pair.prompt.messages.len()..])
+                .map(|m| m.content.as_str())
+                .collect();
+            guard
+                .check_text(&text.join("\n"))
+                .map(|_| PairDrop::Contaminated)
+        };
+        match drop {
+            Some(reason) => *report.dropped.entry(reason).or_default() += 1,
+            None => {
+                report.gaps.push(pair.gap());
+                if let Some(e) = report.sources.get_mut(&pair.task) {
+                    e.pairs += 1;
+                }
+                pairs.push(pair);
+            }
+        }
+    }
+    report.seconds = seconds + start.elapsed().as_secs_f64();
+    Ok((pairs, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Message;
+
+    fn sample(prompt: usize, i: usize, score: f64, valid: bool, reply: &str) -> Sample {
+        Sample {
+            prompt,
+            sample: i,
+            task: "db/synthetic".into(),
+            kind: "counting".into(),
+            protocol: Protocol::Text,
+            score: TaskScore {
+                success: score >= 1.0,
+                score,
+                valid,
+            },
+            turns: 1,
+            end: EpisodeEnd::Done,
+            conversation: Conversation::new(vec![
+                Message::system("You are a SQL agent."),
+                Message::user(format!("question {prompt}")),
+                Message::assistant(reply),
+            ]),
+            prompt_messages: 2,
+        }
+    }
+
+    fn config() -> PairsConfig {
+        PairsConfig {
+            eval_files: vec![],
+            ..PairsConfig::for_profile(Profile::Tiny)
+        }
+    }
+
+    #[test]
+    fn best_and_worst_become_a_pair_and_each_filter_drops_its_case() {
+        let long = "Action: Answer\nFinal Answer: [\"12\"]";
+        let samples = vec![
+            // Prompt 0: scores 0.25, 1, -0.5 → chosen 1, rejected -0.5.
+            sample(0, 0, 0.25, true, long),
+            sample(0, 1, 1.0, true, "Action: Answer\nFinal Answer: [\"3\"]"),
+            sample(0, 2, -0.5, false, "I think the answer is 3"),
+            // Prompt 1: every sample failed alike.
+            sample(1, 0, 0.0, true, long),
+            sample(1, 1, 0.05, true, long),
+            // Prompt 2: the worse side wrote almost nothing.
+            sample(2, 0, 1.0, true, long),
+            sample(2, 1, -0.5, false, "ok"),
+            // Prompt 3: the best side broke the protocol.
+            sample(3, 0, 0.5, false, long),
+            sample(3, 1, -0.25, true, long),
+        ];
+        let (pairs, report) = best_of_n_pairs(&samples, &config(), 1.5).unwrap();
+        assert_eq!(pairs.len(), 1);
+        let p = &pairs[0];
+        assert_eq!((p.chosen_score, p.rejected_score), (1.0, -0.5));
+        assert_eq!(p.prompt.messages.len(), 2);
+        assert_eq!(p.chosen[0].content, "Action: Answer\nFinal Answer: [\"3\"]");
+        assert_eq!(p.rejected[0].content, "I think the answer is 3");
+        assert_eq!(report.gaps, vec![1.5]);
+        assert_eq!(report.dropped[&PairDrop::NoGap], 1);
+        assert_eq!(report.dropped[&PairDrop::TooShort], 1);
+        assert_eq!(report.dropped[&PairDrop::ChosenInvalid], 1);
+        let db = &report.sources["db/synthetic"];
+        assert_eq!((db.prompts, db.samples, db.solved, db.pairs), (4, 9, 2, 1));
+        assert!((report.pair_yield() - 0.25).abs() < 1e-12);
+        assert!(report.seconds >= 1.5);
+        // Only the continuation is trained: the shared opening is marked.
+        let (chosen, rejected) = p.conversations();
+        assert!(chosen.messages[..2].iter().all(|m| !m.train));
+        assert!(chosen.messages[2].train && rejected.messages[2].train);
+        assert_eq!(report.table().unwrap().rows().len(), 2);
+    }
+
+    #[test]
+    fn pairs_that_quote_an_evaluation_question_are_dropped() {
+        let dev = crate::paths::project_root().join("../shared/data/agentbench-dbbench/dev.jsonl");
+        let items = crate::env::db::DbItem::read_jsonl(&dev).unwrap();
+        let leaked = format!("Action: Answer\nFinal Answer: {}", items[0].description);
+        let samples = vec![
+            sample(0, 0, 1.0, true, &leaked),
+            sample(0, 1, -0.5, false, "Action: nothing useful"),
+        ];
+        let config = PairsConfig {
+            eval_files: vec![dev],
+            ..config()
+        };
+        let (pairs, report) = best_of_n_pairs(&samples, &config, 0.0).unwrap();
+        assert!(pairs.is_empty());
+        assert_eq!(report.dropped[&PairDrop::Contaminated], 1);
+    }
+
+    #[test]
+    fn an_evenly_spaced_subset_keeps_every_part_of_the_prompt_list() {
+        let prompts = crate::data::held_out_prompts(12, 6, Protocol::Text, true).unwrap();
+        let config = PairsConfig {
+            max_prompts: Some(6),
+            ..config()
+        };
+        let picked = config.pick(&prompts);
+        assert_eq!(picked.len(), 6);
+        assert!(picked.iter().any(|p| matches!(p, Prompt::Household(_))));
+        assert!(picked.iter().any(|p| matches!(p, Prompt::Db(_))));
+    }
+}

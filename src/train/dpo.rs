@@ -1,0 +1,749 @@
+//! Phase 05, DPO: LoRA adapters trained on preference pairs against a frozen reference.
+//!
+//! The policy starts from the SFT model (its adapter merged into the weights, see
+//! [`Decoder::merge_adapter`]) with fresh adapters; the reference is the same weights with the
+//! adapters off, so no second copy of the model is held. The reference's sequence log-probs
+//! are computed once and cached in `reference.json` beside the checkpoints. Each side's
+//! log-prob sums the continuation's assistant tokens only (the shared opening and the
+//! observations are context). Losses: sigmoid (default, β 0.1), IPO (on per-token means, as
+//! TRL), hinge and robust; checkpoints and resume as in SFT.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::data::SftExample;
+use super::losses::{DpoLoss, DpoParams, dpo_loss};
+use super::optim::{AdamW, AdamWParams};
+use super::run::{
+    Checkpoints, GradAccumulator, TrainState, append_metrics, peak_memory_mb, read_metrics,
+};
+use super::schedule::CosineSchedule;
+use crate::chat::{EncodeOptions, Tokenizer, Truncation};
+use crate::config::{Profile, RunContext};
+use crate::error::{Error, Result};
+use crate::io::create_dir_all;
+use crate::model::{Decoder, LoraConfig, Mode, Padding, Target, TokenBatch};
+use crate::pairs::Pair;
+use crate::rng::Rng;
+
+/// How DPO trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpoConfig {
+    /// The adapters trained (on top of the merged SFT model).
+    pub lora: LoraConfig,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// AdamW's betas, ε and weight decay.
+    pub adamw: AdamWParams,
+    /// Loss, β and label smoothing.
+    pub loss: DpoParams,
+    /// Pairs per forward/backward pass (two rows each).
+    pub micro_batch: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Longest side in tokens (later turns are dropped whole beyond it).
+    pub max_len: usize,
+    /// Passes over the pairs.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (the schedule spans them).
+    pub max_steps: Option<usize>,
+    /// Warmup as a share of the total steps.
+    pub warmup_ratio: f64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f64,
+    /// Share of pairs held out for the eval metrics.
+    pub eval_share: f64,
+    /// Eval metrics every this many steps (and at the end; 0: only at the end).
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub save_every: usize,
+    /// Checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+    /// Recompute each layer in the backward pass instead of keeping its activations.
+    pub checkpointing: bool,
+    /// Seed of the split, the order and the adapters' initialisation.
+    pub seed: u64,
+}
+
+impl DpoConfig {
+    /// The method's settings (LoRA r 32, lr 5e-7, β 0.1, sigmoid loss, batch 4, 4096 tokens,
+    /// one epoch a round); `tiny` trains SmolLM2-135M on a few dozen pairs on CPU, with a
+    /// learning rate to match.
+    pub fn for_profile(profile: Profile) -> Self {
+        let base = Self {
+            lora: LoraConfig {
+                r: 32,
+                alpha: 64.0,
+                dropout: 0.05,
+                targets: Target::ALL.to_vec(),
+                use_rslora: false,
+                seed: 0,
+            },
+            learning_rate: 5e-7,
+            adamw: AdamWParams::default(),
+            loss: DpoParams::default(),
+            micro_batch: 1,
+            grad_accum: 4,
+            max_len: 4096,
+            epochs: 1,
+            max_steps: None,
+            warmup_ratio: 0.1,
+            max_grad_norm: 1.0,
+            eval_share: 0.1,
+            eval_every: 20,
+            save_every: 20,
+            keep_checkpoints: 2,
+            checkpointing: true,
+            seed: 0,
+        };
+        match profile {
+            Profile::Tiny => Self {
+                lora: LoraConfig {
+                    r: 16,
+                    alpha: 32.0,
+                    ..base.lora.clone()
+                },
+                learning_rate: 2e-4,
+                grad_accum: 2,
+                max_len: 2048,
+                epochs: 2,
+                eval_every: 4,
+                save_every: 4,
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// The profile's settings for a run: in a smoke run (CI), 2 steps.
+    pub fn for_run(ctx: &RunContext) -> Self {
+        let mut config = Self::for_profile(ctx.profile);
+        if ctx.smoke {
+            config.max_steps = Some(2);
+            config.eval_every = 1;
+            config.save_every = 1;
+        }
+        config
+    }
+}
+
+/// One pair as token sequences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpoExample {
+    /// The chosen side, its continuation's replies trained.
+    pub chosen: SftExample,
+    /// The rejected side.
+    pub rejected: SftExample,
+}
+
+/// Encodes pairs with the chat template, each side truncated to `max_len` (later turns
+/// dropped whole); pairs where a side keeps no trained token are skipped. Returns the examples
+/// and how many pairs were skipped.
+pub fn encode_pairs(
+    pairs: &[Pair],
+    tokenizer: &Tokenizer,
+    max_len: usize,
+) -> Result<(Vec<DpoExample>, usize)> {
+    let options = EncodeOptions {
+        max_len: Some(max_len),
+        truncation: Truncation::DropTurns,
+        ..EncodeOptions::default()
+    };
+    let mut out = Vec::with_capacity(pairs.len());
+    let mut skipped = 0;
+    for pair in pairs {
+        let (chosen, rejected) = pair.conversations();
+        let side = |c| -> Result<Option<SftExample>> {
+            let e = tokenizer.encode_conversation(c, &options)?;
+            Ok(
+                (e.num_trained() > 0 && e.ids.len() >= 2 && e.ids.len() <= max_len).then_some(
+                    SftExample {
+                        ids: e.ids,
+                        mask: e.mask,
+                    },
+                ),
+            )
+        };
+        match (side(&chosen)?, side(&rejected)?) {
+            (Some(chosen), Some(rejected)) => out.push(DpoExample { chosen, rejected }),
+            _ => skipped += 1,
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// Sequence log-probs of both sides of some pairs: `(chosen [n], rejected [n])`, summed over
+/// the trained tokens (or averaged per token when `mean`), in one forward pass of `2n` rows.
+pub fn pair_logprobs(
+    model: &Decoder,
+    examples: &[&DpoExample],
+    pad_id: u32,
+    mode: Mode,
+    mean: bool,
+) -> Result<(Tensor, Tensor)> {
+    let sides: Vec<&SftExample> = examples
+        .iter()
+        .flat_map(|e| [&e.chosen, &e.rejected])
+        .collect();
+    let rows: Vec<Vec<u32>> = sides.iter().map(|s| s.ids.clone()).collect();
+    let batch = TokenBatch::pad(&rows, pad_id, Padding::Right, model.device())?;
+    let (n_rows, t) = batch.dims();
+    let mut positions = Vec::new();
+    let mut owner = Vec::new();
+    for (r, side) in sides.iter().enumerate() {
+        for (k, _) in side
+            .mask
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|&(_, &m)| m == 1)
+        {
+            positions.push((r * (t - 1) + k - 1) as u32);
+            owner.push(r);
+        }
+    }
+    let lp = model.token_logprobs_at(&batch, &positions, mode)?;
+    // Per-row sums as a matmul with a one-hot [rows, positions] matrix (differentiable).
+    let mut onehot = vec![0f32; n_rows * positions.len()];
+    for (p, &r) in owner.iter().enumerate() {
+        onehot[r * positions.len() + p] = 1.0;
+    }
+    let onehot = Tensor::from_vec(onehot, (n_rows, positions.len()), model.device())?;
+    let mut sums = onehot
+        .matmul(&lp.to_dtype(DType::F32)?.unsqueeze(1)?)?
+        .squeeze(1)?;
+    if mean {
+        let counts: Vec<f32> = (0..n_rows)
+            .map(|r| owner.iter().filter(|&&o| o == r).count().max(1) as f32)
+            .collect();
+        sums = (sums / Tensor::from_vec(counts, n_rows, model.device())?)?;
+    }
+    let sums = sums.reshape((examples.len(), 2))?;
+    Ok((
+        sums.narrow(1, 0, 1)?.squeeze(1)?,
+        sums.narrow(1, 1, 1)?.squeeze(1)?,
+    ))
+}
+
+/// The reference's sequence log-probs of every pair, cached on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ReferenceCache {
+    /// Hash of the token ids and masks it was computed on.
+    fingerprint: u64,
+    /// Whether the values are per-token means (IPO).
+    mean: bool,
+    chosen: Vec<f32>,
+    rejected: Vec<f32>,
+}
+
+fn fingerprint(examples: &[DpoExample]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for e in examples {
+        e.chosen.ids.hash(&mut h);
+        e.chosen.mask.hash(&mut h);
+        e.rejected.ids.hash(&mut h);
+        e.rejected.mask.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// What one DPO optimizer step did (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpoMetrics {
+    /// Optimizer steps done (1-based).
+    pub step: usize,
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Mean loss over the step's pairs.
+    pub loss: f64,
+    /// Share of pairs whose chosen reward beats the rejected one.
+    pub accuracy: f64,
+    /// Mean β·(log π − log π_ref) of the chosen sides.
+    pub chosen_reward: f64,
+    /// The same for the rejected sides.
+    pub rejected_reward: f64,
+    /// Mean chosen − rejected reward.
+    pub margin: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens (padding excluded) per second of this step.
+    pub tokens_per_s: f64,
+    /// Peak resident memory so far, MB.
+    pub memory_mb: f64,
+    /// Loss, accuracy and margin on the held-out pairs, when measured.
+    pub eval: Option<DpoEval>,
+}
+
+impl DpoMetrics {
+    /// A one-line report.
+    pub fn line(&self, total: usize) -> String {
+        let eval = self
+            .eval
+            .as_ref()
+            .map(|e| format!(" | eval loss {:.4} acc {:.2}", e.loss, e.accuracy))
+            .unwrap_or_default();
+        format!(
+            "step {:>4}/{total} loss {:.4} acc {:.2} margin {:+.4} (chosen {:+.4} rejected {:+.4}) lr {:.2e} grad-norm {:.3} {:.0} tok/s{eval}",
+            self.step,
+            self.loss,
+            self.accuracy,
+            self.margin,
+            self.chosen_reward,
+            self.rejected_reward,
+            self.lr,
+            self.grad_norm,
+            self.tokens_per_s
+        )
+    }
+}
+
+/// DPO metrics over a set of pairs without training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DpoEval {
+    /// Mean loss.
+    pub loss: f64,
+    /// Share of pairs ranked right.
+    pub accuracy: f64,
+    /// Mean reward margin.
+    pub margin: f64,
+}
+
+/// The loss, accuracy and margin curves of a DPO run.
+pub fn dpo_chart(metrics: &[DpoMetrics]) -> Result<crate::plot::Svg> {
+    crate::plot::LineChart::new("DPO: loss, reward accuracy and margin")
+        .x_label("step")
+        .series("loss", metrics.iter().map(|m| (m.step as f64, m.loss)))
+        .series(
+            "accuracy",
+            metrics.iter().map(|m| (m.step as f64, m.accuracy)),
+        )
+        .series("margin", metrics.iter().map(|m| (m.step as f64, m.margin)))
+        .series(
+            "eval loss",
+            metrics
+                .iter()
+                .filter_map(|m| m.eval.map(|e| (m.step as f64, e.loss))),
+        )
+        .render()
+}
+
+/// Trains LoRA adapters with DPO.
+pub struct DpoTrainer {
+    model: Decoder,
+    vars: Vec<Var>,
+    optimizer: AdamW,
+    schedule: CosineSchedule,
+    config: DpoConfig,
+    train: Vec<DpoExample>,
+    eval: Vec<DpoExample>,
+    /// Reference log-probs of `train` then `eval`, chosen and rejected.
+    reference: ReferenceCache,
+    batches: Vec<Vec<usize>>,
+    state: TrainState,
+    pad_id: u32,
+    dir: PathBuf,
+}
+
+/// Pair indices of one epoch in a seeded order, `per_batch` to a micro-batch.
+fn pair_batches(n: usize, seed: u64, epoch: usize, per_batch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(seed ^ 0xd90 ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).shuffle(&mut order);
+    order
+        .chunks(per_batch.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+impl DpoTrainer {
+    /// A run in `dir` on `model` (whose weights are the reference): adds the adapters,
+    /// computes (or reloads) the reference log-probs. Call [`DpoTrainer::resume`] to continue
+    /// from the last checkpoint.
+    pub fn new(
+        mut model: Decoder,
+        train: Vec<DpoExample>,
+        eval: Vec<DpoExample>,
+        config: DpoConfig,
+        pad_id: u32,
+        dir: &Path,
+    ) -> Result<Self> {
+        if train.is_empty() {
+            return Err(Error::Batch(
+                "no preference pairs to train on (phase 04 kept none?)".into(),
+            ));
+        }
+        if config.micro_batch == 0 || config.grad_accum == 0 {
+            return Err(Error::Batch(
+                "micro_batch and grad_accum must be at least 1".into(),
+            ));
+        }
+        create_dir_all(dir)?;
+        let mean = config.loss.loss == DpoLoss::Ipo;
+        let all: Vec<DpoExample> = train.iter().chain(&eval).cloned().collect();
+        let print = fingerprint(&all);
+        let cache_path = dir.join("reference.json");
+        let cached: Option<ReferenceCache> = cache_path
+            .is_file()
+            .then(|| crate::io::read_json(&cache_path).ok())
+            .flatten()
+            .filter(|c: &ReferenceCache| c.fingerprint == print && c.mean == mean);
+        let reference = match cached {
+            Some(c) => c,
+            None => {
+                if model.lora_config().is_some() {
+                    return Err(Error::Adapter(
+                        "DPO adds its own adapters: merge the SFT adapter first (Decoder::merge_adapter)".into(),
+                    ));
+                }
+                let mut progress = crate::progress::Progress::new(
+                    "05 DPO · reference log-probs",
+                    Some(all.len() as u64),
+                )
+                .with_unit("pairs");
+                let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+                for chunk in all.chunks(config.micro_batch.max(1)) {
+                    let refs: Vec<&DpoExample> = chunk.iter().collect();
+                    let (c, r) = pair_logprobs(&model, &refs, pad_id, Mode::Reference, mean)?;
+                    chosen.extend(c.to_vec1::<f32>()?);
+                    rejected.extend(r.to_vec1::<f32>()?);
+                    progress.inc(chunk.len() as u64);
+                }
+                progress.finish();
+                let cache = ReferenceCache {
+                    fingerprint: print,
+                    mean,
+                    chosen,
+                    rejected,
+                };
+                crate::io::write_json(&cache_path, &cache)?;
+                cache
+            }
+        };
+        model.add_lora(&LoraConfig {
+            seed: config.seed ^ config.lora.seed,
+            ..config.lora.clone()
+        })?;
+        model.set_checkpointing(config.checkpointing);
+        let vars = model.trainable_vars();
+        let optimizer = AdamW::new(vars.clone(), config.adamw)?;
+        let per_epoch = train
+            .len()
+            .div_ceil(config.micro_batch)
+            .div_ceil(config.grad_accum);
+        let total = config
+            .max_steps
+            .unwrap_or(per_epoch * config.epochs.max(1))
+            .max(1);
+        let schedule = CosineSchedule::with_ratio(config.learning_rate, config.warmup_ratio, total);
+        let batches = pair_batches(train.len(), config.seed, 0, config.micro_batch);
+        Ok(Self {
+            model,
+            vars,
+            optimizer,
+            schedule,
+            config,
+            train,
+            eval,
+            reference,
+            batches,
+            state: TrainState::default(),
+            pad_id,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Decoder {
+        &self.model
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &DpoConfig {
+        &self.config
+    }
+
+    /// The training pairs.
+    pub fn train_examples(&self) -> &[DpoExample] {
+        &self.train
+    }
+
+    /// The held-out pairs.
+    pub fn eval_examples(&self) -> &[DpoExample] {
+        &self.eval
+    }
+
+    /// Optimizer steps done.
+    pub fn step_count(&self) -> usize {
+        self.state.step
+    }
+
+    /// Optimizer steps the run will take.
+    pub fn total_steps(&self) -> usize {
+        self.schedule.total
+    }
+
+    /// Whether every step is done.
+    pub fn finished(&self) -> bool {
+        self.state.step >= self.schedule.total
+    }
+
+    /// `metrics.jsonl` of the run.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+
+    fn checkpoints(&self) -> Checkpoints {
+        Checkpoints::new(&self.dir, self.config.keep_checkpoints)
+    }
+
+    fn reference_of(&self, index: usize) -> (f32, f32) {
+        (self.reference.chosen[index], self.reference.rejected[index])
+    }
+
+    fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    /// The loss and its parts on some pairs (indices into train, or into eval with an
+    /// offset of `train.len()`).
+    fn loss_on(&self, indices: &[usize], mode: Mode) -> Result<(Tensor, super::losses::DpoOutput)> {
+        let examples: Vec<&DpoExample> = indices
+            .iter()
+            .map(|&i| {
+                if i < self.train.len() {
+                    &self.train[i]
+                } else {
+                    &self.eval[i - self.train.len()]
+                }
+            })
+            .collect();
+        let mean = self.config.loss.loss == DpoLoss::Ipo;
+        let (pc, pr) = pair_logprobs(&self.model, &examples, self.pad_id, mode, mean)?;
+        let (rc, rr): (Vec<f32>, Vec<f32>) = indices.iter().map(|&i| self.reference_of(i)).unzip();
+        let n = indices.len();
+        let rc = Tensor::from_vec(rc, n, self.device())?;
+        let rr = Tensor::from_vec(rr, n, self.device())?;
+        let out = dpo_loss(&pc, &pr, &rc, &rr, &self.config.loss)?;
+        Ok((out.loss.clone(), out))
+    }
+
+    /// Loss, accuracy and margin on the held-out pairs (adapters on, no dropout).
+    pub fn evaluate(&self) -> Result<DpoEval> {
+        self.evaluate_mode(Mode::Eval)
+    }
+
+    /// The same metrics in a given mode ([`Mode::Reference`]: the starting point, loss ln 2).
+    pub fn evaluate_mode(&self, mode: Mode) -> Result<DpoEval> {
+        let offset = self.train.len();
+        let (mut loss, mut right, mut margin) = (0.0, 0.0, 0.0);
+        for chunk in (offset..offset + self.eval.len())
+            .collect::<Vec<_>>()
+            .chunks(self.config.micro_batch)
+        {
+            let (l, out) = self.loss_on(chunk, mode)?;
+            let n = chunk.len() as f64;
+            loss += n * l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let (acc, m) = reward_stats(&out)?;
+            right += n * acc;
+            margin += n * m;
+        }
+        let n = self.eval.len().max(1) as f64;
+        Ok(DpoEval {
+            loss: loss / n,
+            accuracy: right / n,
+            margin: margin / n,
+        })
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches of pairs.
+    pub fn step(&mut self) -> Result<DpoMetrics> {
+        let start = Instant::now();
+        let mut micro = Vec::with_capacity(self.config.grad_accum);
+        while micro.len() < self.config.grad_accum {
+            if self.state.cursor >= self.batches.len() {
+                self.state.epoch += 1;
+                self.state.cursor = 0;
+                self.batches = pair_batches(
+                    self.train.len(),
+                    self.config.seed,
+                    self.state.epoch,
+                    self.config.micro_batch,
+                );
+            }
+            micro.push(self.batches[self.state.cursor].clone());
+            self.state.cursor += 1;
+        }
+        let pairs: usize = micro.iter().map(Vec::len).sum();
+        let mut grads = GradAccumulator::new(self.vars.len());
+        let (mut loss_sum, mut right, mut chosen, mut rejected, mut tokens) =
+            (0.0, 0.0, 0.0, 0.0, 0usize);
+        for m in &micro {
+            let (loss, out) = self.loss_on(m, Mode::Train)?;
+            let share = m.len() as f64 / pairs as f64;
+            let loss = (loss * share)?;
+            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            grads.add(&self.model.backward(&loss)?, &self.vars)?;
+            let n = m.len() as f64;
+            right += n * reward_stats(&out)?.0;
+            chosen += n * mean_of(&out.chosen_rewards)?;
+            rejected += n * mean_of(&out.rejected_rewards)?;
+            tokens += m
+                .iter()
+                .map(|&i| self.train[i].chosen.ids.len() + self.train[i].rejected.ids.len())
+                .sum::<usize>();
+        }
+        let grad_norm = grads.clip(self.config.max_grad_norm)?;
+        let lr = self.schedule.lr(self.state.step);
+        self.optimizer.step(grads.grads(), lr)?;
+        self.state.step += 1;
+        self.state.passes = self.model.train_passes();
+        let n = pairs as f64;
+        let mut metrics = DpoMetrics {
+            step: self.state.step,
+            epoch: self.state.epoch,
+            loss: loss_sum,
+            accuracy: right / n,
+            chosen_reward: chosen / n,
+            rejected_reward: rejected / n,
+            margin: (chosen - rejected) / n,
+            lr,
+            grad_norm,
+            tokens_per_s: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            memory_mb: peak_memory_mb(),
+            eval: None,
+        };
+        let every = self.config.eval_every;
+        if !self.eval.is_empty()
+            && ((every > 0 && metrics.step.is_multiple_of(every)) || self.finished())
+        {
+            metrics.eval = Some(self.evaluate()?);
+        }
+        append_metrics(&self.metrics_path(), metrics.step, &metrics)?;
+        let save = self.config.save_every;
+        if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
+            self.save_checkpoint()?;
+        }
+        Ok(metrics)
+    }
+
+    /// Runs steps until the end (or `limit` more steps), reporting each to `on_step`.
+    pub fn train(
+        &mut self,
+        limit: Option<usize>,
+        mut on_step: impl FnMut(&DpoMetrics),
+    ) -> Result<Vec<DpoMetrics>> {
+        let mut out = Vec::new();
+        while !self.finished() && limit.is_none_or(|l| out.len() < l) {
+            let m = self.step()?;
+            on_step(&m);
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// Reads the metrics written so far.
+    pub fn read_metrics(&self) -> Result<Vec<DpoMetrics>> {
+        read_metrics(&self.metrics_path())
+    }
+
+    /// Writes a checkpoint (see [`Checkpoints::save`]).
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        self.checkpoints().save(
+            self.state.step,
+            &self.vars,
+            &self.optimizer,
+            &self.state,
+            &self.config,
+        )
+    }
+
+    /// Continues from the last checkpoint in the run directory, if there is one. Returns
+    /// whether it resumed.
+    pub fn resume(&mut self) -> Result<bool> {
+        let Some(state) = self
+            .checkpoints()
+            .load::<TrainState>(&self.vars, &mut self.optimizer)?
+        else {
+            return Ok(false);
+        };
+        self.state = state;
+        self.model.set_train_passes(self.state.passes);
+        self.batches = pair_batches(
+            self.train.len(),
+            self.config.seed,
+            self.state.epoch,
+            self.config.micro_batch,
+        );
+        let kept: Vec<DpoMetrics> = self
+            .read_metrics()?
+            .into_iter()
+            .filter(|m| m.step <= self.state.step)
+            .collect();
+        crate::io::write_jsonl(&self.metrics_path(), &kept)?;
+        Ok(true)
+    }
+
+    /// Saves the adapter in PEFT's layout, stacked with the merged SFT adapter so that it
+    /// applies to the original base model.
+    pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
+        self.model.save_adapter(dir, base_model)
+    }
+}
+
+fn mean_of(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.mean_all()?.to_scalar::<f64>()?)
+}
+
+/// (accuracy, mean margin) of a loss output.
+fn reward_stats(out: &super::losses::DpoOutput) -> Result<(f64, f64)> {
+    let c = out.chosen_rewards.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let r = out
+        .rejected_rewards
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    let n = c.len().max(1) as f64;
+    let right = c.iter().zip(&r).filter(|(c, r)| c > r).count() as f64;
+    let margin: f64 = c.iter().zip(&r).map(|(c, r)| c - r).sum();
+    Ok((right / n, margin / n))
+}
+
+/// Encodes the pairs, holds out the eval share, and builds a trainer over `model` (the SFT
+/// model, adapter merged) in `dir`, resuming from its last checkpoint when there is one
+/// (`fresh`: delete checkpoints and the cached reference, and start over). Returns the trainer and how many pairs were
+/// skipped (a side with no trained token within `max_len`).
+pub fn dpo_trainer(
+    model: Decoder,
+    pairs: &[Pair],
+    tokenizer: &Tokenizer,
+    config: DpoConfig,
+    dir: &Path,
+    fresh: bool,
+) -> Result<(DpoTrainer, usize)> {
+    let (mut examples, skipped) = encode_pairs(pairs, tokenizer, config.max_len)?;
+    Rng::new(config.seed ^ 0xe7a1).shuffle(&mut examples);
+    let n_eval =
+        ((examples.len() as f64 * config.eval_share).round() as usize).min(examples.len() / 2);
+    let train = examples.split_off(n_eval);
+    if fresh {
+        Checkpoints::new(dir, 1).clear()?;
+        let cache = dir.join("reference.json");
+        if cache.exists() {
+            std::fs::remove_file(&cache).map_err(|e| Error::io("removing", &cache, e))?;
+        }
+    }
+    let mut trainer = DpoTrainer::new(
+        model,
+        train,
+        examples,
+        config,
+        tokenizer.pad_token_id(),
+        dir,
+    )?;
+    trainer.resume()?;
+    Ok((trainer, skipped))
+}

@@ -1,0 +1,910 @@
+//! Phase 05, GRPO: multi-turn online RL with group-relative advantages.
+//!
+//! Each step draws `prompts_per_step` training prompts (phase 02's), plays each `group_size`
+//! times in its environment at temperature 0.8 with the adapters on, and grades every episode
+//! with [`crate::env::TaskScore`] (execution outcome with partial credit for DB tasks, completion
+//! with progress credit for household games). Rewards are normalised within each prompt's group
+//! (groups whose rewards are all equal teach nothing and are skipped and counted); every token
+//! the policy wrote in a kept episode gets its episode's advantage, and the prompt, the
+//! observations and the template's tokens get no loss and no gradient. The loss is
+//! [`grpo_loss`]: clipped importance ratio, k3 KL to the reference (the same weights with the
+//! adapters off, so the SFT model), and grpo / dr_grpo / dapo aggregation over the step.
+//!
+//! Log-probs are computed only at the policy's tokens ([`Decoder::token_logprobs_at`]) and laid
+//! out compactly, one row per episode and one column per policy token, so long observations
+//! cost a forward pass but no output head.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::losses::{AdvantageScale, GrpoParams, StepNorm, group_advantages, grpo_loss};
+use super::optim::{AdamW, AdamWParams};
+use super::run::{
+    Checkpoints, GradAccumulator, TrainState, append_metrics, peak_memory_mb, read_metrics,
+};
+use super::schedule::CosineSchedule;
+use crate::chat::Tokenizer;
+use crate::config::{Profile, RunContext};
+use crate::data::Prompt;
+use crate::error::{Error, Result};
+use crate::generate::{Episode, PlayOptions, PlayedTask, Sampling, play_tasks};
+use crate::io::create_dir_all;
+use crate::model::{Decoder, LoraConfig, Mode, Padding, Target, TokenBatch};
+use crate::rng::Rng;
+
+/// How GRPO trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoConfig {
+    /// The adapters trained (on top of the merged SFT model).
+    pub lora: LoraConfig,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// AdamW's betas, ε and weight decay.
+    pub adamw: AdamWParams,
+    /// Clipping, KL weight and loss aggregation.
+    pub loss: GrpoParams,
+    /// Advantages scaled by the group's standard deviation (GRPO) or not (Dr.GRPO).
+    pub advantage: AdvantageScale,
+    /// Episodes per prompt (G).
+    pub group_size: usize,
+    /// Prompts per step (each played `group_size` times).
+    pub prompts_per_step: usize,
+    /// Optimizer updates on each step's episodes (μ; with 1 the ratio is exactly 1 and only
+    /// the KL term and the advantages shape the update, as TRL's default).
+    pub iterations: usize,
+    /// Episodes per forward/backward pass.
+    pub micro_batch: usize,
+    /// Rollout sampling temperature.
+    pub temperature: f32,
+    /// Rollout nucleus threshold (1 = off).
+    pub top_p: f32,
+    /// Episodes generated together.
+    pub rollout_batch: usize,
+    /// Most new tokens per reply.
+    pub max_new_tokens: usize,
+    /// Most replies per DB episode.
+    pub db_turns: usize,
+    /// Most replies per household episode.
+    pub household_turns: usize,
+    /// Most tokens per episode, prompt included.
+    pub max_context: usize,
+    /// Steps (rollout batches) in the run.
+    pub steps: usize,
+    /// Warmup as a share of the optimizer updates.
+    pub warmup_ratio: f64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f64,
+    /// Greedy held-out evaluation every this many steps (and at the start and the end; 0:
+    /// only at the start and the end).
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub save_every: usize,
+    /// Checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+    /// Recompute each layer in the backward pass instead of keeping its activations.
+    pub checkpointing: bool,
+    /// Seed of the prompt order, the rollouts and the adapters' initialisation.
+    pub seed: u64,
+}
+
+impl GrpoConfig {
+    /// The method's settings (lr 1e-6, KL 0.05, 4 generations per prompt, 1024 new tokens,
+    /// temperature 0.8, LoRA r 32); `tiny` trains SmolLM2-135M for 16 steps of 4 prompts on
+    /// CPU, with short episodes and a learning rate to match.
+    pub fn for_profile(profile: Profile) -> Self {
+        let quick = crate::eval::QuickConfig::for_profile(profile);
+        let base = Self {
+            lora: LoraConfig {
+                r: 32,
+                alpha: 64.0,
+                dropout: 0.0,
+                targets: Target::ALL.to_vec(),
+                use_rslora: false,
+                seed: 0,
+            },
+            learning_rate: 1e-6,
+            adamw: AdamWParams::default(),
+            loss: GrpoParams::default(),
+            advantage: AdvantageScale::Std,
+            group_size: 4,
+            prompts_per_step: 8,
+            iterations: 1,
+            micro_batch: 2,
+            temperature: 0.8,
+            top_p: 1.0,
+            rollout_batch: quick.batch,
+            max_new_tokens: 1024,
+            db_turns: quick.db_turns,
+            household_turns: quick.household_turns,
+            max_context: quick.max_context,
+            steps: 200,
+            warmup_ratio: 0.05,
+            max_grad_norm: 1.0,
+            eval_every: 25,
+            save_every: 25,
+            keep_checkpoints: 2,
+            checkpointing: true,
+            seed: 0,
+        };
+        match profile {
+            Profile::Tiny => Self {
+                lora: LoraConfig {
+                    r: 16,
+                    alpha: 32.0,
+                    ..base.lora.clone()
+                },
+                learning_rate: 5e-5,
+                prompts_per_step: 4,
+                micro_batch: 4,
+                rollout_batch: 16,
+                max_new_tokens: quick.max_new_tokens,
+                steps: 16,
+                warmup_ratio: 0.0,
+                eval_every: 8,
+                save_every: 4,
+                checkpointing: false,
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// The profile's settings for a run: in a smoke run (CI), 2 steps of 2 prompts × 2.
+    pub fn for_run(ctx: &RunContext) -> Self {
+        let mut config = Self::for_profile(ctx.profile);
+        if ctx.smoke {
+            config.steps = 2;
+            config.prompts_per_step = 2;
+            config.group_size = 2;
+            config.max_new_tokens = config.max_new_tokens.min(64);
+            config.db_turns = config.db_turns.min(2);
+            config.household_turns = config.household_turns.min(3);
+            config.eval_every = 0;
+            config.save_every = 1;
+        }
+        config
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |reason: &str| {
+            Err(Error::InvalidConfig {
+                source_name: "GrpoConfig".into(),
+                reason: reason.into(),
+            })
+        };
+        if self.group_size < 2 {
+            return invalid("group_size must be at least 2 (advantages are relative to the group)");
+        }
+        if self.prompts_per_step == 0 || self.micro_batch == 0 || self.iterations == 0 {
+            return invalid("prompts_per_step, micro_batch and iterations must be at least 1");
+        }
+        if self.steps == 0 {
+            return invalid("steps must be at least 1");
+        }
+        if self.temperature <= 0.0 {
+            return invalid("rollouts must sample: temperature must be above 0");
+        }
+        Ok(())
+    }
+
+    fn play_options(&self, sampling: Sampling, seed: u64) -> PlayOptions {
+        PlayOptions {
+            batch: self.rollout_batch.max(1),
+            max_new_tokens: self.max_new_tokens,
+            db_turns: self.db_turns,
+            household_turns: self.household_turns,
+            max_context: self.max_context,
+            sampling,
+            seed,
+            mode: Mode::Eval,
+        }
+    }
+}
+
+/// The target indices (into the `len − 1` next-token predictions of a sequence) of the tokens
+/// the policy wrote: token `k` is predicted at position `k − 1`. Prompt, observation and
+/// template tokens never appear.
+pub fn policy_targets(episode: &Episode) -> Vec<usize> {
+    episode
+        .policy_mask
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|&(_, &m)| m == 1)
+        .map(|(k, _)| k - 1)
+        .collect()
+}
+
+/// Log-probs of the policy's tokens of some episodes, laid out compactly: `[n, l]` with row
+/// `i` holding episode `i`'s policy tokens in order (padded with 0 to the longest), and the
+/// `[n, l]` mask of real entries. Differentiable in `mode` [`Mode::Train`].
+pub fn episode_logprobs(
+    model: &Decoder,
+    episodes: &[&Episode],
+    pad_id: u32,
+    mode: Mode,
+) -> Result<(Tensor, Tensor)> {
+    let rows: Vec<Vec<u32>> = episodes.iter().map(|e| e.tokens.clone()).collect();
+    let batch = TokenBatch::pad(&rows, pad_id, Padding::Right, model.device())?;
+    let (n, t) = batch.dims();
+    let targets: Vec<Vec<usize>> = episodes.iter().map(|e| policy_targets(e)).collect();
+    let width = targets.iter().map(Vec::len).max().unwrap_or(0);
+    if width == 0 {
+        return Err(Error::Batch(
+            "GRPO: none of these episodes holds a token the policy wrote".into(),
+        ));
+    }
+    let positions: Vec<u32> = targets
+        .iter()
+        .enumerate()
+        .flat_map(|(r, ks)| ks.iter().map(move |&k| (r * (t - 1) + k) as u32))
+        .collect();
+    let flat = model
+        .token_logprobs_at(&batch, &positions, mode)?
+        .to_dtype(DType::F32)?;
+    // Scatter into [n, width] by gathering from the flat values plus one trailing zero.
+    let pad_at = positions.len() as u32;
+    let flat = Tensor::cat(&[&flat, &Tensor::zeros(1, DType::F32, model.device())?], 0)?;
+    let mut index = Vec::with_capacity(n * width);
+    let mut mask = Vec::with_capacity(n * width);
+    let mut next = 0u32;
+    for ks in &targets {
+        for j in 0..width {
+            if j < ks.len() {
+                index.push(next);
+                next += 1;
+                mask.push(1f32);
+            } else {
+                index.push(pad_at);
+                mask.push(0.0);
+            }
+        }
+    }
+    let index = Tensor::from_vec(index, n * width, model.device())?;
+    let logprobs = flat.index_select(&index, 0)?.reshape((n, width))?;
+    let mask = Tensor::from_vec(mask, (n, width), model.device())?;
+    Ok((logprobs, mask))
+}
+
+/// What one GRPO step did (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoMetrics {
+    /// Steps done (1-based).
+    pub step: usize,
+    /// Mean episode score.
+    pub reward_mean: f64,
+    /// Standard deviation of the episode scores.
+    pub reward_std: f64,
+    /// Share of episodes that solved their task.
+    pub success: f64,
+    /// Success per task type (`db/<kind>`, `household/<kind>`).
+    pub success_by_kind: BTreeMap<String, f64>,
+    /// The step's loss (summed over its updates' micro-batches, last update).
+    pub loss: f64,
+    /// Mean k3 KL to the reference over the trained tokens.
+    pub kl: f64,
+    /// Share of trained tokens whose ratio was clipped.
+    pub clip_fraction: f64,
+    /// Mean tokens the policy wrote per episode.
+    pub response_tokens: f64,
+    /// Mean replies per episode.
+    pub turns: f64,
+    /// Groups whose rewards were all equal (skipped).
+    pub skipped_groups: usize,
+    /// Groups played.
+    pub groups: usize,
+    /// Learning rate of the last update.
+    pub lr: f64,
+    /// Global gradient norm before clipping (last update; 0 when every group was skipped).
+    pub grad_norm: f64,
+    /// Seconds spent playing the episodes.
+    pub rollout_s: f64,
+    /// Policy tokens generated per second of rollout.
+    pub rollout_tokens_per_s: f64,
+    /// Seconds spent in the updates (reference pass included).
+    pub train_s: f64,
+    /// Peak resident memory so far, MB.
+    pub memory_mb: f64,
+}
+
+impl GrpoMetrics {
+    /// A one-line report.
+    pub fn line(&self, total: usize) -> String {
+        format!(
+            "step {:>3}/{total} reward {:+.3}±{:.3} solved {:.0}% kl {:.4} clip {:.3} loss {:+.4} len {:.0} skipped {}/{} grad-norm {:.3} | rollout {:.0}s ({:.0} tok/s) train {:.0}s",
+            self.step,
+            self.reward_mean,
+            self.reward_std,
+            100.0 * self.success,
+            self.kl,
+            self.clip_fraction,
+            self.loss,
+            self.response_tokens,
+            self.skipped_groups,
+            self.groups,
+            self.grad_norm,
+            self.rollout_s,
+            self.rollout_tokens_per_s,
+            self.train_s
+        )
+    }
+}
+
+/// Greedy play of the held-out tasks (a line of `eval.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoEval {
+    /// Steps done when measured (0: the starting point).
+    pub step: usize,
+    /// Mean score over all held-out tasks.
+    pub reward: f64,
+    /// Share solved.
+    pub success: f64,
+    /// Mean score of the DB tasks.
+    pub db_reward: f64,
+    /// Mean score of the household games.
+    pub household_reward: f64,
+    /// Tasks played.
+    pub tasks: usize,
+}
+
+impl GrpoEval {
+    /// Summarises greedy episodes of `tasks`.
+    fn of(step: usize, tasks: &[Prompt], played: &[PlayedTask]) -> Self {
+        let mean = |household: bool| {
+            let scores: Vec<f64> = tasks
+                .iter()
+                .zip(played)
+                .filter(|(t, _)| matches!(t, Prompt::Household(_)) == household)
+                .map(|(_, p)| p.score.score)
+                .collect();
+            scores.iter().sum::<f64>() / scores.len().max(1) as f64
+        };
+        let n = played.len().max(1) as f64;
+        Self {
+            step,
+            reward: played.iter().map(|p| p.score.score).sum::<f64>() / n,
+            success: played.iter().filter(|p| p.score.success).count() as f64 / n,
+            db_reward: mean(false),
+            household_reward: mean(true),
+            tasks: played.len(),
+        }
+    }
+
+    /// A one-line report.
+    pub fn line(&self) -> String {
+        format!(
+            "eval @ step {}: reward {:+.3} (DB {:+.3}, household {:+.3}) solved {:.1}% of {}",
+            self.step,
+            self.reward,
+            self.db_reward,
+            self.household_reward,
+            100.0 * self.success,
+            self.tasks
+        )
+    }
+}
+
+/// Training reward and held-out reward of a GRPO run.
+pub fn grpo_chart(metrics: &[GrpoMetrics], evals: &[GrpoEval]) -> Result<crate::plot::Svg> {
+    crate::plot::LineChart::new("GRPO: mean episode reward")
+        .x_label("step")
+        .series(
+            "train reward",
+            metrics.iter().map(|m| (m.step as f64, m.reward_mean)),
+        )
+        .series(
+            "held-out DB",
+            evals.iter().map(|e| (e.step as f64, e.db_reward)),
+        )
+        .series(
+            "held-out household",
+            evals.iter().map(|e| (e.step as f64, e.household_reward)),
+        )
+        .render()
+}
+
+/// KL, clip fraction and success rate of a GRPO run.
+pub fn grpo_health_chart(metrics: &[GrpoMetrics]) -> Result<crate::plot::Svg> {
+    crate::plot::LineChart::new("GRPO: KL to the reference, clipped share, success")
+        .x_label("step")
+        .series("KL", metrics.iter().map(|m| (m.step as f64, m.kl)))
+        .series(
+            "clip fraction",
+            metrics.iter().map(|m| (m.step as f64, m.clip_fraction)),
+        )
+        .series(
+            "success",
+            metrics.iter().map(|m| (m.step as f64, m.success)),
+        )
+        .render()
+}
+
+/// The task type a prompt counts under in the per-type success.
+fn task_type(prompt: &Prompt) -> String {
+    match prompt {
+        Prompt::Household(_) => format!("household/{}", prompt.kind()),
+        Prompt::Db(_) => format!("db/{}", prompt.kind()),
+    }
+}
+
+/// Trains LoRA adapters with multi-turn GRPO.
+pub struct GrpoTrainer {
+    model: Decoder,
+    vars: Vec<Var>,
+    optimizer: AdamW,
+    schedule: CosineSchedule,
+    config: GrpoConfig,
+    prompts: Vec<Prompt>,
+    eval: Vec<Prompt>,
+    order: Vec<usize>,
+    state: TrainState,
+    pad_id: u32,
+    dir: PathBuf,
+}
+
+/// Prompt indices of one pass in a seeded order.
+fn prompt_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(seed ^ 0x6790 ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .shuffle(&mut order);
+    order
+}
+
+impl GrpoTrainer {
+    /// A run in `dir` on `model` (the SFT model, adapter merged; with its adapters off it is
+    /// the reference) over training `prompts`, evaluated greedily on held-out `eval` tasks.
+    /// Call [`GrpoTrainer::resume`] to continue from the last checkpoint.
+    pub fn new(
+        mut model: Decoder,
+        prompts: Vec<Prompt>,
+        eval: Vec<Prompt>,
+        config: GrpoConfig,
+        pad_id: u32,
+        dir: &Path,
+    ) -> Result<Self> {
+        config.validate()?;
+        if prompts.is_empty() {
+            return Err(Error::Batch(
+                "no prompts to train on (run notebook 02_prompts or `abt prompts`)".into(),
+            ));
+        }
+        if model.lora_config().is_some() {
+            return Err(Error::Adapter(
+                "GRPO adds its own adapters: merge the SFT adapter first (Decoder::merge_adapter)"
+                    .into(),
+            ));
+        }
+        create_dir_all(dir)?;
+        model.add_lora(&LoraConfig {
+            seed: config.seed ^ config.lora.seed,
+            ..config.lora.clone()
+        })?;
+        model.set_checkpointing(config.checkpointing);
+        let vars = model.trainable_vars();
+        let optimizer = AdamW::new(vars.clone(), config.adamw)?;
+        let schedule = CosineSchedule::with_ratio(
+            config.learning_rate,
+            config.warmup_ratio,
+            config.steps * config.iterations,
+        );
+        let order = prompt_order(prompts.len(), config.seed, 0);
+        Ok(Self {
+            model,
+            vars,
+            optimizer,
+            schedule,
+            config,
+            prompts,
+            eval,
+            order,
+            state: TrainState::default(),
+            pad_id,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Decoder {
+        &self.model
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &GrpoConfig {
+        &self.config
+    }
+
+    /// The held-out tasks.
+    pub fn eval_tasks(&self) -> &[Prompt] {
+        &self.eval
+    }
+
+    /// Steps done.
+    pub fn step_count(&self) -> usize {
+        self.state.step
+    }
+
+    /// Steps the run will take.
+    pub fn total_steps(&self) -> usize {
+        self.config.steps
+    }
+
+    /// Whether every step is done.
+    pub fn finished(&self) -> bool {
+        self.state.step >= self.config.steps
+    }
+
+    /// `metrics.jsonl` of the run.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+
+    /// `eval.jsonl` of the run.
+    pub fn eval_path(&self) -> PathBuf {
+        self.dir.join("eval.jsonl")
+    }
+
+    fn checkpoints(&self) -> Checkpoints {
+        Checkpoints::new(&self.dir, self.config.keep_checkpoints)
+    }
+
+    fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    /// The next `prompts_per_step` prompts of the seeded order (a new order each pass).
+    fn next_prompts(&mut self) -> Vec<Prompt> {
+        let mut picked = Vec::with_capacity(self.config.prompts_per_step);
+        while picked.len() < self.config.prompts_per_step {
+            if self.state.cursor >= self.order.len() {
+                self.state.epoch += 1;
+                self.state.cursor = 0;
+                self.order = prompt_order(self.prompts.len(), self.config.seed, self.state.epoch);
+            }
+            picked.push(self.prompts[self.order[self.state.cursor]].clone());
+            self.state.cursor += 1;
+        }
+        picked
+    }
+
+    /// Plays the held-out tasks greedily with the adapters on and records the result in
+    /// `eval.jsonl` under the current step.
+    pub fn evaluate(&self, tokenizer: &Tokenizer) -> Result<GrpoEval> {
+        let options = self.config.play_options(Sampling::greedy(), 0);
+        let played = play_tasks(
+            &self.model,
+            tokenizer,
+            &self.eval,
+            &options,
+            &format!("05 GRPO · held-out eval @ {}", self.state.step),
+        )?;
+        let eval = GrpoEval::of(self.state.step, &self.eval, &played);
+        append_metrics(&self.eval_path(), eval.step, &eval)?;
+        Ok(eval)
+    }
+
+    /// Plays one group of episodes per prompt: the step's rollouts, in prompt order.
+    pub fn rollouts(&self, tokenizer: &Tokenizer, prompts: &[Prompt]) -> Result<Vec<PlayedTask>> {
+        let tasks: Vec<Prompt> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), self.config.group_size))
+            .collect();
+        let sampling = Sampling {
+            temperature: self.config.temperature,
+            top_p: self.config.top_p,
+            ..Sampling::greedy()
+        };
+        let seed = self
+            .config
+            .seed
+            .wrapping_add((self.state.step as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        play_tasks(
+            &self.model,
+            tokenizer,
+            &tasks,
+            &self.config.play_options(sampling, seed),
+            &format!("05 GRPO · rollouts {}", self.state.step + 1),
+        )
+    }
+
+    /// One step: rollouts, advantages, `iterations` optimizer updates.
+    pub fn step(&mut self, tokenizer: &Tokenizer) -> Result<GrpoMetrics> {
+        let start = Instant::now();
+        let prompts = self.next_prompts();
+        let played = self.rollouts(tokenizer, &prompts)?;
+        let rollout_s = start.elapsed().as_secs_f64();
+        let g = self.config.group_size;
+        let rewards: Vec<f64> = played.iter().map(|p| p.score.score).collect();
+        let groups = group_advantages(&rewards, g, self.config.advantage)?;
+
+        // Episode statistics.
+        let n = played.len() as f64;
+        let reward_mean = rewards.iter().sum::<f64>() / n;
+        let reward_std = (rewards
+            .iter()
+            .map(|r| (r - reward_mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        let policy_tokens: Vec<usize> = played
+            .iter()
+            .map(|p| p.episode.policy_mask.iter().filter(|&&m| m == 1).count())
+            .collect();
+        let generated: usize = policy_tokens.iter().sum();
+        let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (i, p) in played.iter().enumerate() {
+            let entry = by_kind.entry(task_type(&prompts[i / g])).or_default();
+            entry.0 += usize::from(p.score.success);
+            entry.1 += 1;
+        }
+
+        // Episodes of groups that were not flat, with a token to train.
+        let train_start = Instant::now();
+        let kept: Vec<usize> = (0..played.len())
+            .filter(|&i| !groups.skipped[i / g] && policy_tokens[i] > 0)
+            .collect();
+        let (mut loss, mut kl, mut clip, mut grad_norm, mut lr) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        if !kept.is_empty() {
+            let norm = StepNorm {
+                sequences: kept.len(),
+                tokens: kept.iter().map(|&i| policy_tokens[i]).sum(),
+            };
+            let chunks: Vec<Vec<usize>> = kept
+                .chunks(self.config.micro_batch)
+                .map(<[usize]>::to_vec)
+                .collect();
+            let episodes = |chunk: &[usize]| -> Vec<&Episode> {
+                chunk.iter().map(|&i| &played[i].episode).collect()
+            };
+            let reference: Vec<Option<Tensor>> = chunks
+                .iter()
+                .map(|c| {
+                    if self.config.loss.beta > 0.0 {
+                        let (lp, _) = episode_logprobs(
+                            &self.model,
+                            &episodes(c),
+                            self.pad_id,
+                            Mode::Reference,
+                        )?;
+                        Ok(Some(lp.detach()))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .collect::<Result<_>>()?;
+            let mut old: Vec<Option<Tensor>> = vec![None; chunks.len()];
+            for iteration in 0..self.config.iterations {
+                let mut grads = GradAccumulator::new(self.vars.len());
+                let (mut step_loss, mut kl_sum, mut clip_sum, mut tokens) = (0.0, 0.0, 0.0, 0);
+                for (c, chunk) in chunks.iter().enumerate() {
+                    let (lp, mask) =
+                        episode_logprobs(&self.model, &episodes(chunk), self.pad_id, Mode::Train)?;
+                    // The rollouts came from these weights: the sampling policy's log-probs are
+                    // this first pass's, without gradient.
+                    let old_lp = match &old[c] {
+                        Some(o) => o.clone(),
+                        None => {
+                            let o = lp.detach();
+                            if self.config.iterations > 1 {
+                                old[c] = Some(o.clone());
+                            }
+                            o
+                        }
+                    };
+                    let advantages: Vec<f32> =
+                        chunk.iter().map(|&i| groups.advantages[i] as f32).collect();
+                    let advantages = Tensor::from_vec(advantages, chunk.len(), self.device())?;
+                    let out = grpo_loss(
+                        &lp,
+                        &old_lp,
+                        reference[c].as_ref(),
+                        &advantages,
+                        &mask,
+                        &self.config.loss,
+                        Some(norm),
+                    )?;
+                    step_loss += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    kl_sum += out.kl * out.tokens as f64;
+                    clip_sum += out.clip_fraction * out.tokens as f64;
+                    tokens += out.tokens;
+                    grads.add(&self.model.backward(&out.loss)?, &self.vars)?;
+                }
+                grad_norm = grads.clip(self.config.max_grad_norm)?;
+                lr = self
+                    .schedule
+                    .lr(self.state.step * self.config.iterations + iteration);
+                self.optimizer.step(grads.grads(), lr)?;
+                loss = step_loss;
+                kl = kl_sum / tokens.max(1) as f64;
+                clip = clip_sum / tokens.max(1) as f64;
+            }
+        }
+        self.state.step += 1;
+        self.state.passes = self.model.train_passes();
+        let metrics = GrpoMetrics {
+            step: self.state.step,
+            reward_mean,
+            reward_std,
+            success: played.iter().filter(|p| p.score.success).count() as f64 / n,
+            success_by_kind: by_kind
+                .into_iter()
+                .map(|(k, (s, t))| (k, s as f64 / t as f64))
+                .collect(),
+            loss,
+            kl,
+            clip_fraction: clip,
+            response_tokens: generated as f64 / n,
+            turns: played.iter().map(|p| p.episode.turns()).sum::<usize>() as f64 / n,
+            skipped_groups: groups.skipped.iter().filter(|&&s| s).count(),
+            groups: groups.skipped.len(),
+            lr,
+            grad_norm,
+            rollout_s,
+            rollout_tokens_per_s: generated as f64 / rollout_s.max(1e-9),
+            train_s: train_start.elapsed().as_secs_f64(),
+            memory_mb: peak_memory_mb(),
+        };
+        append_metrics(&self.metrics_path(), metrics.step, &metrics)?;
+        let save = self.config.save_every;
+        if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
+            self.save_checkpoint()?;
+        }
+        Ok(metrics)
+    }
+
+    /// Runs steps until the end (or `limit` more steps), reporting each step to `on_step`
+    /// and each held-out evaluation (at the start, every `eval_every` steps and at the end)
+    /// to `on_eval`.
+    pub fn train(
+        &mut self,
+        tokenizer: &Tokenizer,
+        limit: Option<usize>,
+        mut on_step: impl FnMut(&GrpoMetrics),
+        mut on_eval: impl FnMut(&GrpoEval),
+    ) -> Result<Vec<GrpoMetrics>> {
+        let has_eval = !self.eval.is_empty();
+        if has_eval && self.state.step == 0 && self.read_evals()?.is_empty() {
+            on_eval(&self.evaluate(tokenizer)?);
+        }
+        let mut out = Vec::new();
+        while !self.finished() && limit.is_none_or(|l| out.len() < l) {
+            let m = self.step(tokenizer)?;
+            on_step(&m);
+            out.push(m);
+            let every = self.config.eval_every;
+            if has_eval && ((every > 0 && self.state.step.is_multiple_of(every)) || self.finished())
+            {
+                on_eval(&self.evaluate(tokenizer)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the step metrics written so far.
+    pub fn read_metrics(&self) -> Result<Vec<GrpoMetrics>> {
+        read_metrics(&self.metrics_path())
+    }
+
+    /// Reads the held-out evaluations written so far.
+    pub fn read_evals(&self) -> Result<Vec<GrpoEval>> {
+        read_metrics(&self.eval_path())
+    }
+
+    /// Writes a checkpoint (see [`Checkpoints::save`]).
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        self.checkpoints().save(
+            self.state.step,
+            &self.vars,
+            &self.optimizer,
+            &self.state,
+            &self.config,
+        )
+    }
+
+    /// Continues from the last checkpoint in the run directory, if there is one. Returns
+    /// whether it resumed.
+    pub fn resume(&mut self) -> Result<bool> {
+        let Some(state) = self
+            .checkpoints()
+            .load::<TrainState>(&self.vars, &mut self.optimizer)?
+        else {
+            return Ok(false);
+        };
+        self.state = state;
+        self.model.set_train_passes(self.state.passes);
+        self.order = prompt_order(self.prompts.len(), self.config.seed, self.state.epoch);
+        let step = self.state.step;
+        let kept: Vec<GrpoMetrics> = self
+            .read_metrics()?
+            .into_iter()
+            .filter(|m| m.step <= step)
+            .collect();
+        crate::io::write_jsonl(&self.metrics_path(), &kept)?;
+        let evals: Vec<GrpoEval> = self
+            .read_evals()?
+            .into_iter()
+            .filter(|e| e.step <= step)
+            .collect();
+        crate::io::write_jsonl(&self.eval_path(), &evals)?;
+        Ok(true)
+    }
+
+    /// Saves the adapter in PEFT's layout, stacked with the merged SFT adapter so that it
+    /// applies to the original base model.
+    pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
+        self.model.save_adapter(dir, base_model)
+    }
+}
+
+/// Builds a trainer over `model` (the SFT model, adapter merged) in `dir`, resuming from its
+/// last checkpoint when there is one (`fresh`: delete checkpoints and metrics, and start over).
+pub fn grpo_trainer(
+    model: Decoder,
+    prompts: Vec<Prompt>,
+    eval: Vec<Prompt>,
+    tokenizer: &Tokenizer,
+    config: GrpoConfig,
+    dir: &Path,
+    fresh: bool,
+) -> Result<GrpoTrainer> {
+    if fresh {
+        Checkpoints::new(dir, 1).clear()?;
+        for name in ["metrics.jsonl", "eval.jsonl"] {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            }
+        }
+    }
+    let mut trainer =
+        GrpoTrainer::new(model, prompts, eval, config, tokenizer.pad_token_id(), dir)?;
+    if !trainer.resume()? {
+        // A run that never reached its first checkpoint starts over.
+        for path in [trainer.metrics_path(), trainer.eval_path()] {
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            }
+        }
+    }
+    Ok(trainer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::EpisodeEnd;
+    use crate::train::LossAggregation;
+
+    #[test]
+    fn policy_targets_are_the_predictions_of_the_policys_tokens() {
+        let episode = Episode {
+            conversation: crate::chat::Conversation::default(),
+            tokens: vec![10, 11, 12, 13, 14, 15, 16],
+            policy_mask: vec![0, 0, 1, 1, 0, 1, 0],
+            logprobs: vec![0.0; 7],
+            prompt_len: 2,
+            prompt_messages: 1,
+            rewards: vec![0.0, 1.0],
+            end: EpisodeEnd::Done,
+        };
+        // Token 2 is predicted from position 1, token 3 from 2, token 5 from 4.
+        assert_eq!(policy_targets(&episode), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn smoke_and_tiny_settings_are_valid() {
+        for profile in [Profile::Tiny, Profile::ColabQwen25_7b] {
+            let config = GrpoConfig::for_profile(profile);
+            config.validate().unwrap();
+            assert_eq!(config.group_size, 4);
+            assert!((config.temperature - 0.8).abs() < 1e-6);
+            assert_eq!(config.loss.aggregation, LossAggregation::Grpo);
+        }
+        let mut bad = GrpoConfig::for_profile(Profile::Tiny);
+        bad.group_size = 1;
+        assert!(bad.validate().is_err());
+    }
+}
