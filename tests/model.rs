@@ -225,6 +225,7 @@ fn merged_then_new_adapters_save_as_one_stacked_adapter_for_the_base() {
     model.add_lora(&first).unwrap();
     randomize_adapters(&model, 0.1);
     let with_first = model.forward(&exp.batch, Mode::Eval).unwrap();
+    let first_vars = model.trainable_vars();
     model.merge_lora().unwrap();
     assert!(model.lora_config().is_none());
     assert_eq!(model.merged_lora().map(|(r, _)| r), Some(4));
@@ -232,6 +233,15 @@ fn merged_then_new_adapters_save_as_one_stacked_adapter_for_the_base() {
     let merged = model.forward(&exp.batch, Mode::Reference).unwrap();
     let diff = max_diff_on_real_tokens(&with_first, &merged, &exp.mask);
     assert!(diff < 1e-4, "merging changed the logits by {diff}");
+    // Merged weights are constants: no gradient reaches the old adapters. (If they kept their
+    // graph, every later forward pass would record and hold all its activations.)
+    let grads = merged.sum_all().unwrap().backward().unwrap();
+    for var in &first_vars {
+        assert!(
+            grads.get(var.as_tensor()).is_none(),
+            "merged weight tracks an adapter"
+        );
+    }
 
     let second = LoraConfig {
         r: 2,

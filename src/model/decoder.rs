@@ -406,11 +406,15 @@ impl Decoder {
                 };
                 let (a, b) = match proj.lora.take() {
                     Some(pair) => {
-                        let delta = pair.delta()?;
+                        // Detached: the merged weight is a constant. Computed from the adapter's
+                        // variables, it would otherwise carry their graph, and every forward
+                        // pass through it would track (and keep) all its activations.
+                        let delta = pair.delta()?.detach();
                         proj.weight = (proj.weight.to_dtype(DType::F32)? + delta)?
-                            .to_dtype(proj.weight.dtype())?;
-                        let a = pair.a.as_tensor().to_dtype(DType::F32)?;
-                        let b = (pair.b.as_tensor().to_dtype(DType::F32)? * pair.scale())?;
+                            .to_dtype(proj.weight.dtype())?
+                            .detach();
+                        let a = pair.a.as_tensor().detach().to_dtype(DType::F32)?;
+                        let b = (pair.b.as_tensor().detach().to_dtype(DType::F32)? * pair.scale())?;
                         (a, b)
                     }
                     None => (
