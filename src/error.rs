@@ -155,6 +155,14 @@ pub enum Error {
         /// What is wrong, naming the domain, table and column.
         reason: String,
     },
+    /// A teacher model's endpoint refused, failed or answered something unusable.
+    #[error("teacher {endpoint}: {reason}")]
+    Teacher {
+        /// The endpoint's URL and model.
+        endpoint: String,
+        /// What went wrong and how to fix it.
+        reason: String,
+    },
     /// An error from candle (tensor operations, devices).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -107,6 +107,13 @@ struct PairsArgs {
     /// Prompts used at most.
     #[arg(long)]
     max_prompts: Option<usize>,
+    /// A JSON `TeacherConfig`: a teacher model also plays each prompt, its episode chosen
+    /// against the student's worst (answers cached in `04_pairs/teacher_cache/`).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Also make step-level pairs: two next turns after the same history, valued by rollouts.
+    #[arg(long)]
+    step_level: bool,
 }
 
 #[derive(Debug, Args)]
@@ -119,9 +126,12 @@ struct DpoArgs {
     /// The adapter DPO starts from, merged into the weights (default `<run>/03_sft/adapter`).
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// Stop after this many optimizer steps in all.
+    /// Stop after this many optimizer steps in all (each round).
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Rounds of iterative DPO (new pairs from the latest policy each round after the first).
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Delete earlier checkpoints and the cached reference, and start over.
     #[arg(long)]
     fresh: bool,
@@ -475,11 +485,49 @@ fn pairs(args: &PairsArgs) -> Result<()> {
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
     let start = std::time::Instant::now();
     let samples = sample_prompts(&model, &tokenizer, &config.pick(&prompts), &config)?;
-    let (pairs, report) = best_of_n_pairs(&samples, &config, start.elapsed().as_secs_f64())?;
+    let (mut pairs, report) = best_of_n_pairs(&samples, &config, start.elapsed().as_secs_f64())?;
     let dir = ctx.phase_dir("04_pairs");
-    write_pairs(&dir, &pairs, &samples, &report)?;
     print!("{}", report.table()?);
     print!("{}", report.dropped_table()?);
+    let mut samples = samples;
+    if let Some(path) = &args.teacher {
+        use agentbench_tuning::pairs::{PairFilter, TeacherClient, teacher_pairs};
+        let mut client = TeacherClient::new(
+            agentbench_tuning::io::read_json(path)?,
+            dir.join("teacher_cache"),
+        )?;
+        let (extra, teacher_report, teacher_samples) = teacher_pairs(
+            &mut client,
+            &config.pick(&prompts),
+            &samples,
+            &PairFilter::new(&config)?,
+        )?;
+        agentbench_tuning::io::write_json(&dir.join("teacher_report.json"), &teacher_report)?;
+        print!("{}", teacher_report.table()?);
+        let stats = client.stats();
+        println!(
+            "teacher: {} requests, {} cache hits, {} retries",
+            stats.requests, stats.cache_hits, stats.retries
+        );
+        pairs.extend(extra);
+        samples.extend(teacher_samples);
+    }
+    if args.step_level {
+        use agentbench_tuning::pairs::{PairFilter, StepLevelConfig, step_level_pairs};
+        let (extra, step_report) = step_level_pairs(
+            &model,
+            &tokenizer,
+            &config.pick(&prompts),
+            &samples,
+            &config,
+            &StepLevelConfig::for_profile(ctx.profile),
+            &PairFilter::new(&config)?,
+        )?;
+        agentbench_tuning::io::write_json(&dir.join("step_level_report.json"), &step_report)?;
+        print!("{}", step_report.table()?);
+        pairs.extend(extra);
+    }
+    write_pairs(&dir, &pairs, &samples, &report)?;
     println!(
         "{} pairs -> {}",
         pairs.len(),
@@ -500,6 +548,7 @@ fn dpo(args: &DpoArgs) -> Result<()> {
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
     }
+    config.rounds = args.rounds.unwrap_or(config.rounds);
     let pairs = read_pairs(&ctx.phase_dir("04_pairs"))?;
     let adapter = args
         .adapter
@@ -507,7 +556,8 @@ fn dpo(args: &DpoArgs) -> Result<()> {
         .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
     let dir = ctx.phase_dir("05_dpo");
-    let (mut trainer, skipped) = dpo_trainer(model, &pairs, &tokenizer, config, &dir, args.fresh)?;
+    let (mut trainer, skipped) =
+        dpo_trainer(model, &pairs, &tokenizer, config.clone(), &dir, args.fresh)?;
     if trainer.step_count() > 0 {
         println!("resumed at step {}", trainer.step_count());
     }
@@ -518,8 +568,28 @@ fn dpo(args: &DpoArgs) -> Result<()> {
     }
     let total = trainer.total_steps();
     trainer.train(None, |m| println!("{}", m.line(total)))?;
+    let mut model = trainer.into_model();
+    if config.rounds > 1 {
+        use agentbench_tuning::data::read_prompts;
+        use agentbench_tuning::pairs::PairsConfig;
+        let prompts = read_prompts(&ctx.phase_dir("02_prompts"))?;
+        let (last, rounds) = agentbench_tuning::train::dpo_rounds(
+            model,
+            &tokenizer,
+            &prompts,
+            &PairsConfig::for_run(&ctx),
+            &config,
+            &ctx.phase_dir("04_pairs"),
+            &dir,
+            |round, steps, m| println!("round {round} {}", m.line(steps)),
+        )?;
+        model = last;
+        for r in &rounds {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    }
     let out = dir.join("adapter");
-    trainer.save_adapter(&out, ctx.profile.base_model())?;
+    model.save_adapter(&out, ctx.profile.base_model())?;
     println!("adapter (SFT and DPO stacked) -> {}", out.display());
     Ok(())
 }

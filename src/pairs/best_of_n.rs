@@ -181,6 +181,98 @@ pub fn sample_prompts(
         .collect())
 }
 
+/// The filters a candidate pair must pass (gap, length, protocol, contamination), and the
+/// bookkeeping of what they kept and dropped.
+#[derive(Debug)]
+pub struct PairFilter {
+    min_gap: f64,
+    min_chars: usize,
+    guard: ContaminationGuard,
+}
+
+impl PairFilter {
+    /// The filters of `config`, the contamination guard loaded from its evaluation files.
+    pub fn new(config: &PairsConfig) -> Result<Self> {
+        let mut guard = ContaminationGuard::new(8);
+        for path in &config.eval_files {
+            guard = guard.with_dbbench(path)?;
+        }
+        Ok(Self {
+            min_gap: config.min_gap,
+            min_chars: config.min_chars,
+            guard,
+        })
+    }
+
+    /// Why `pair` must be dropped, if it must (`chosen_valid`: whether the chosen episode kept
+    /// to its protocol).
+    pub fn check(&self, pair: &Pair, chosen_valid: bool) -> Option<PairDrop> {
+        if pair.gap() < self.min_gap - 1e-12 {
+            return Some(PairDrop::NoGap);
+        }
+        if reply_text(&pair.chosen).chars().count() <= self.min_chars
+            || reply_text(&pair.rejected).chars().count() <= self.min_chars
+        {
+            return Some(PairDrop::TooShort);
+        }
+        if !chosen_valid {
+            return Some(PairDrop::ChosenInvalid);
+        }
+        let (chosen, rejected) = pair.conversations();
+        let text: Vec<&str> = chosen
+            .messages
+            .iter()
+            .chain(&rejected.messages[pair.prompt.messages.len()..])
+            .map(|m| m.content.as_str())
+            .collect();
+        self.guard
+            .check_text(&text.join("\n"))
+            .map(|_| PairDrop::Contaminated)
+    }
+
+    /// Checks `pair` and records the outcome: kept pairs go to `pairs` with their gap in the
+    /// report, dropped ones are counted by reason.
+    pub fn judge(
+        &self,
+        pair: Pair,
+        chosen_valid: bool,
+        report: &mut PairsReport,
+        pairs: &mut Vec<Pair>,
+    ) {
+        match self.check(&pair, chosen_valid) {
+            Some(reason) => *report.dropped.entry(reason).or_default() += 1,
+            None => {
+                report.gaps.push(pair.gap());
+                if let Some(e) = report.sources.get_mut(&pair.task) {
+                    e.pairs += 1;
+                }
+                pairs.push(pair);
+            }
+        }
+    }
+}
+
+impl Pair {
+    /// A pair of two episodes of the same prompt.
+    pub fn of(chosen: &Sample, rejected: &Sample, source: PairSource) -> Self {
+        let continuation = |s: &Sample| s.conversation.messages[s.prompt_messages..].to_vec();
+        Pair {
+            task: chosen.task.clone(),
+            kind: chosen.kind.clone(),
+            protocol: chosen.protocol,
+            source,
+            prompt: Conversation {
+                messages: chosen.conversation.messages[..chosen.prompt_messages].to_vec(),
+                tools: chosen.conversation.tools.clone(),
+            },
+            chosen: continuation(chosen),
+            rejected: continuation(rejected),
+            chosen_score: chosen.score.score,
+            rejected_score: rejected.score.score,
+        }
+    }
+}
+
 /// Best and worst sample of each prompt as a pair, where the filters allow; with the report of
 /// yields and drops. `seconds` (the sampling time) is recorded in the report.
 pub fn best_of_n_pairs(
@@ -189,14 +281,10 @@ pub fn best_of_n_pairs(
     seconds: f64,
 ) -> Result<(Vec<Pair>, PairsReport)> {
     let start = Instant::now();
-    let mut guard = ContaminationGuard::new(8);
-    for path in &config.eval_files {
-        guard = guard.with_dbbench(path)?;
-    }
+    let filter = PairFilter::new(config)?;
     let mut report = PairsReport::default();
     let mut pairs = Vec::new();
-    let groups = samples.chunk_by(|a, b| a.prompt == b.prompt);
-    for group in groups {
+    for group in samples.chunk_by(|a, b| a.prompt == b.prompt) {
         let first = &group[0];
         let entry = report.sources.entry(first.task.clone()).or_default();
         entry.prompts += 1;
@@ -216,51 +304,8 @@ pub fn best_of_n_pairs(
             .iter()
             .min_by(|a, b| a.score.score.total_cmp(&b.score.score))
             .unwrap_or(first);
-        let continuation = |s: &Sample| s.conversation.messages[s.prompt_messages..].to_vec();
-        let pair = Pair {
-            task: first.task.clone(),
-            kind: first.kind.clone(),
-            protocol: first.protocol,
-            source: PairSource::BestOfN,
-            prompt: Conversation {
-                messages: first.conversation.messages[..first.prompt_messages].to_vec(),
-                tools: first.conversation.tools.clone(),
-            },
-            chosen: continuation(best),
-            rejected: continuation(worst),
-            chosen_score: best.score.score,
-            rejected_score: worst.score.score,
-        };
-        let drop = if pair.gap() < config.min_gap - 1e-12 {
-            Some(PairDrop::NoGap)
-        } else if reply_text(&pair.chosen).chars().count() <= config.min_chars
-            || reply_text(&pair.rejected).chars().count() <= config.min_chars
-        {
-            Some(PairDrop::TooShort)
-        } else if !best.score.valid {
-            Some(PairDrop::ChosenInvalid)
-        } else {
-            let (chosen, rejected) = pair.conversations();
-            let text: Vec<&str> = chosen
-                .messages
-                .iter()
-                .chain(&rejected.messages[pair.prompt.messages.len()..])
-                .map(|m| m.content.as_str())
-                .collect();
-            guard
-                .check_text(&text.join("\n"))
-                .map(|_| PairDrop::Contaminated)
-        };
-        match drop {
-            Some(reason) => *report.dropped.entry(reason).or_default() += 1,
-            None => {
-                report.gaps.push(pair.gap());
-                if let Some(e) = report.sources.get_mut(&pair.task) {
-                    e.pairs += 1;
-                }
-                pairs.push(pair);
-            }
-        }
+        let pair = Pair::of(best, worst, PairSource::BestOfN);
+        filter.judge(pair, best.score.valid, &mut report, &mut pairs);
     }
     report.seconds = seconds + start.elapsed().as_secs_f64();
     Ok((pairs, report))

@@ -3,11 +3,15 @@
 //! A [`Pair`] is a shared opening (the task as the agent first sees it) and two continuations,
 //! each a whole multi-turn episode — replies and the observations they drew — scored by the
 //! environment ([`crate::env::TaskScore`]). [`best_of_n`] samples K episodes per prompt from the
-//! current policy and keeps the best and the worst where the filters allow; the result is
+//! current policy and keeps the best and the worst where the filters allow; [`teacher`] pairs a
+//! teacher model's episode (any OpenAI-compatible endpoint) with the student's worst;
+//! [`step_level`] pairs two next turns after the same history, valued by rollouts; the result is
 //! `runs/<name>/04_pairs/pairs.jsonl`, with every sample in `samples.jsonl` and the yield in
 //! `report.json`.
 
 pub mod best_of_n;
+pub mod step_level;
+pub mod teacher;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +24,11 @@ use crate::env::Protocol;
 use crate::error::Result;
 use crate::table::Table;
 
-pub use best_of_n::{PairsConfig, Sample, best_of_n_pairs, sample_prompts};
+pub use best_of_n::{PairFilter, PairsConfig, Sample, best_of_n_pairs, sample_prompts};
+pub use step_level::{Replay, StepLevelConfig, step_level_pairs};
+pub use teacher::{
+    TEACHER_MODELS, TeacherClient, TeacherConfig, TeacherStats, is_teacher_model, teacher_pairs,
+};
 
 /// How a pair was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -28,6 +36,10 @@ pub use best_of_n::{PairsConfig, Sample, best_of_n_pairs, sample_prompts};
 pub enum PairSource {
     /// Best and worst of K samples from the policy.
     BestOfN,
+    /// A teacher model's episode (chosen) against the student's worst sample (rejected).
+    Teacher,
+    /// Two next turns after the same history, valued by rollouts from there.
+    StepLevel,
 }
 
 /// One preference pair: a shared opening and a better and a worse continuation of it.

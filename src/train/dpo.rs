@@ -46,8 +46,11 @@ pub struct DpoConfig {
     pub grad_accum: usize,
     /// Longest side in tokens (later turns are dropped whole beyond it).
     pub max_len: usize,
-    /// Passes over the pairs.
+    /// Passes over the pairs (each round).
     pub epochs: usize,
+    /// Rounds of iterative DPO: after the first (on phase 04's pairs), each round samples new
+    /// pairs from the latest policy, which also becomes the reference (see [`dpo_rounds`]).
+    pub rounds: usize,
     /// Stop after this many optimizer steps (the schedule spans them).
     pub max_steps: Option<usize>,
     /// Warmup as a share of the total steps.
@@ -89,6 +92,7 @@ impl DpoConfig {
             grad_accum: 4,
             max_len: 4096,
             epochs: 1,
+            rounds: 2,
             max_steps: None,
             warmup_ratio: 0.1,
             max_grad_norm: 1.0,
@@ -110,6 +114,7 @@ impl DpoConfig {
                 grad_accum: 2,
                 max_len: 2048,
                 epochs: 2,
+                rounds: 1,
                 eval_every: 4,
                 save_every: 4,
                 ..base
@@ -693,6 +698,107 @@ impl DpoTrainer {
     pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
         self.model.save_adapter(dir, base_model)
     }
+
+    /// The trained model, adapters attached.
+    pub fn into_model(self) -> Decoder {
+        self.model
+    }
+}
+
+/// What one round of iterative DPO did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundSummary {
+    /// The round (1 is the first, on phase 04's pairs).
+    pub round: usize,
+    /// Pairs sampled from the policy for this round.
+    pub pairs: usize,
+    /// Share of the sampled episodes that solved their task (`None` when the round's pairs
+    /// were already on disk).
+    pub solved: Option<f64>,
+    /// Held-out pair metrics at the end of the round.
+    pub eval: Option<DpoEval>,
+}
+
+/// Rounds 2 to `config.rounds` of iterative DPO, after a first round trained on phase 04's
+/// pairs: each folds the last round's adapters into the weights (so the latest policy is the
+/// new reference), samples and filters new best-of-N pairs with it on `prompts` (written to
+/// `pairs_dir/round-N/`, reused if there), and trains fresh adapters on them in
+/// `dpo_dir/round-N/` (resuming from a checkpoint there). Returns the final model, whose
+/// [`Decoder::save_adapter`] writes SFT and every round stacked, and a summary per round; a
+/// round that finds no pair ends the iteration. `on_step` sees the round, its total steps and
+/// each step's metrics.
+#[allow(clippy::too_many_arguments)]
+pub fn dpo_rounds(
+    model: Decoder,
+    tokenizer: &Tokenizer,
+    prompts: &[crate::data::Prompt],
+    pairs_config: &crate::pairs::PairsConfig,
+    config: &DpoConfig,
+    pairs_dir: &Path,
+    dpo_dir: &Path,
+    mut on_step: impl FnMut(usize, usize, &DpoMetrics),
+) -> Result<(Decoder, Vec<RoundSummary>)> {
+    use crate::pairs::{best_of_n_pairs, read_pairs, sample_prompts, write_pairs};
+    let mut model = model;
+    let mut summaries = Vec::new();
+    for round in 2..=config.rounds {
+        model.merge_lora()?;
+        let round_pairs = pairs_dir.join(format!("round-{round}"));
+        let (pairs, solved) = if crate::pairs::pairs_path(&round_pairs).is_file() {
+            (read_pairs(&round_pairs)?, None)
+        } else {
+            let start = Instant::now();
+            let picked = pairs_config.pick(prompts);
+            let sampling = crate::pairs::PairsConfig {
+                seed: pairs_config.seed.wrapping_add(round as u64 * 1_000_003),
+                ..pairs_config.clone()
+            };
+            let samples = sample_prompts(&model, tokenizer, &picked, &sampling)?;
+            let (pairs, report) =
+                best_of_n_pairs(&samples, &sampling, start.elapsed().as_secs_f64())?;
+            write_pairs(&round_pairs, &pairs, &samples, &report)?;
+            let solved = samples.iter().filter(|s| s.score.success).count() as f64
+                / samples.len().max(1) as f64;
+            (pairs, Some(solved))
+        };
+        println!("round {round}: {} pairs", pairs.len());
+        if pairs.is_empty() {
+            // Nothing left to prefer: the policy's samples all scored alike. Stop here, the
+            // adapters so far folded into the weights (save_adapter still writes them all).
+            summaries.push(RoundSummary {
+                round,
+                pairs: 0,
+                solved,
+                eval: None,
+            });
+            break;
+        }
+        let round_config = DpoConfig {
+            seed: config.seed.wrapping_add(round as u64),
+            ..config.clone()
+        };
+        let (mut trainer, _) = dpo_trainer(
+            model,
+            &pairs,
+            tokenizer,
+            round_config,
+            &dpo_dir.join(format!("round-{round}")),
+            false,
+        )?;
+        let total = trainer.total_steps();
+        trainer.train(None, |m| on_step(round, total, m))?;
+        let eval = (!trainer.eval_examples().is_empty())
+            .then(|| trainer.evaluate())
+            .transpose()?;
+        summaries.push(RoundSummary {
+            round,
+            pairs: pairs.len(),
+            solved,
+            eval,
+        });
+        model = trainer.into_model();
+    }
+    Ok((model, summaries))
 }
 
 fn mean_of(t: &Tensor) -> Result<f64> {

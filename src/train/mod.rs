@@ -23,8 +23,8 @@ pub mod sft;
 
 pub use data::{LossView, MicroBatch, SftExample, encode_records, epoch_batches};
 pub use dpo::{
-    DpoConfig, DpoEval, DpoExample, DpoMetrics, DpoTrainer, dpo_chart, dpo_trainer, encode_pairs,
-    pair_logprobs,
+    DpoConfig, DpoEval, DpoExample, DpoMetrics, DpoTrainer, RoundSummary, dpo_chart, dpo_rounds,
+    dpo_trainer, encode_pairs, pair_logprobs,
 };
 pub use grpo::{
     GrpoConfig, GrpoEval, GrpoMetrics, GrpoTrainer, episode_logprobs, grpo_chart,
