@@ -135,6 +135,11 @@ fn clean_notebook_passes_with_value_table_and_chart() {
     assert!(svg.trim_start().starts_with("<svg") && svg.contains("Smoke scores"));
     let saved = run.run_dir.path().join("smoke/scores.svg");
     assert!(saved.is_file(), "chart not saved at {}", saved.display());
+
+    // Tensors made in two cells have distinct ids: the kernel links dependencies dynamically,
+    // so candle's id counter (and every other static) is shared by all cells.
+    let ids = data(outputs(&nb, 5), "text/plain").expect("the two ids");
+    assert!(ids.starts_with("\"TensorId("), "{ids}");
 }
 
 /// Asserts the runner failed on code cell `cell` (notebook index) with `needle` in the report,

@@ -648,6 +648,10 @@ impl Decoder {
 
     /// Final hidden states `[batch, seq, hidden]` (after the last RMSNorm).
     pub fn forward_hidden(&self, batch: &TokenBatch, mode: Mode) -> Result<Tensor> {
+        if mode == Mode::Train {
+            // In a notebook kernel each cell counts tensor ids afresh (see `tensor_ids`).
+            super::tensor_ids::ids_past(&self.trainable_vars());
+        }
         let (b, t) = batch.dims();
         if let Some(bad) = batch
             .max_id()

@@ -9,6 +9,7 @@
 //! - [`cache`]: the preallocated key/value cache for incremental decoding.
 //! - [`ops`]: differentiable RMSNorm, RoPE, attention softmax, frozen projections and output
 //!   log-probs (fused CPU kernels in `kernels`, with plain candle compositions as reference).
+//! - [`tensor_ids`]: keeps candle's tensor ids unique across notebook cells.
 
 pub mod batch;
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod lora;
 pub mod ops;
 pub mod peft;
 pub mod source;
+pub mod tensor_ids;
 
 pub use batch::{Padding, TokenBatch};
 pub use cache::KvCache;

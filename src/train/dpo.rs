@@ -544,6 +544,12 @@ impl DpoTrainer {
 
     /// The same metrics in a given mode ([`Mode::Reference`]: the starting point, loss ln 2).
     pub fn evaluate_mode(&self, mode: Mode) -> Result<DpoEval> {
+        if self.eval.is_empty() {
+            return Err(Error::Batch(
+                "no held-out pairs to evaluate (eval_share is 0 or there are fewer than 2 pairs)"
+                    .into(),
+            ));
+        }
         let offset = self.train.len();
         let (mut loss, mut right, mut margin) = (0.0, 0.0, 0.0);
         for chunk in (offset..offset + self.eval.len())
@@ -832,8 +838,15 @@ pub fn dpo_trainer(
 ) -> Result<(DpoTrainer, usize)> {
     let (mut examples, skipped) = encode_pairs(pairs, tokenizer, config.max_len)?;
     Rng::new(config.seed ^ 0xe7a1).shuffle(&mut examples);
-    let n_eval =
-        ((examples.len() as f64 * config.eval_share).round() as usize).min(examples.len() / 2);
+    // At least one held-out pair whenever there are two and a share is asked for, so that a
+    // small run still reports held-out metrics.
+    let wanted = (examples.len() as f64 * config.eval_share).round() as usize;
+    let n_eval = if config.eval_share > 0.0 {
+        wanted.max(1)
+    } else {
+        0
+    }
+    .min(examples.len() / 2);
     let train = examples.split_off(n_eval);
     if fresh {
         Checkpoints::new(dir, 1).clear()?;
