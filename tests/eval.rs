@@ -7,13 +7,10 @@ mod common;
 use agentbench_tuning::chat::Tokenizer;
 use agentbench_tuning::config::Profile;
 use agentbench_tuning::eval::{QuickConfig, compare, quick_score};
-use agentbench_tuning::model::{Decoder, Mode, ModelSource};
-use candle_core::{DType, Device};
+use agentbench_tuning::model::{Decoder, Mode};
 
 fn default_model() -> Option<(Decoder, Tokenizer)> {
-    let path = common::default_model()?;
-    let model = Decoder::load(&ModelSource::Gguf(path.clone()), &Device::Cpu, DType::F32).unwrap();
-    Some((model, Tokenizer::from_gguf(&path).unwrap()))
+    common::default_decoder()
 }
 
 #[test]

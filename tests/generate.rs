@@ -20,9 +20,7 @@ fn tiny(name: &str) -> Decoder {
 }
 
 fn default_model() -> Option<(Decoder, Tokenizer)> {
-    let path = common::default_model()?;
-    let model = Decoder::load(&ModelSource::Gguf(path.clone()), &Device::Cpu, DType::F32).unwrap();
-    Some((model, Tokenizer::from_gguf(&path).unwrap()))
+    common::default_decoder()
 }
 
 /// Greedy decoding without a cache: the whole sequence through the model at every step.

@@ -9,16 +9,14 @@ use agentbench_tuning::chat::Tokenizer;
 use agentbench_tuning::config::Profile;
 use agentbench_tuning::data::{Prompt, held_out_prompts};
 use agentbench_tuning::env::Protocol;
-use agentbench_tuning::model::{Decoder, Mode, ModelSource, Padding, TokenBatch};
+use agentbench_tuning::model::{Decoder, Mode, Padding, TokenBatch};
 use agentbench_tuning::train::{
     GrpoConfig, GrpoParams, GrpoTrainer, episode_logprobs, grpo_loss, policy_targets,
 };
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 fn default_model() -> Option<(Decoder, Tokenizer)> {
-    let path = common::default_model()?;
-    let model = Decoder::load(&ModelSource::Gguf(path.clone()), &Device::Cpu, DType::F32).unwrap();
-    Some((model, Tokenizer::from_gguf(&path).unwrap()))
+    common::default_decoder()
 }
 
 /// Short episodes: two prompts (a DB task and a household game), two episodes each.

@@ -10,18 +10,15 @@ use agentbench_tuning::config::Profile;
 use agentbench_tuning::data::{Prompt, held_out_prompts};
 use agentbench_tuning::env::{Environment, Protocol};
 use agentbench_tuning::generate::EpisodeEnd;
-use agentbench_tuning::model::{Decoder, LoraConfig, ModelSource, Target};
+use agentbench_tuning::model::{Decoder, LoraConfig, Target};
 use agentbench_tuning::pairs::{
     Pair, PairFilter, PairSource, PairsConfig, PairsReport, Sample, StepLevelConfig, read_pairs,
     step_level_pairs, write_pairs,
 };
 use agentbench_tuning::train::{DpoConfig, dpo_rounds};
-use candle_core::{DType, Device};
 
 fn default_model() -> Option<(Decoder, Tokenizer)> {
-    let path = common::default_model()?;
-    let model = Decoder::load(&ModelSource::Gguf(path.clone()), &Device::Cpu, DType::F32).unwrap();
-    Some((model, Tokenizer::from_gguf(&path).unwrap()))
+    common::default_decoder()
 }
 
 /// Short household episodes: 2 samples of at most 3 replies of 24 tokens, every pair kept

@@ -35,6 +35,19 @@ pub fn default_model() -> Option<PathBuf> {
     fetched(paths::default_model_path(), "fetch_default_model.sh")
 }
 
+/// The default model (f32, CPU) and its tokenizer, or `None` as for [`default_model`].
+pub fn default_decoder() -> Option<(
+    agentbench_tuning::model::Decoder,
+    agentbench_tuning::chat::Tokenizer,
+)> {
+    use agentbench_tuning::model::{Decoder, ModelSource};
+    let path = default_model()?;
+    let source = ModelSource::Gguf(path.clone());
+    let model = Decoder::load(&source, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    let tokenizer = agentbench_tuning::chat::Tokenizer::from_gguf(&path).unwrap();
+    Some((model, tokenizer))
+}
+
 /// A Qwen tokenizer directory fetched by `scripts/fetch_tokenizers.sh` (`qwen3`, `qwen2.5`).
 pub fn qwen_tokenizer(name: &str) -> Option<PathBuf> {
     let dir = paths::cache_dir().join("tokenizers").join(name);
