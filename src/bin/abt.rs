@@ -484,24 +484,23 @@ fn pairs(args: &PairsArgs) -> Result<()> {
         .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
     let start = std::time::Instant::now();
-    let samples = sample_prompts(&model, &tokenizer, &config.pick(&prompts), &config)?;
+    let picked = config.pick(&prompts);
+    let samples = sample_prompts(&model, &tokenizer, &picked, &config)?;
     let (mut pairs, report) = best_of_n_pairs(&samples, &config, start.elapsed().as_secs_f64())?;
     let dir = ctx.phase_dir("04_pairs");
     print!("{}", report.table()?);
     print!("{}", report.dropped_table()?);
     let mut samples = samples;
+    // One filter for the extra pairs: its contamination guard reads the evaluation files.
+    let filter = agentbench_tuning::pairs::PairFilter::new(&config)?;
     if let Some(path) = &args.teacher {
-        use agentbench_tuning::pairs::{PairFilter, TeacherClient, teacher_pairs};
+        use agentbench_tuning::pairs::{TeacherClient, teacher_pairs};
         let mut client = TeacherClient::new(
             agentbench_tuning::io::read_json(path)?,
             dir.join("teacher_cache"),
         )?;
-        let (extra, teacher_report, teacher_samples) = teacher_pairs(
-            &mut client,
-            &config.pick(&prompts),
-            &samples,
-            &PairFilter::new(&config)?,
-        )?;
+        let (extra, teacher_report, teacher_samples) =
+            teacher_pairs(&mut client, &picked, &samples, &filter)?;
         agentbench_tuning::io::write_json(&dir.join("teacher_report.json"), &teacher_report)?;
         print!("{}", teacher_report.table()?);
         let stats = client.stats();
@@ -513,15 +512,15 @@ fn pairs(args: &PairsArgs) -> Result<()> {
         samples.extend(teacher_samples);
     }
     if args.step_level {
-        use agentbench_tuning::pairs::{PairFilter, StepLevelConfig, step_level_pairs};
+        use agentbench_tuning::pairs::{StepLevelConfig, step_level_pairs};
         let (extra, step_report) = step_level_pairs(
             &model,
             &tokenizer,
-            &config.pick(&prompts),
+            &picked,
             &samples,
             &config,
             &StepLevelConfig::for_profile(ctx.profile),
-            &PairFilter::new(&config)?,
+            &filter,
         )?;
         agentbench_tuning::io::write_json(&dir.join("step_level_report.json"), &step_report)?;
         print!("{}", step_report.table()?);

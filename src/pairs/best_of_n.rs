@@ -127,6 +127,19 @@ pub struct Sample {
     pub prompt_messages: usize,
 }
 
+impl Sample {
+    /// The prompt this sample was played from, among the `prompts` that were sampled.
+    pub fn prompt_in<'a>(&self, prompts: &[&'a Prompt]) -> Result<&'a Prompt> {
+        prompts.get(self.prompt).copied().ok_or_else(|| {
+            Error::Batch(format!(
+                "sample of prompt {} but only {} prompts",
+                self.prompt,
+                prompts.len()
+            ))
+        })
+    }
+}
+
 /// Plays `config.samples` episodes of every prompt with the policy (adapters on), sampling at
 /// the configured temperature.
 pub fn sample_prompts(

@@ -223,13 +223,7 @@ pub fn step_level_pairs(
     for group in groups {
         progress.inc(1);
         let longest = group.iter().max_by_key(|s| s.turns).unwrap_or(&group[0]);
-        let prompt = prompts.get(longest.prompt).ok_or_else(|| {
-            Error::Batch(format!(
-                "sample of prompt {} but only {} prompts",
-                longest.prompt,
-                prompts.len()
-            ))
-        })?;
+        let prompt = longest.prompt_in(prompts)?;
         let entry = report.sources.entry(longest.task.clone()).or_default();
         entry.prompts += 1;
         let Some(history) = history_of(longest, config.branch_at) else {

@@ -354,13 +354,7 @@ pub fn teacher_pairs(
         Progress::new("04 pairs · teacher", Some(prompts.len() as u64)).with_unit("tasks");
     for group in samples.chunk_by(|a, b| a.prompt == b.prompt) {
         let first = &group[0];
-        let prompt = prompts.get(first.prompt).ok_or_else(|| {
-            Error::Batch(format!(
-                "sample of prompt {} but only {} prompts",
-                first.prompt,
-                prompts.len()
-            ))
-        })?;
+        let prompt = first.prompt_in(prompts)?;
         let (conversation, prompt_messages, score) = client.play(prompt)?;
         let teacher = Sample {
             prompt: first.prompt,
