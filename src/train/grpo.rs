@@ -611,13 +611,32 @@ impl GrpoTrainer {
         )
     }
 
-    /// One step: rollouts, advantages, `iterations` optimizer updates.
+    /// One step: rollouts of the next prompts, then [`GrpoTrainer::learn`] from them.
     pub fn step(&mut self, tokenizer: &Tokenizer) -> Result<GrpoMetrics> {
         let start = Instant::now();
         let prompts = self.next_prompts();
         let played = self.rollouts(tokenizer, &prompts)?;
-        let rollout_s = start.elapsed().as_secs_f64();
+        self.learn(&prompts, &played, start.elapsed().as_secs_f64())
+    }
+
+    /// The rest of a step, on the `played` rollouts of `prompts` (`group_size` each, as
+    /// [`GrpoTrainer::rollouts`] plays them, which took `rollout_s`): advantages, `iterations`
+    /// optimizer updates, metrics and checkpoint.
+    pub fn learn(
+        &mut self,
+        prompts: &[Prompt],
+        played: &[PlayedTask],
+        rollout_s: f64,
+    ) -> Result<GrpoMetrics> {
         let g = self.config.group_size;
+        if played.len() != prompts.len() * g {
+            return Err(Error::Batch(format!(
+                "GRPO: {} rollouts of {} prompts, expected {} per prompt",
+                played.len(),
+                prompts.len(),
+                g
+            )));
+        }
         let rewards: Vec<f64> = played.iter().map(|p| p.score.score).collect();
         let groups = group_advantages(&rewards, g, self.config.advantage)?;
 
@@ -660,6 +679,13 @@ impl GrpoTrainer {
             let episodes = |chunk: &[usize]| -> Vec<&Episode> {
                 chunk.iter().map(|&i| &played[i].episode).collect()
             };
+            // Episode passes: the reference's (with a KL penalty) and one per iteration.
+            let passes = self.config.iterations + usize::from(self.config.loss.beta > 0.0);
+            let mut progress = crate::progress::Progress::new(
+                format!("05 GRPO · update {}", self.state.step + 1),
+                Some((passes * kept.len()) as u64),
+            )
+            .with_unit("episodes");
             let reference: Vec<Option<Tensor>> = chunks
                 .iter()
                 .map(|c| {
@@ -670,6 +696,7 @@ impl GrpoTrainer {
                             self.pad_id,
                             Mode::Reference,
                         )?;
+                        progress.inc(c.len() as u64);
                         Ok(Some(lp.detach()))
                     } else {
                         Ok(None)
@@ -712,6 +739,7 @@ impl GrpoTrainer {
                     clip_sum += out.clip_fraction * out.tokens as f64;
                     tokens += out.tokens;
                     grads.add(&self.model.backward(&out.loss)?, &self.vars)?;
+                    progress.inc(chunk.len() as u64);
                 }
                 grad_norm = grads.clip(self.config.max_grad_norm)?;
                 lr = self
@@ -722,6 +750,7 @@ impl GrpoTrainer {
                 kl = kl_sum / tokens.max(1) as f64;
                 clip = clip_sum / tokens.max(1) as f64;
             }
+            progress.finish();
         }
         self.state.step += 1;
         self.state.passes = self.model.train_passes();
