@@ -189,3 +189,59 @@ fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
     ]);
     assert!(!ok && text.contains("/nonexistent/adapter"), "{text}");
 }
+
+#[test]
+fn eval_scores_dbbench_items_with_agentbench_metrics() {
+    let dev = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/agentbench-dbbench/dev.jsonl");
+    let dev = dev.to_str().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    // Bad input first: an unknown protocol and a missing file are clear errors.
+    let (ok, text) = abt(&[
+        "eval",
+        "--run-dir",
+        run_dir,
+        "--items",
+        dev,
+        "--protocol",
+        "xml",
+    ]);
+    assert!(
+        !ok && text.contains("use text (AgentBench v0.2) or tools"),
+        "{text}"
+    );
+    let (ok, text) = abt(&[
+        "eval",
+        "--run-dir",
+        run_dir,
+        "--items",
+        "/nonexistent/dev.jsonl",
+    ]);
+    assert!(!ok && text.contains("/nonexistent/dev.jsonl"), "{text}");
+    if common::default_model().is_none() {
+        return;
+    }
+    let (ok, text) = abt(&[
+        "eval",
+        "--run-dir",
+        run_dir,
+        "--items",
+        dev,
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--batch",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("overall_cat_accuracy"), "{text}");
+    let out: serde_json::Value =
+        agentbench_tuning::io::read_json(&run.path().join("06_eval").join("dbbench_base.json"))
+            .unwrap();
+    assert_eq!(out["score"]["results"].as_array().unwrap().len(), 2);
+    let overall = out["metrics"]["overall_cat_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&overall));
+    assert_eq!(out["metrics"].as_object().unwrap().len(), 12);
+}

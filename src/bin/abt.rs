@@ -53,6 +53,37 @@ enum Command {
     /// synthetic DB tasks and household games (`<run>/eval/quick_<label>.json`); `--against`
     /// compares with an earlier score of the same tasks.
     QuickScore(QuickScoreArgs),
+    /// DB Bench evaluation: the base model, or the base with `--adapter`, plays the items of a
+    /// DB Bench-format file, scored with AgentBench's metric
+    /// (`<run>/06_eval/dbbench_<label>.json`).
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A DB Bench-format JSONL file (AgentBench's `dev.jsonl` or `standard.jsonl`, or your own).
+    #[arg(long)]
+    items: PathBuf,
+    /// A PEFT adapter directory (e.g. `<run>/05_grpo/adapter`); the base model when absent.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Name of this evaluation (`base`, or the adapter's phase directory name).
+    #[arg(long)]
+    label: Option<String>,
+    /// The protocol: `text` (AgentBench v0.2) or `tools` (function calling).
+    #[arg(long, default_value = "text")]
+    protocol: agentbench_tuning::env::Protocol,
+    /// Only the first N items.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Most new tokens per reply.
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Episodes played together.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +308,7 @@ fn main() -> ExitCode {
         Command::Grpo(args) => grpo(&args),
         Command::Sft(args) => sft(&args),
         Command::QuickScore(args) => quick_score(&args),
+        Command::Eval(args) => eval(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -629,36 +661,52 @@ fn grpo(args: &GrpoArgs) -> Result<()> {
     Ok(())
 }
 
-/// `abt quick-score`.
-fn quick_score(args: &QuickScoreArgs) -> Result<()> {
-    use agentbench_tuning::eval::{QuickConfig, QuickScore, compare};
-    use agentbench_tuning::io::{read_json, write_json};
-
+/// The profile's model with `adapter` loaded (adapters on) or the base model (adapters off),
+/// and the label its scores go by: `label`, else the adapter's phase directory name, else
+/// `base`.
+fn scored_model(
+    ctx: &RunContext,
+    adapter: Option<&std::path::Path>,
+    label: Option<&str>,
+) -> Result<(
+    agentbench_tuning::model::Decoder,
+    Tokenizer,
+    agentbench_tuning::model::Mode,
+    String,
+)> {
     use agentbench_tuning::model::{Decoder, Mode};
-    let ctx = args.run.context()?;
-    let mut config = QuickConfig::for_profile(ctx.profile);
-    config.db = args.db.unwrap_or(config.db);
-    config.household = args.household.unwrap_or(config.household);
     let source = ctx.profile.model_source();
     let tokenizer = Tokenizer::load(&source)?;
     let device = system::device()?;
-    let dtype = system::default_dtype(&device);
-    let mut model = Decoder::load(&source, &device, dtype)?;
-    let mode = match &args.adapter {
+    let mut model = Decoder::load(&source, &device, system::default_dtype(&device))?;
+    let mode = match adapter {
         Some(dir) => {
             model.load_adapter(dir)?;
             Mode::Eval
         }
         None => Mode::Reference,
     };
-    let label = match (&args.label, &args.adapter) {
-        (Some(label), _) => label.clone(),
+    let label = match (label, adapter) {
+        (Some(label), _) => label.to_string(),
         (None, None) => "base".into(),
         (None, Some(dir)) => dir
             .parent()
             .and_then(|p| p.file_name())
             .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned()),
     };
+    Ok((model, tokenizer, mode, label))
+}
+
+/// `abt quick-score`.
+fn quick_score(args: &QuickScoreArgs) -> Result<()> {
+    use agentbench_tuning::eval::{QuickConfig, QuickScore, compare};
+    use agentbench_tuning::io::{read_json, write_json};
+    let ctx = args.run.context()?;
+    let mut config = QuickConfig::for_profile(ctx.profile);
+    config.db = args.db.unwrap_or(config.db);
+    config.household = args.household.unwrap_or(config.household);
+    let (model, tokenizer, mode, label) =
+        scored_model(&ctx, args.adapter.as_deref(), args.label.as_deref())?;
     let tasks = config.tasks()?;
     let score =
         agentbench_tuning::eval::quick_score(&label, &model, &tokenizer, &tasks, &config, mode)?;
@@ -675,5 +723,44 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
         let other: QuickScore = read_json(other)?;
         print!("{}", compare(&other, &score)?.table());
     }
+    Ok(())
+}
+
+/// `abt eval`.
+fn eval(args: &EvalArgs) -> Result<()> {
+    use agentbench_tuning::env::db::DbItem;
+    use agentbench_tuning::eval::{DbBenchConfig, evaluate_dbbench};
+    let ctx = args.run.context()?;
+    let mut items = DbItem::read_jsonl(&args.items)?;
+    if let Some(n) = args.limit {
+        items.truncate(n);
+    }
+    let config = DbBenchConfig {
+        protocol: args.protocol,
+        batch: args.batch,
+        max_new_tokens: args.max_new_tokens,
+        ..DbBenchConfig::default()
+    };
+    let (model, tokenizer, mode, label) =
+        scored_model(&ctx, args.adapter.as_deref(), args.label.as_deref())?;
+    let score = evaluate_dbbench(&label, &model, &tokenizer, &items, &config, mode)?;
+    print!("{}", score.table()?);
+    let path = ctx
+        .phase_dir("06_eval")
+        .join(format!("dbbench_{label}.json"));
+    agentbench_tuning::io::write_json(
+        &path,
+        &serde_json::json!({
+            "items": args.items,
+            "metrics": score.metrics().agentbench(),
+            "score": score,
+        }),
+    )?;
+    println!(
+        "{} items in {:.0} s -> {}",
+        items.len(),
+        score.seconds,
+        path.display()
+    );
     Ok(())
 }

@@ -26,6 +26,22 @@ pub enum Protocol {
     Tools,
 }
 
+impl std::str::FromStr for Protocol {
+    type Err = crate::error::Error;
+
+    /// `text` (AgentBench v0.2) or `tools` (function calling).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "text" => Ok(Protocol::Text),
+            "tools" => Ok(Protocol::Tools),
+            other => Err(crate::error::Error::InvalidConfig {
+                source_name: "protocol".into(),
+                reason: format!("unknown protocol {other:?}: use text (AgentBench v0.2) or tools"),
+            }),
+        }
+    }
+}
+
 /// What an environment answers to one reply of the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
