@@ -244,4 +244,17 @@ fn eval_scores_dbbench_items_with_agentbench_metrics() {
     let overall = out["metrics"]["overall_cat_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&overall));
     assert_eq!(out["metrics"].as_object().unwrap().len(), 12);
+    let failed = out["score"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["correct"] == false)
+        .count();
+    let classified: usize = out["errors"]["episodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_array().unwrap().len())
+        .sum();
+    assert_eq!(classified, failed);
 }

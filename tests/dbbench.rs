@@ -174,5 +174,9 @@ fn a_model_is_evaluated_end_to_end() {
         .sum();
     assert_eq!(total, 3);
     assert!(score.table().is_ok());
+    let failed = score.results.iter().filter(|r| !r.correct).count();
+    let errors = score.errors();
+    assert_eq!(errors.failed(), failed);
+    assert_eq!(errors.played, 3);
     assert!(evaluate_dbbench("base", &decoder, &tokenizer, &[], &config, Mode::Reference).is_err());
 }

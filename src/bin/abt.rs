@@ -745,6 +745,11 @@ fn eval(args: &EvalArgs) -> Result<()> {
         scored_model(&ctx, args.adapter.as_deref(), args.label.as_deref())?;
     let score = evaluate_dbbench(&label, &model, &tokenizer, &items, &config, mode)?;
     print!("{}", score.table()?);
+    let errors = score.errors();
+    print!(
+        "{}",
+        errors.table(&format!("DB Bench · {label} · why items failed"))?
+    );
     let path = ctx
         .phase_dir("06_eval")
         .join(format!("dbbench_{label}.json"));
@@ -753,6 +758,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
         &serde_json::json!({
             "items": args.items,
             "metrics": score.metrics().agentbench(),
+            "errors": errors,
             "score": score,
         }),
     )?;

@@ -257,6 +257,29 @@ impl DbBenchScore {
         DbBenchMetrics::of(self.results.iter().map(|r| (r.kind.as_str(), r.correct)))
     }
 
+    /// Why the failed items failed (indices into `results`).
+    pub fn errors(&self) -> crate::eval::ErrorReport {
+        let failures = self
+            .results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.correct)
+            .map(|(i, r)| {
+                let task = crate::eval::TaskShape::Db {
+                    modification: matches!(r.kind.as_str(), "INSERT" | "UPDATE" | "DELETE"),
+                };
+                let kind = crate::eval::classify(
+                    task,
+                    self.protocol,
+                    &r.conversation.messages,
+                    r.prompt_messages,
+                    r.end,
+                );
+                (i, kind)
+            });
+        crate::eval::ErrorReport::of(self.results.len(), failures)
+    }
+
     /// The metrics table, titled with the label.
     pub fn table(&self) -> Result<Table> {
         self.metrics().table(&format!(

@@ -1,16 +1,19 @@
 //! Evaluation: models playing held-out tasks in the toolkit's environments.
 //!
 //! - [`dbbench`]: DB Bench items (AgentBench's format) scored with AgentBench's metric.
+//! - [`errors`]: why failed episodes failed (format, SQL errors, limits, loops, …).
 //! - [`quick`]: the quick held-out score of a phase (base vs adapter on synthetic SQL tasks and
 //!   household games), with a paired significance test.
 
 pub mod dbbench;
+pub mod errors;
 pub mod quick;
 
 pub use dbbench::{
     DbBenchConfig, DbBenchMetrics, DbBenchResult, DbBenchScore, TypeAccuracy, dbbench_prompts,
     evaluate_dbbench,
 };
+pub use errors::{ErrorReport, FailureKind, TaskShape, classify};
 pub use quick::{
     PairedComparison, QuickConfig, QuickScore, TaskResult, compare, kind_chart, quick_score,
 };
