@@ -45,6 +45,17 @@ fn quick_score_plays_every_task_once_in_order() {
         "two sources and the total"
     );
 
+    // Every failed task gets one cause; household games are tabled per type with their steps.
+    let failed = a.results.iter().filter(|r| !r.success).count();
+    assert_eq!(a.errors().failed(), failed);
+    let household = a.kind_table("household").unwrap();
+    let played: usize = household
+        .rows()
+        .iter()
+        .map(|row| row[1].parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(played, 2);
+
     // Greedy decoding does not depend on which episodes share a batch.
     let b = quick_score(
         "b",

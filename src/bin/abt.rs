@@ -711,6 +711,13 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
     let score =
         agentbench_tuning::eval::quick_score(&label, &model, &tokenizer, &tasks, &config, mode)?;
     print!("{}", score.table()?);
+    print!("{}", score.kind_table("household")?);
+    print!(
+        "{}",
+        score
+            .errors()
+            .table(&format!("quick score · {label} · why tasks failed"))?
+    );
     let path = ctx.run_dir.join("eval").join(format!("quick_{label}.json"));
     write_json(&path, &score)?;
     println!(

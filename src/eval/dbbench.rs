@@ -265,9 +265,7 @@ impl DbBenchScore {
             .enumerate()
             .filter(|(_, r)| !r.correct)
             .map(|(i, r)| {
-                let task = crate::eval::TaskShape::Db {
-                    modification: matches!(r.kind.as_str(), "INSERT" | "UPDATE" | "DELETE"),
-                };
+                let task = crate::eval::TaskShape::db_kind(&r.kind);
                 let kind = crate::eval::classify(
                     task,
                     self.protocol,

@@ -88,6 +88,19 @@ pub enum TaskShape {
     Household,
 }
 
+impl TaskShape {
+    /// A DB task of a kind named as DB Bench (`INSERT`) or the synthetic tasks (`insert`) name
+    /// it.
+    pub fn db_kind(kind: &str) -> Self {
+        TaskShape::Db {
+            modification: matches!(
+                kind.to_ascii_lowercase().as_str(),
+                "insert" | "update" | "delete"
+            ),
+        }
+    }
+}
+
 /// One reply and what the environment answered to it.
 struct Turn<'a> {
     reply: &'a Message,

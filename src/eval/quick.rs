@@ -137,6 +137,9 @@ pub struct QuickScore {
     pub results: Vec<TaskResult>,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// The protocol played (scores saved before it was recorded read as `text`).
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 impl QuickScore {
@@ -177,6 +180,55 @@ impl QuickScore {
             *out.entry(format!("{:?}", r.end)).or_default() += 1;
         }
         out
+    }
+
+    /// Solved, played and mean replies per kind of the tasks whose source starts with
+    /// `source` (`household`: success per household task type and mean steps).
+    pub fn kind_table(&self, source: &str) -> Result<Table> {
+        let mut t = Table::new(["kind", "played", "solved", "success", "mean replies"])
+            .with_title(format!("{} · {source} by kind", self.label));
+        let mut rows: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+        for r in self.results.iter().filter(|r| r.source.starts_with(source)) {
+            let e = rows.entry(r.kind.as_str()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(r.success);
+            e.2 += r.turns;
+        }
+        for (kind, (played, solved, turns)) in rows {
+            t.push_row([
+                kind.to_string(),
+                played.to_string(),
+                solved.to_string(),
+                percent(solved, played),
+                format!("{:.1}", turns as f64 / played as f64),
+            ])?;
+        }
+        Ok(t)
+    }
+
+    /// Why the failed tasks failed (indices into `results`).
+    pub fn errors(&self) -> crate::eval::ErrorReport {
+        let failures = self
+            .results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.success)
+            .map(|(i, r)| {
+                let task = if r.source.starts_with("db") {
+                    crate::eval::TaskShape::db_kind(&r.kind)
+                } else {
+                    crate::eval::TaskShape::Household
+                };
+                let kind = crate::eval::classify(
+                    task,
+                    self.protocol,
+                    &r.conversation.messages,
+                    r.prompt_messages,
+                    r.end,
+                );
+                (i, kind)
+            });
+        crate::eval::ErrorReport::of(self.results.len(), failures)
     }
 
     /// The transcript of task `i`.
@@ -282,6 +334,7 @@ pub fn quick_score(
         label: label.into(),
         results,
         seconds: start.elapsed().as_secs_f64(),
+        protocol: config.protocol,
     })
 }
 
