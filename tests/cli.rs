@@ -257,4 +257,18 @@ fn eval_scores_dbbench_items_with_agentbench_metrics() {
         .map(|v| v.as_array().unwrap().len())
         .sum();
     assert_eq!(classified, failed);
+
+    // The stage comparison picks the score up.
+    let (ok, text) = abt(&["compare", "--run-dir", run_dir]);
+    assert!(ok, "{text}");
+    let summary: serde_json::Value =
+        agentbench_tuning::io::read_json(&run.path().join("06_eval").join("summary.json")).unwrap();
+    assert_eq!(summary["rows"][0]["stage"], "base");
+    assert_eq!(summary["rows"][0]["dbbench_items"], 2);
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, text) = abt(&["compare", "--run-dir", empty.path().to_str().unwrap()]);
+    assert!(
+        !ok && text.contains("run `abt quick-score` or `abt eval` first"),
+        "{text}"
+    );
 }

@@ -57,6 +57,15 @@ enum Command {
     /// DB Bench-format file, scored with AgentBench's metric
     /// (`<run>/06_eval/dbbench_<label>.json`).
     Eval(EvalArgs),
+    /// The stage comparison: every quick score (`<run>/eval/quick_*.json`) and DB Bench score
+    /// (`<run>/06_eval/dbbench_*.json`) of the run in one table (`<run>/06_eval/summary.json`).
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +318,7 @@ fn main() -> ExitCode {
         Command::Sft(args) => sft(&args),
         Command::QuickScore(args) => quick_score(&args),
         Command::Eval(args) => eval(&args),
+        Command::Compare(args) => compare_stages(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -775,5 +785,58 @@ fn eval(args: &EvalArgs) -> Result<()> {
         score.seconds,
         path.display()
     );
+    Ok(())
+}
+
+/// The JSON files in `dir` whose names start with `prefix`, sorted; none when `dir` is absent.
+fn scores_in(dir: &std::path::Path, prefix: &str) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| agentbench_tuning::error::Error::io("reading", dir, e))?;
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `abt compare`.
+fn compare_stages(args: &CompareArgs) -> Result<()> {
+    use agentbench_tuning::eval::{DbBenchScore, QuickScore, StageComparison};
+    use agentbench_tuning::io::{read_json, write_json};
+    let ctx = args.run.context()?;
+    let mut comparison = StageComparison::default();
+    for path in scores_in(&ctx.run_dir.join("eval"), "quick_")? {
+        comparison.add_quick(&read_json::<QuickScore>(&path)?)?;
+    }
+    let dir = ctx.phase_dir("06_eval");
+    for path in scores_in(&dir, "dbbench_")? {
+        let saved: serde_json::Value = read_json(&path)?;
+        let score: DbBenchScore =
+            serde_json::from_value(saved["score"].clone()).map_err(|source| {
+                agentbench_tuning::error::Error::Json {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        comparison.add_dbbench(&score)?;
+    }
+    if comparison.rows.is_empty() {
+        return Err(agentbench_tuning::error::Error::Batch(format!(
+            "no scores in {}: run `abt quick-score` or `abt eval` first",
+            ctx.run_dir.display()
+        )));
+    }
+    print!("{}", comparison.table()?);
+    let path = dir.join("summary.json");
+    write_json(&path, &comparison)?;
+    println!("-> {}", path.display());
     Ok(())
 }

@@ -2,12 +2,14 @@
 //!
 //! - [`dbbench`]: DB Bench items (AgentBench's format) scored with AgentBench's metric.
 //! - [`errors`]: why failed episodes failed (format, SQL errors, limits, loops, …).
+//! - [`stages`]: base vs SFT vs DPO vs GRPO on the same tasks (table, chart, summary).
 //! - [`quick`]: the quick held-out score of a phase (base vs adapter on synthetic SQL tasks and
 //!   household games), with a paired significance test.
 
 pub mod dbbench;
 pub mod errors;
 pub mod quick;
+pub mod stages;
 
 pub use dbbench::{
     DbBenchConfig, DbBenchMetrics, DbBenchResult, DbBenchScore, TypeAccuracy, dbbench_prompts,
@@ -17,3 +19,4 @@ pub use errors::{ErrorReport, FailureKind, TaskShape, classify};
 pub use quick::{
     PairedComparison, QuickConfig, QuickScore, TaskResult, compare, kind_chart, quick_score,
 };
+pub use stages::{StageComparison, StageRow};
