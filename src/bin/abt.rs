@@ -813,8 +813,11 @@ fn compare_stages(args: &CompareArgs) -> Result<()> {
     use agentbench_tuning::io::{read_json, write_json};
     let ctx = args.run.context()?;
     let mut comparison = StageComparison::default();
+    let mut errors = Vec::new();
     for path in scores_in(&ctx.run_dir.join("eval"), "quick_")? {
-        comparison.add_quick(&read_json::<QuickScore>(&path)?)?;
+        let score: QuickScore = read_json(&path)?;
+        comparison.add_quick(&score)?;
+        errors.push((score.label.clone(), score.errors()));
     }
     let dir = ctx.phase_dir("06_eval");
     for path in scores_in(&dir, "dbbench_")? {
@@ -835,6 +838,17 @@ fn compare_stages(args: &CompareArgs) -> Result<()> {
         )));
     }
     print!("{}", comparison.table()?);
+    if !errors.is_empty() {
+        // Columns in the comparison's (pipeline) order.
+        let rank = |label: &str| comparison.rows.iter().position(|r| r.stage == label);
+        errors.sort_by_key(|(label, _)| rank(label));
+        let named: Vec<(&str, &agentbench_tuning::eval::ErrorReport)> =
+            errors.iter().map(|(l, e)| (l.as_str(), e)).collect();
+        print!(
+            "{}",
+            agentbench_tuning::eval::ErrorReport::comparison_table(&named)?
+        );
+    }
     let path = dir.join("summary.json");
     write_json(&path, &comparison)?;
     println!("-> {}", path.display());

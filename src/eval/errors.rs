@@ -338,6 +338,29 @@ impl ErrorReport {
         Ok(t)
     }
 
+    /// Failures per kind (rows) of several reports (columns, e.g. one per stage).
+    pub fn comparison_table(reports: &[(&str, &ErrorReport)]) -> Result<Table> {
+        let mut header = vec!["failure".to_string()];
+        header.extend(reports.iter().map(|(label, _)| label.to_string()));
+        let mut t = Table::new(header).with_title("failed episodes by cause");
+        for kind in FailureKind::ALL {
+            if reports.iter().all(|(_, r)| r.count(kind) == 0) {
+                continue;
+            }
+            let mut row = vec![kind.name().to_string()];
+            row.extend(reports.iter().map(|(_, r)| r.count(kind).to_string()));
+            t.push_row(row)?;
+        }
+        let mut total = vec!["failed / played".to_string()];
+        total.extend(
+            reports
+                .iter()
+                .map(|(_, r)| format!("{} / {}", r.failed(), r.played)),
+        );
+        t.push_row(total)?;
+        Ok(t)
+    }
+
     /// Failures per kind, one bar series per report (e.g. one per stage).
     pub fn chart(reports: &[(&str, &ErrorReport)]) -> Result<crate::plot::Svg> {
         let mut chart = crate::plot::BarChart::new("failed episodes by cause")
@@ -511,5 +534,9 @@ mod tests {
         let t = r.table("errors").unwrap().to_string();
         assert!(t.contains("wrong answer") && t.contains("0, 3"), "{t}");
         assert!(ErrorReport::chart(&[("sft", &r)]).is_ok());
+        let both = ErrorReport::comparison_table(&[("sft", &r), ("dpo", &ErrorReport::of(5, []))])
+            .unwrap()
+            .to_string();
+        assert!(both.contains("3 / 5") && both.contains("0 / 5"), "{both}");
     }
 }
