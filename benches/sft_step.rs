@@ -16,7 +16,7 @@ mod common;
 use agentbench_tuning::chat::Tokenizer;
 use agentbench_tuning::config::Profile;
 use agentbench_tuning::data::{DataConfig, build_sft};
-use agentbench_tuning::model::{Decoder, ModelSource};
+use agentbench_tuning::model::Decoder;
 use agentbench_tuning::system;
 use agentbench_tuning::train::{SftConfig, sft_trainer};
 
@@ -55,16 +55,9 @@ fn parse_args() -> Args {
 
 fn main() {
     let args = parse_args();
-    let source = ModelSource::default_model();
-    let ModelSource::Gguf(path) = &source else {
-        unreachable!("the default model is a GGUF file")
-    };
-    if !args.bench && !path.exists() {
-        println!(
-            "sft_step smoke run skipped: no default model (bash scripts/fetch_default_model.sh)"
-        );
+    let Some(source) = common::default_model_or_skip("sft_step", args.bench) else {
         return;
-    }
+    };
     let tokenizer = Tokenizer::load(&source).expect("tokenizer");
     let mut data = DataConfig::for_profile(Profile::Tiny);
     let mut config = SftConfig::for_profile(Profile::Tiny);

@@ -1,4 +1,5 @@
-"""Shared pieces of the Python reference benchmarks (bench_lora_step.py, bench_generate.py).
+"""Shared pieces of the Python reference benchmarks (bench_lora_step.py, bench_generate.py,
+bench_sft.py, bench_grpo.py).
 
 The model shapes and the LCG token ids here must stay in step with the Rust benches
 (benches/lora_step.rs, benches/generate.rs), which rebuild the same batches.
@@ -76,6 +77,47 @@ def token_ids(batch, seq, vocab):
             row.append(state % vocab)
         rows.append(row)
     return rows
+
+
+# The crate's LoRA target names (`model::Target`) as transformers names the projections.
+TARGETS = {
+    "q": "q_proj",
+    "k": "k_proj",
+    "v": "v_proj",
+    "o": "o_proj",
+    "gate": "gate_proj",
+    "up": "up_proj",
+    "down": "down_proj",
+}
+
+
+def peft_trainer(model, cfg):
+    """PEFT LoRA on `model` and AdamW over its adapters, as an exported trainer config says
+    (`lora`, `checkpointing`, `learning_rate`, `adamw`): (model in train mode, trainable, optimizer)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora, adamw = cfg["lora"], cfg["adamw"]
+    if cfg["checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=[TARGETS[t] for t in lora["targets"]],
+            use_rslora=lora["use_rslora"],
+            task_type="CAUSAL_LM",
+            bias="none",
+        ),
+    )
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        trainable, lr=cfg["learning_rate"], betas=tuple(adamw["betas"]), eps=adamw["eps"],
+        weight_decay=adamw["weight_decay"],
+    )
+    return model, trainable, opt
 
 
 def rss_mb():

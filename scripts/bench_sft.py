@@ -23,21 +23,11 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import build_model, rss_mb  # noqa: E402  (sets TQDM_DISABLE before torch)
+from bench_common import build_model, peft_trainer, rss_mb  # noqa: E402  (sets TQDM_DISABLE before torch)
 
 import torch  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-
-TARGETS = {
-    "q": "q_proj",
-    "k": "k_proj",
-    "v": "v_proj",
-    "o": "o_proj",
-    "gate": "gate_proj",
-    "up": "up_proj",
-    "down": "down_proj",
-}
 
 
 def micro_batch_tensors(rows, pad_id):
@@ -75,7 +65,6 @@ def main():
     torch.set_num_threads(args.threads)
     import transformers
     import peft
-    from peft import LoraConfig, get_peft_model
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -85,27 +74,7 @@ def main():
     torch.manual_seed(lora["seed"])
 
     model = build_model("smollm2", args.attn)
-    if cfg["checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=lora["r"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=[TARGETS[t] for t in lora["targets"]],
-            use_rslora=lora["use_rslora"],
-            task_type="CAUSAL_LM",
-            bias="none",
-        ),
-    )
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    adamw = cfg["adamw"]
-    opt = torch.optim.AdamW(
-        trainable, lr=cfg["learning_rate"], betas=tuple(adamw["betas"]), eps=adamw["eps"],
-        weight_decay=adamw["weight_decay"],
-    )
+    model, trainable, opt = peft_trainer(model, cfg)
     total = len(steps)
     sched = transformers.get_cosine_schedule_with_warmup(opt, round(cfg["warmup_ratio"] * total), total)
 

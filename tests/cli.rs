@@ -192,8 +192,7 @@ fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
 
 #[test]
 fn eval_scores_dbbench_items_with_agentbench_metrics() {
-    let dev = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/agentbench-dbbench/dev.jsonl");
+    let dev = common::dbbench_dev();
     let dev = dev.to_str().unwrap();
     let run = tempfile::tempdir().unwrap();
     let run_dir = run.path().to_str().unwrap();

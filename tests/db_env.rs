@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentbench_tuning::chat::{Message, Role, ToolCall};
@@ -15,8 +14,7 @@ use agentbench_tuning::rng::Rng;
 use serde_json::json;
 
 fn dev_items() -> Option<Vec<DbItem>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/agentbench-dbbench/dev.jsonl");
+    let path = common::dbbench_dev();
     if !path.is_file() {
         eprintln!("skipped: {} is absent", path.display());
         return None;

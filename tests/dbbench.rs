@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use agentbench_tuning::chat::Message;
 use agentbench_tuning::env::db::DbItem;
 use agentbench_tuning::env::{Environment, Protocol};
@@ -14,8 +12,7 @@ use agentbench_tuning::python::str_repr;
 use serde_json::Value;
 
 fn dev_items() -> Vec<DbItem> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/agentbench-dbbench/dev.jsonl");
+    let path = common::dbbench_dev();
     DbItem::read_jsonl(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -102,3 +102,19 @@ pub fn parse_dtype(name: &str) -> DType {
         other => panic!("--dtype {other}: use f32, bf16 or f16"),
     }
 }
+
+/// The embedded default model's source, or `None` (after saying so) when a smoke run (`bench`
+/// false: `cargo test --all-targets`) finds it absent; a real benchmark run needs it.
+pub fn default_model_or_skip(bench_name: &str, bench: bool) -> Option<ModelSource> {
+    let source = ModelSource::default_model();
+    let ModelSource::Gguf(path) = &source else {
+        unreachable!("the default model is a GGUF file")
+    };
+    if !bench && !path.exists() {
+        println!(
+            "{bench_name} smoke run skipped: no default model (bash scripts/fetch_default_model.sh)"
+        );
+        return None;
+    }
+    Some(source)
+}

@@ -259,23 +259,21 @@ impl DbBenchScore {
 
     /// Why the failed items failed (indices into `results`).
     pub fn errors(&self) -> crate::eval::ErrorReport {
-        let failures = self
-            .results
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !r.correct)
-            .map(|(i, r)| {
+        let failed = self.results.iter().enumerate().filter(|(_, r)| !r.correct);
+        crate::eval::ErrorReport::classify_all(
+            self.protocol,
+            self.results.len(),
+            failed.map(|(i, r)| {
                 let task = crate::eval::TaskShape::db_kind(&r.kind);
-                let kind = crate::eval::classify(
+                (
+                    i,
                     task,
-                    self.protocol,
-                    &r.conversation.messages,
+                    &r.conversation.messages[..],
                     r.prompt_messages,
                     r.end,
-                );
-                (i, kind)
-            });
-        crate::eval::ErrorReport::of(self.results.len(), failures)
+                )
+            }),
+        )
     }
 
     /// The metrics table, titled with the label.

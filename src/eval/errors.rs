@@ -309,6 +309,21 @@ impl ErrorReport {
         Self { episodes, played }
     }
 
+    /// Classifies the failed episodes among `played`: each as (index, task, messages, opening
+    /// length, end), all in `protocol`.
+    pub fn classify_all<'a>(
+        protocol: Protocol,
+        played: usize,
+        failed: impl IntoIterator<Item = (usize, TaskShape, &'a [Message], usize, EpisodeEnd)>,
+    ) -> Self {
+        Self::of(
+            played,
+            failed.into_iter().map(|(i, task, messages, opening, end)| {
+                (i, classify(task, protocol, messages, opening, end))
+            }),
+        )
+    }
+
     /// Failed episodes of a kind.
     pub fn count(&self, kind: FailureKind) -> usize {
         self.episodes.get(&kind).map_or(0, Vec::len)

@@ -208,27 +208,25 @@ impl QuickScore {
 
     /// Why the failed tasks failed (indices into `results`).
     pub fn errors(&self) -> crate::eval::ErrorReport {
-        let failures = self
-            .results
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !r.success)
-            .map(|(i, r)| {
+        let failed = self.results.iter().enumerate().filter(|(_, r)| !r.success);
+        crate::eval::ErrorReport::classify_all(
+            self.protocol,
+            self.results.len(),
+            failed.map(|(i, r)| {
                 let task = if r.source.starts_with("db") {
                     crate::eval::TaskShape::db_kind(&r.kind)
                 } else {
                     crate::eval::TaskShape::Household
                 };
-                let kind = crate::eval::classify(
+                (
+                    i,
                     task,
-                    self.protocol,
-                    &r.conversation.messages,
+                    &r.conversation.messages[..],
                     r.prompt_messages,
                     r.end,
-                );
-                (i, kind)
-            });
-        crate::eval::ErrorReport::of(self.results.len(), failures)
+                )
+            }),
+        )
     }
 
     /// The transcript of task `i`.

@@ -53,3 +53,9 @@ pub fn qwen_tokenizer(name: &str) -> Option<PathBuf> {
     let dir = paths::cache_dir().join("tokenizers").join(name);
     fetched(dir.join("tokenizer.json"), "fetch_tokenizers.sh").map(|_| dir)
 }
+
+/// AgentBench's DB Bench dev items (`../shared/data/agentbench-dbbench/dev.jsonl`; evaluation
+/// data, never trained on).
+pub fn dbbench_dev() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/agentbench-dbbench/dev.jsonl")
+}
