@@ -144,6 +144,9 @@ pub enum Error {
         /// What went wrong and how to fix it.
         reason: String,
     },
+    /// The model server could not start or run.
+    #[error("abt serve: {0}")]
+    Serve(String),
     /// Generation was asked for something it cannot do (bad options, context too long).
     #[error("generation: {0}")]
     Generate(String),

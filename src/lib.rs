@@ -30,6 +30,8 @@ pub mod progress;
 pub mod python;
 pub mod reward;
 pub mod rng;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod system;
 pub mod table;
 pub mod train;

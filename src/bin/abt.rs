@@ -60,6 +60,45 @@ enum Command {
     /// The stage comparison: every quick score (`<run>/eval/quick_*.json`) and DB Bench score
     /// (`<run>/06_eval/dbbench_*.json`) of the run in one table (`<run>/06_eval/summary.json`).
     Compare(CompareArgs),
+    /// An OpenAI-compatible server (`POST /v1/chat/completions`, `GET /v1/models`) for a model
+    /// and an adapter, e.g. for AgentBench's HTTP agent; SIGTERM drains requests in flight.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+}
+
+#[cfg(feature = "serve")]
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Model: a directory, a .gguf file, a hub repo id (org/name[@rev]) or `default`.
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// A PEFT adapter directory to serve on top (e.g. `runs/<name>/05_grpo/adapter`).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Address to bind (`0.0.0.0` to accept other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// The model name clients ask for.
+    #[arg(long, default_value = "abt-serve")]
+    served_name: String,
+    /// Most sequences generated together.
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// Milliseconds the server waits for more requests to batch with the first.
+    #[arg(long, default_value_t = 20)]
+    batch_wait_ms: u64,
+    /// Most tokens per sequence, prompt and reply (the model's context by default).
+    #[arg(long)]
+    max_context: Option<usize>,
+    /// New tokens of a request that sets no `max_tokens`.
+    #[arg(long, default_value_t = 512)]
+    default_max_tokens: usize,
+    /// Qwen3's thinking switch for every prompt (a request's `chat_template_kwargs` wins).
+    #[arg(long)]
+    thinking: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +354,8 @@ fn main() -> ExitCode {
         Command::Pairs(args) => pairs(&args),
         Command::Dpo(args) => dpo(&args),
         Command::Grpo(args) => grpo(&args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve(&args),
         Command::Sft(args) => sft(&args),
         Command::QuickScore(args) => quick_score(&args),
         Command::Eval(args) => eval(&args),
@@ -705,6 +746,29 @@ fn scored_model(
             .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned()),
     };
     Ok((model, tokenizer, mode, label))
+}
+
+/// `abt serve`.
+#[cfg(feature = "serve")]
+fn serve(args: &ServeArgs) -> Result<()> {
+    use agentbench_tuning::serve::ServeConfig;
+    let device = system::device()?;
+    let mut model = ChatModel::load(
+        &ModelSource::parse(&args.model),
+        args.adapter.as_deref(),
+        &device,
+        system::default_dtype(&device),
+    )?;
+    model.render.enable_thinking = args.thinking;
+    let context = model.decoder.config().max_position_embeddings;
+    let mut config = ServeConfig::new(args.max_context.unwrap_or(context));
+    config.host.clone_from(&args.host);
+    config.port = args.port;
+    config.served_name.clone_from(&args.served_name);
+    config.batch.max_batch = args.max_batch.max(1);
+    config.batch.wait = std::time::Duration::from_millis(args.batch_wait_ms);
+    config.batch.default_max_tokens = args.default_max_tokens;
+    agentbench_tuning::serve::serve(model, &config)
 }
 
 /// `abt quick-score`.

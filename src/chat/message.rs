@@ -7,11 +7,13 @@ use serde_json::{Map, Value, json};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Instructions for the whole conversation.
+    /// Instructions for the whole conversation (OpenAI's newer `developer` reads as this).
+    #[serde(alias = "developer")]
     System,
     /// The human (or the environment, in agent protocols that speak as the user).
     User,
-    /// The model.
+    /// The model (AgentBench's default prompter calls it `agent`).
+    #[serde(alias = "agent")]
     Assistant,
     /// The result of a tool call.
     Tool,
