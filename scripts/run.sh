@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: run the notebooks in notebooks/ in order, headless, on the embedded default
-# (profile tiny unless ABT_PROFILE says otherwise), into runs/<timestamp>/.
+# (profile tiny unless ABT_PROFILE says otherwise) at the short scale (ABT_SCALE=short: every
+# phase trains and is scored, with fewer steps and tasks; ABT_SCALE=full for the profile's
+# settings), into runs/<timestamp>/, then print the stage comparison of notebook 06.
 #
-#   bash scripts/run.sh                    # everything
+#   bash scripts/run.sh                        # everything
 #   bash scripts/run.sh notebooks/00_*.ipynb   # a subset, in the order given
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,5 +17,12 @@ run_dir=${ABT_RUN_DIR:-$root/runs/$(date +%Y%m%d-%H%M%S)}
 if [ $# -eq 0 ]; then
   set -- notebooks/*.ipynb
 fi
-exec "$root/.venv/bin/python" scripts/run_notebooks.py --run-dir "$run_dir" \
-  --profile "${ABT_PROFILE:-tiny}" "$@"
+start=$(date +%s)
+"$root/.venv/bin/python" scripts/run_notebooks.py --run-dir "$run_dir" \
+  --profile "${ABT_PROFILE:-tiny}" --scale "${ABT_SCALE:-short}" "$@"
+summary="$run_dir/06_eval/summary.txt"
+if [ -f "$summary" ]; then
+  echo
+  cat "$summary"
+fi
+echo "run: $run_dir ($(( ($(date +%s) - start) / 60 )) min; executed notebooks in $run_dir/notebooks/)"

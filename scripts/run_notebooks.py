@@ -141,15 +141,15 @@ def save_atomic(nb, path: Path) -> None:
 
 
 def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
-                 kernel: str | None = None, smoke: bool = False) -> tuple[bool, str]:
+                 kernel: str | None = None, scale: str = "full") -> tuple[bool, str]:
     """Execute one notebook; returns (passed, summary line)."""
     nb = nbformat.read(str(path), as_version=4)
     kernel = kernel or nb.metadata.get("kernelspec", {}).get("name", "rust")
     env = dict(os.environ)
     env["ABT_PROFILE"] = profile
     env["ABT_RUN_DIR"] = str(run_dir)
-    if smoke:
-        env["ABT_SMOKE"] = "1"
+    env.pop("ABT_SMOKE", None)
+    env["ABT_SCALE"] = scale
     client = NotebookClient(
         nb,
         kernel_name=kernel,
@@ -212,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run directory (default runs/<timestamp> in the current directory)")
     parser.add_argument("--profile", default=os.environ.get("ABT_PROFILE", "tiny"),
                         help="run profile passed to the notebooks as ABT_PROFILE (default tiny)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="smoke run (ABT_SMOKE=1): trainers take a few steps and scores play "
-                             "a few tasks; CI's setting")
+    parser.add_argument("--scale", choices=["full", "short", "smoke"],
+                        default=os.environ.get("ABT_SCALE") or "full",
+                        help="ABT_SCALE for the notebooks: full (the profile's settings), short "
+                             "(the main job: fewer steps and tasks), smoke (CI: a few of each)")
+    parser.add_argument("--smoke", action="store_true", help="the same as --scale smoke")
     parser.add_argument("--timeout", type=int, default=3600,
                         help="seconds a single cell may run (default 3600)")
     parser.add_argument("--kernel", default=None,
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     for path in args.notebooks:
         ok, summary = run_notebook(path, run_dir, args.profile, args.timeout, args.kernel,
-                                   args.smoke)
+                                   "smoke" if args.smoke else args.scale)
         print(summary, flush=True)
         summaries.append(summary.splitlines()[0])
         passed += ok

@@ -4,7 +4,8 @@
 //! GPUs); later phases read their defaults from it. The context is read from the environment so
 //! the same notebook runs unchanged under CI, Colab and a local Jupyter:
 //! `ABT_PROFILE` (default `tiny`), `ABT_RUN_DIR` (default `runs/interactive` in the checkout) and
-//! `ABT_SMOKE` (`1` for a smoke run: CI's setting, see [`RunContext::smoke`]).
+//! `ABT_SCALE` (`full`, `short` for the main job, `smoke` for CI; see [`Scale`]; `ABT_SMOKE=1`
+//! is short for `smoke`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -16,6 +17,49 @@ use crate::display::Show;
 use crate::error::{Error, Result};
 use crate::paths;
 use crate::table::Table;
+
+/// How much of each phase a run does, on top of its profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// The profile's settings.
+    Full,
+    /// Fewer training steps, samples and held-out tasks, so the whole pipeline runs on `tiny`
+    /// in about half an hour on two cores (the main job): every phase really trains and is
+    /// scored, on fewer tasks, so its numbers are indicative.
+    Short,
+    /// A few steps and tasks per phase, so CI executes every notebook end to end in minutes;
+    /// its numbers mean nothing.
+    Smoke,
+}
+
+impl Scale {
+    /// The name used in `ABT_SCALE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Full => "full",
+            Scale::Short => "short",
+            Scale::Smoke => "smoke",
+        }
+    }
+}
+
+impl FromStr for Scale {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "full" => Ok(Scale::Full),
+            "short" => Ok(Scale::Short),
+            "smoke" => Ok(Scale::Smoke),
+            other => Err(Error::InvalidEnv {
+                name: "ABT_SCALE",
+                value: other.into(),
+                reason: "expected full, short or smoke".into(),
+            }),
+        }
+    }
+}
 
 /// A named preset of the whole pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,14 +137,13 @@ pub struct RunContext {
     pub profile: Profile,
     /// The run directory every phase reads from and writes to (`runs/<name>/`).
     pub run_dir: PathBuf,
-    /// A smoke run (`ABT_SMOKE=1`): trainers stop after a few steps and scores play a few tasks,
-    /// so CI executes every notebook end to end in minutes. Its numbers mean nothing.
-    pub smoke: bool,
+    /// How much of each phase the run does (`ABT_SCALE`).
+    pub scale: Scale,
 }
 
 impl RunContext {
-    /// Reads `ABT_PROFILE`, `ABT_RUN_DIR` and `ABT_SMOKE`, with defaults `tiny`,
-    /// `runs/interactive` and off.
+    /// Reads `ABT_PROFILE`, `ABT_RUN_DIR` and `ABT_SCALE` (or `ABT_SMOKE=1`), with defaults
+    /// `tiny`, `runs/interactive` and `full`.
     pub fn from_env() -> Result<Self> {
         let profile = match std::env::var("ABT_PROFILE") {
             Ok(v) if !v.trim().is_empty() => v.parse().map_err(|e: Error| Error::InvalidEnv {
@@ -128,11 +171,21 @@ impl RunContext {
             },
             Err(_) => false,
         };
+        let scale = match std::env::var("ABT_SCALE") {
+            _ if smoke => Scale::Smoke,
+            Ok(v) if !v.trim().is_empty() => v.parse()?,
+            _ => Scale::Full,
+        };
         Ok(RunContext {
             profile,
             run_dir,
-            smoke,
+            scale,
         })
+    }
+
+    /// Whether this is a smoke run (CI's): a few steps and tasks, numbers meaningless.
+    pub fn smoke(&self) -> bool {
+        self.scale == Scale::Smoke
     }
 
     /// The directory of one phase inside the run, e.g. `phase_dir("01_data")`.
@@ -149,7 +202,7 @@ impl Show for RunContext {
                 ("profile", self.profile.to_string()),
                 ("base model", self.profile.base_model().to_string()),
                 ("run dir", self.run_dir.display().to_string()),
-                ("smoke run", self.smoke.to_string()),
+                ("scale", self.scale.name().to_string()),
             ],
         )
         .mime_bundle()
@@ -167,6 +220,15 @@ mod tests {
             let json = serde_json::to_string(&p).unwrap();
             assert_eq!(json, format!("\"{}\"", p.name()));
         }
+    }
+
+    #[test]
+    fn scales_parse_and_reject_others() {
+        for scale in [Scale::Full, Scale::Short, Scale::Smoke] {
+            assert_eq!(scale.name().parse::<Scale>().unwrap(), scale);
+        }
+        let err = "huge".parse::<Scale>().unwrap_err().to_string();
+        assert!(err.contains("ABT_SCALE") && err.contains("short"), "{err}");
     }
 
     #[test]

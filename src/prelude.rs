@@ -4,13 +4,13 @@
 pub use candle_core::{self, DType, Device, Tensor};
 
 pub use crate::chat::{Conversation, Message, RenderOptions, Role, Tokenizer, Tool, ToolCall};
-pub use crate::config::{Profile, RunContext};
+pub use crate::config::{Profile, RunContext, Scale};
 pub use crate::display::Show;
 pub use crate::env::db::DbEnv;
 pub use crate::env::household::{ExpertOptions, HouseholdEnv, TaskKind, World};
 pub use crate::env::{Environment, Protocol};
 pub use crate::error::{Error, Result};
-pub use crate::eval::{QuickConfig, QuickScore, compare, quick_score};
+pub use crate::eval::{QuickConfig, QuickScore, compare, quick_score, quick_score_path};
 pub use crate::generate::{
     ChatModel, Episode, GenerateOptions, Generation, RolloutOptions, Sampling, rollout,
 };

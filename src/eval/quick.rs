@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{Conversation, Tokenizer};
-use crate::config::{Profile, RunContext};
+use crate::config::{Profile, RunContext, Scale};
 use crate::data::{Difficulty, Prompt};
 use crate::display::Show;
 use crate::env::Protocol;
@@ -83,13 +83,17 @@ impl QuickConfig {
     }
 
     /// The quick score a notebook plays: the profile's, except on `tiny`, where two CPU cores
-    /// play a 30-task slice (`abt quick-score` plays all 108), and in a smoke run (CI), 8 tasks.
+    /// play a 30-task slice (`abt quick-score` plays all 108); at the short scale (the main
+    /// job) 16 tasks, in a smoke run (CI) 8.
     pub fn for_notebook(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
-        if ctx.smoke {
-            (config.db, config.household) = (6, 2);
-        } else if ctx.profile == Profile::Tiny {
-            (config.db, config.household) = (24, 6);
+        match ctx.scale {
+            Scale::Smoke => (config.db, config.household) = (6, 2),
+            Scale::Short => (config.db, config.household) = (12, 4),
+            Scale::Full if ctx.profile == Profile::Tiny => {
+                (config.db, config.household) = (24, 6);
+            }
+            Scale::Full => {}
         }
         config
     }

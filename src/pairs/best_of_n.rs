@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Pair, PairDrop, PairSource, PairsReport, reply_text};
 use crate::chat::{Conversation, Tokenizer};
-use crate::config::{Profile, RunContext};
+use crate::config::{Profile, RunContext, Scale};
 use crate::data::Prompt;
 use crate::data::contamination::ContaminationGuard;
 use crate::env::{Protocol, TaskScore};
@@ -80,12 +80,20 @@ impl PairsConfig {
         }
     }
 
-    /// The profile's settings for a run: in a smoke run (CI), 2 samples of 4 prompts.
+    /// The profile's settings for a run: at the short scale (the main job) 4 samples of 8
+    /// prompts, in a smoke run (CI) 2 of 4.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
-        if ctx.smoke {
-            config.samples = 2;
-            config.max_prompts = Some(4);
+        match ctx.scale {
+            Scale::Full => {}
+            Scale::Short => {
+                config.samples = config.samples.min(4);
+                config.max_prompts = Some(8);
+            }
+            Scale::Smoke => {
+                config.samples = 2;
+                config.max_prompts = Some(4);
+            }
         }
         config
     }

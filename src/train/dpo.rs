@@ -22,7 +22,7 @@ use super::run::{
 };
 use super::schedule::CosineSchedule;
 use crate::chat::{EncodeOptions, Tokenizer, Truncation};
-use crate::config::{Profile, RunContext};
+use crate::config::{Profile, RunContext, Scale};
 use crate::error::{Error, Result};
 use crate::io::create_dir_all;
 use crate::model::{Decoder, LoraConfig, Mode, Padding, Target, TokenBatch};
@@ -123,13 +123,23 @@ impl DpoConfig {
         }
     }
 
-    /// The profile's settings for a run: in a smoke run (CI), 2 steps.
+    /// The profile's settings for a run: at the short scale (the main job) 6 steps of one
+    /// round, in a smoke run (CI) 2.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
-        if ctx.smoke {
-            config.max_steps = Some(2);
-            config.eval_every = 1;
-            config.save_every = 1;
+        match ctx.scale {
+            Scale::Full => {}
+            Scale::Short => {
+                config.max_steps = Some(6);
+                config.rounds = 1;
+                config.eval_every = 3;
+                config.save_every = 3;
+            }
+            Scale::Smoke => {
+                config.max_steps = Some(2);
+                config.eval_every = 1;
+                config.save_every = 1;
+            }
         }
         config
     }

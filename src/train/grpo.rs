@@ -28,7 +28,7 @@ use super::run::{
 };
 use super::schedule::CosineSchedule;
 use crate::chat::Tokenizer;
-use crate::config::{Profile, RunContext};
+use crate::config::{Profile, RunContext, Scale};
 use crate::data::Prompt;
 use crate::error::{Error, Result};
 use crate::generate::{Episode, PlayOptions, PlayedTask, Sampling, play_tasks};
@@ -154,10 +154,21 @@ impl GrpoConfig {
         }
     }
 
-    /// The profile's settings for a run: in a smoke run (CI), 2 steps of 2 prompts × 2.
+    /// The profile's settings for a run: at the short scale (the main job) 3 steps of 2
+    /// prompts × 2 with short episodes, in a smoke run (CI) 2 steps of shorter ones.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
-        if ctx.smoke {
+        if ctx.scale == Scale::Short {
+            config.steps = 3;
+            config.prompts_per_step = 2;
+            config.group_size = 2;
+            config.max_new_tokens = config.max_new_tokens.min(128);
+            config.db_turns = config.db_turns.min(3);
+            config.household_turns = config.household_turns.min(5);
+            config.eval_every = 0;
+            config.save_every = 1;
+        }
+        if ctx.smoke() {
             config.steps = 2;
             config.prompts_per_step = 2;
             config.group_size = 2;

@@ -14,7 +14,7 @@ use super::run::{
     Checkpoints, GradAccumulator, TrainState, append_metrics, peak_memory_mb, read_metrics,
 };
 use super::schedule::CosineSchedule;
-use crate::config::{Profile, RunContext};
+use crate::config::{Profile, RunContext, Scale};
 use crate::error::{Error, Result};
 use crate::io::create_dir_all;
 use crate::model::{Decoder, LoraConfig, Mode, Target};
@@ -114,14 +114,22 @@ impl SftConfig {
         }
     }
 
-    /// The profile's configuration for a run: in a smoke run (CI) 4 steps, eval and checkpoint
-    /// every 2.
+    /// The profile's configuration for a run: at the short scale (the main job) 24 steps (a
+    /// whole schedule), in a smoke run (CI) 4 steps, eval and checkpoint every 2.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
-        if ctx.smoke {
-            config.max_steps = Some(4);
-            config.eval_every = 2;
-            config.save_every = 2;
+        match ctx.scale {
+            Scale::Full => {}
+            Scale::Short => {
+                config.max_steps = Some(config.max_steps.map_or(24, |m| m.min(24)));
+                config.eval_every = 12;
+                config.save_every = 12;
+            }
+            Scale::Smoke => {
+                config.max_steps = Some(4);
+                config.eval_every = 2;
+                config.save_every = 2;
+            }
         }
         config
     }
