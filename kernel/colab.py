@@ -34,13 +34,54 @@ def _sh(cmd: list[str] | str, **kw) -> None:
     subprocess.run(cmd, check=True, shell=isinstance(cmd, str), **kw)
 
 
-def bootstrap(profile: str | None = None) -> None:
-    """Install Rust, the notebook engine and the Rust kernel; fetch the default model."""
+DEP_LINE = ':dep agentbench_tuning = { path = ".." }'
+CUDA_DEP_LINE = ':dep agentbench_tuning = { path = "..", features = ["cuda"] }'
+
+
+def has_gpu() -> bool:
+    """Whether an NVIDIA GPU is visible (nvidia-smi lists one)."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    out = subprocess.run(["nvidia-smi", "-L"], text=True, capture_output=True)
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def use_cuda_build(on: bool = True) -> int:
+    """Point every notebook's `:dep` line at the CUDA build of the crate (or back at the CPU
+    build); returns how many notebooks changed. Without the `cuda` feature candle runs on the CPU
+    even on a GPU VM."""
+    old, new = (DEP_LINE, CUDA_DEP_LINE) if on else (CUDA_DEP_LINE, DEP_LINE)
+    changed = 0
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        text = path.read_text()
+        nb = json.loads(text)
+        hit = False
+        for cell in nb["cells"]:
+            lines = cell["source"]
+            source = "".join(lines) if isinstance(lines, list) else lines
+            if old in source:
+                source = source.replace(old, new)
+                cell["source"] = source.splitlines(keepends=True) if isinstance(lines, list) else source
+                hit = True
+        if hit:
+            end = "\n" if text.endswith("\n") else ""
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + end)
+            changed += 1
+    return changed
+
+
+def bootstrap(profile: str | None = None, cuda: bool | None = None) -> None:
+    """Install Rust, the notebook engine and the Rust kernel; fetch the default model; on a GPU
+    VM (or with cuda=True) switch the notebooks to the CUDA build."""
     os.environ["PATH"] = f"{CARGO_BIN}:{os.environ['PATH']}"
     if shutil.which("cargo") is None:
         _sh("curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal")
     _sh(["bash", str(ROOT / "scripts/setup.sh"), "--cwd", str(ROOT / "notebooks")])
     _sh(["bash", str(ROOT / "scripts/fetch_default_model.sh")])
+    if cuda is None:
+        cuda = has_gpu()
+    if cuda:
+        print(f"GPU found: {use_cuda_build(True)} notebooks now build the crate with CUDA", flush=True)
     if profile:
         os.environ["ABT_PROFILE"] = profile
     print(
@@ -54,13 +95,18 @@ def bootstrap(profile: str | None = None) -> None:
     )
 
 
-def run_headless(name: str, profile: str = "tiny", run_dir: str | None = None) -> Path:
-    """Run notebooks/<name> on the Rust kernel headless, show its outputs, return the copy's path."""
-    run_dir = Path(run_dir) if run_dir else ROOT / "runs" / "colab"
+def run_headless(name: str, profile: str | None = None, run_dir: str | None = None,
+                 scale: str = "full") -> Path:
+    """Run notebooks/<name> on the Rust kernel headless, show its outputs, return the copy's path.
+
+    The profile defaults to ABT_PROFILE (else tiny) and the run directory to ABT_RUN_DIR (else
+    runs/colab), so the notebooks of one run share their phases' outputs."""
+    profile = profile or os.environ.get("ABT_PROFILE") or "tiny"
+    run_dir = Path(run_dir or os.environ.get("ABT_RUN_DIR") or ROOT / "runs" / "colab")
     python = ROOT / ".venv" / "bin" / "python"
     result = subprocess.run(
         [str(python), str(ROOT / "scripts/run_notebooks.py"), "--run-dir", str(run_dir),
-         "--profile", profile, str(ROOT / "notebooks" / name)],
+         "--profile", profile, "--scale", scale, str(ROOT / "notebooks" / name)],
         text=True, capture_output=True,
     )
     print(result.stdout[-4000:], result.stderr[-4000:], sep="")

@@ -210,4 +210,15 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
         "{}",
         run.log()
     );
+    // notebook 06 compared every stage on the same tasks
+    let summary: agentbench_tuning::eval::StageComparison =
+        agentbench_tuning::io::read_json(&run.run_dir.path().join("06_eval/summary.json")).unwrap();
+    let stages: Vec<&str> = summary.rows.iter().map(|r| r.stage.as_str()).collect();
+    assert_eq!(stages, ["base", "sft", "dpo", "grpo"], "{}", run.log());
+    assert!(
+        summary
+            .rows
+            .iter()
+            .all(|r| r.quick_db.is_some() && r.dbbench_overall.is_some())
+    );
 }

@@ -123,7 +123,7 @@ struct EvalArgs {
     /// The protocol: `text` (AgentBench v0.2) or `tools` (function calling).
     #[arg(long, default_value = "text")]
     protocol: agentbench_tuning::env::Protocol,
-    /// Only the first N items.
+    /// Only N items, evenly spaced through the file (every type keeps its share).
     #[arg(long)]
     limit: Option<usize>,
     /// Most new tokens per reply.
@@ -725,18 +725,8 @@ fn scored_model(
     agentbench_tuning::model::Mode,
     String,
 )> {
-    use agentbench_tuning::model::{Decoder, Mode};
-    let source = ctx.profile.model_source();
-    let tokenizer = Tokenizer::load(&source)?;
-    let device = system::device()?;
-    let mut model = Decoder::load(&source, &device, system::default_dtype(&device))?;
-    let mode = match adapter {
-        Some(dir) => {
-            model.load_adapter(dir)?;
-            Mode::Eval
-        }
-        None => Mode::Reference,
-    };
+    let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
+    let (model, mode) = agentbench_tuning::eval::stage_model(ctx, adapter)?;
     let label = match (label, adapter) {
         (Some(label), _) => label.to_string(),
         (None, None) => "base".into(),
@@ -792,7 +782,7 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
             .errors()
             .table(&format!("quick score · {label} · why tasks failed"))?
     );
-    let path = ctx.run_dir.join("eval").join(format!("quick_{label}.json"));
+    let path = agentbench_tuning::eval::quick_score_path(&ctx.run_dir, &label);
     write_json(&path, &score)?;
     println!(
         "{} tasks in {:.0} s -> {}",
@@ -812,14 +802,12 @@ fn eval(args: &EvalArgs) -> Result<()> {
     use agentbench_tuning::env::db::DbItem;
     use agentbench_tuning::eval::{DbBenchConfig, evaluate_dbbench};
     let ctx = args.run.context()?;
-    let mut items = DbItem::read_jsonl(&args.items)?;
-    if let Some(n) = args.limit {
-        items.truncate(n);
-    }
+    let items = DbItem::read_jsonl(&args.items)?;
     let config = DbBenchConfig {
         protocol: args.protocol,
         batch: args.batch,
         max_new_tokens: args.max_new_tokens,
+        max_items: args.limit,
         ..DbBenchConfig::default()
     };
     let (model, tokenizer, mode, label) =
@@ -831,90 +819,37 @@ fn eval(args: &EvalArgs) -> Result<()> {
         "{}",
         errors.table(&format!("DB Bench · {label} · why items failed"))?
     );
-    let path = ctx
-        .phase_dir("06_eval")
-        .join(format!("dbbench_{label}.json"));
-    agentbench_tuning::io::write_json(
-        &path,
-        &serde_json::json!({
-            "items": args.items,
-            "metrics": score.metrics().agentbench(),
-            "errors": errors,
-            "score": score,
-        }),
-    )?;
+    let path = agentbench_tuning::eval::save_dbbench(&ctx.run_dir, &args.items, &score)?;
     println!(
         "{} items in {:.0} s -> {}",
-        items.len(),
+        score.results.len(),
         score.seconds,
         path.display()
     );
     Ok(())
 }
 
-/// The JSON files in `dir` whose names start with `prefix`, sorted; none when `dir` is absent.
-fn scores_in(dir: &std::path::Path, prefix: &str) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| agentbench_tuning::error::Error::io("reading", dir, e))?;
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
 /// `abt compare`.
 fn compare_stages(args: &CompareArgs) -> Result<()> {
-    use agentbench_tuning::eval::{DbBenchScore, QuickScore, StageComparison};
-    use agentbench_tuning::io::{read_json, write_json};
+    use agentbench_tuning::eval::{ErrorReport, RunScores};
     let ctx = args.run.context()?;
-    let mut comparison = StageComparison::default();
-    let mut errors = Vec::new();
-    for path in scores_in(&ctx.run_dir.join("eval"), "quick_")? {
-        let score: QuickScore = read_json(&path)?;
-        comparison.add_quick(&score)?;
-        errors.push((score.label.clone(), score.errors()));
-    }
-    let dir = ctx.phase_dir("06_eval");
-    for path in scores_in(&dir, "dbbench_")? {
-        let saved: serde_json::Value = read_json(&path)?;
-        let score: DbBenchScore =
-            serde_json::from_value(saved["score"].clone()).map_err(|source| {
-                agentbench_tuning::error::Error::Json {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-        comparison.add_dbbench(&score)?;
-    }
-    if comparison.rows.is_empty() {
-        return Err(agentbench_tuning::error::Error::Batch(format!(
+    let scores = RunScores::read(&ctx.run_dir)?;
+    if scores.is_empty() {
+        return Err(Error::Batch(format!(
             "no scores in {}: run `abt quick-score` or `abt eval` first",
             ctx.run_dir.display()
         )));
     }
+    let comparison = scores.comparison()?;
     print!("{}", comparison.table()?);
+    let errors = scores.quick_errors();
     if !errors.is_empty() {
-        // Columns in the comparison's (pipeline) order.
-        let rank = |label: &str| comparison.rows.iter().position(|r| r.stage == label);
-        errors.sort_by_key(|(label, _)| rank(label));
-        let named: Vec<(&str, &agentbench_tuning::eval::ErrorReport)> =
+        let named: Vec<(&str, &ErrorReport)> =
             errors.iter().map(|(l, e)| (l.as_str(), e)).collect();
-        print!(
-            "{}",
-            agentbench_tuning::eval::ErrorReport::comparison_table(&named)?
-        );
+        print!("{}", ErrorReport::comparison_table(&named)?);
     }
-    let path = dir.join("summary.json");
-    write_json(&path, &comparison)?;
+    let path = ctx.phase_dir("06_eval").join("summary.json");
+    agentbench_tuning::io::write_json(&path, &comparison)?;
     println!("-> {}", path.display());
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{Conversation, Tokenizer};
+use crate::config::{RunContext, Scale};
 use crate::data::{DbPrompt, Difficulty, Prompt};
 use crate::display::Show;
 use crate::env::Protocol;
@@ -53,6 +54,10 @@ pub struct DbBenchConfig {
     pub turns: usize,
     /// Most tokens per episode, prompt included.
     pub max_context: usize,
+    /// Play only this many items, evenly spaced through the file (so every type keeps its
+    /// share); all when `None`.
+    #[serde(default)]
+    pub max_items: Option<usize>,
 }
 
 impl Default for DbBenchConfig {
@@ -63,6 +68,37 @@ impl Default for DbBenchConfig {
             max_new_tokens: 512,
             turns: MAX_ROUNDS + 1,
             max_context: 8192,
+            max_items: None,
+        }
+    }
+}
+
+impl DbBenchConfig {
+    /// The settings a notebook uses: AgentBench's, except at the short scale (the main job),
+    /// 12 items with replies of up to 256 tokens, and in a smoke run (CI), 3 short episodes.
+    pub fn for_run(ctx: &RunContext) -> Self {
+        let base = Self::default();
+        match ctx.scale {
+            Scale::Full => base,
+            Scale::Short => Self {
+                max_items: Some(12),
+                max_new_tokens: 256,
+                ..base
+            },
+            Scale::Smoke => Self {
+                max_items: Some(3),
+                max_new_tokens: 64,
+                turns: 3,
+                ..base
+            },
+        }
+    }
+
+    /// The items played: all, or `max_items` evenly spaced ones.
+    pub fn pick<'a>(&self, items: &'a [DbItem]) -> Vec<&'a DbItem> {
+        match self.max_items {
+            Some(n) if n < items.len() => (0..n).map(|i| &items[i * items.len() / n]).collect(),
+            _ => items.iter().collect(),
         }
     }
 }
@@ -310,7 +346,8 @@ pub fn evaluate_dbbench(
         return Err(Error::Batch("DB Bench: no items to evaluate".into()));
     }
     let start = Instant::now();
-    let prompts = dbbench_prompts(items, config.protocol)?;
+    let items: Vec<DbItem> = config.pick(items).into_iter().cloned().collect();
+    let prompts = dbbench_prompts(&items, config.protocol)?;
     let options = PlayOptions {
         batch: config.batch,
         max_new_tokens: config.max_new_tokens,

@@ -19,4 +19,7 @@ pub use errors::{ErrorReport, FailureKind, TaskShape, classify};
 pub use quick::{
     PairedComparison, QuickConfig, QuickScore, TaskResult, compare, kind_chart, quick_score,
 };
-pub use stages::{StageComparison, StageRow};
+pub use stages::{
+    RunScores, StageComparison, StageRow, dbbench_score_path, quick_score_path, save_dbbench,
+    stage_adapters, stage_model,
+};

@@ -1,10 +1,15 @@
 //! The stage comparison: base vs SFT vs DPO vs GRPO (or any labelled scores) on the same tasks,
 //! as one table and one grouped bar chart, saved as `06_eval/summary.json`.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
+use crate::config::RunContext;
 use crate::error::{Error, Result};
-use crate::eval::{DbBenchScore, QuickScore};
+use crate::eval::{DbBenchScore, ErrorReport, QuickScore};
+use crate::io::{read_json, write_json};
+use crate::model::{Decoder, Mode};
 use crate::table::Table;
 
 /// The stages in pipeline order; other labels follow in the order they were added.
@@ -58,9 +63,8 @@ impl StageComparison {
             Some(i) => i,
             None => {
                 self.rows.push(StageRow::new(stage));
-                let rank = |s: &str| ORDER.iter().position(|o| *o == s).unwrap_or(ORDER.len());
                 // Stable: known stages in pipeline order, the rest as added.
-                self.rows.sort_by_key(|r| rank(&r.stage));
+                self.rows.sort_by_key(|r| stage_rank(&r.stage));
                 self.rows
                     .iter()
                     .position(|r| r.stage == stage)
@@ -173,6 +177,175 @@ impl StageComparison {
             );
         }
         chart.render()
+    }
+}
+
+/// Where a run keeps the quick score labelled `label`: `<run>/eval/quick_<label>.json`.
+pub fn quick_score_path(run_dir: &Path, label: &str) -> PathBuf {
+    run_dir.join("eval").join(format!("quick_{label}.json"))
+}
+
+/// Where a run keeps the DB Bench score labelled `label`: `<run>/06_eval/dbbench_<label>.json`.
+pub fn dbbench_score_path(run_dir: &Path, label: &str) -> PathBuf {
+    run_dir
+        .join("06_eval")
+        .join(format!("dbbench_{label}.json"))
+}
+
+/// Saves a DB Bench score at its place in the run, with the items file it played, its
+/// metrics under AgentBench's names and its failures by cause; returns the path.
+pub fn save_dbbench(run_dir: &Path, items: &Path, score: &DbBenchScore) -> Result<PathBuf> {
+    let path = dbbench_score_path(run_dir, &score.label);
+    write_json(
+        &path,
+        &serde_json::json!({
+            "items": items,
+            "metrics": score.metrics().agentbench(),
+            "errors": score.errors(),
+            "score": score,
+        }),
+    )?;
+    Ok(path)
+}
+
+/// The stages whose adapters a run holds, in pipeline order: `base` (no adapter) and each of
+/// `sft`, `dpo`, `grpo` whose `adapter/` directory exists.
+pub fn stage_adapters(run_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
+    let mut stages = vec![("base".to_string(), None)];
+    for (stage, phase) in [("sft", "03_sft"), ("dpo", "05_dpo"), ("grpo", "05_grpo")] {
+        let dir = run_dir.join(phase).join("adapter");
+        if dir.join("adapter_config.json").is_file() {
+            stages.push((stage.to_string(), Some(dir)));
+        }
+    }
+    stages
+}
+
+/// The model of a stage: the profile's base model with the stage's adapter on
+/// (`Mode::Eval`), or without one the base model itself (`Mode::Reference`).
+pub fn stage_model(ctx: &RunContext, adapter: Option<&Path>) -> Result<(Decoder, Mode)> {
+    let device = crate::system::device()?;
+    let dtype = crate::system::default_dtype(&device);
+    let mut model = Decoder::load(&ctx.profile.model_source(), &device, dtype)?;
+    let mode = match adapter {
+        Some(dir) => {
+            model.load_adapter(dir)?;
+            Mode::Eval
+        }
+        None => Mode::Reference,
+    };
+    Ok((model, mode))
+}
+
+/// Every score saved in a run: quick scores and DB Bench scores, in pipeline order.
+#[derive(Debug, Clone, Default)]
+pub struct RunScores {
+    /// `<run>/eval/quick_*.json`.
+    pub quick: Vec<QuickScore>,
+    /// `<run>/06_eval/dbbench_*.json`.
+    pub dbbench: Vec<DbBenchScore>,
+}
+
+/// The `.json` files in `dir` whose names start with `prefix`, sorted; none if `dir` is absent.
+fn scores_in(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn stage_rank(label: &str) -> usize {
+    ORDER
+        .iter()
+        .position(|o| *o == label)
+        .unwrap_or(ORDER.len())
+}
+
+impl RunScores {
+    /// Reads every score of the run in `run_dir`.
+    pub fn read(run_dir: &Path) -> Result<Self> {
+        let mut quick = Vec::new();
+        for path in scores_in(&run_dir.join("eval"), "quick_")? {
+            quick.push(read_json::<QuickScore>(&path)?);
+        }
+        let mut dbbench = Vec::new();
+        for path in scores_in(&run_dir.join("06_eval"), "dbbench_")? {
+            let saved: serde_json::Value = read_json(&path)?;
+            let score = serde_json::from_value(saved["score"].clone())
+                .map_err(|source| Error::Json { path, source })?;
+            dbbench.push(score);
+        }
+        quick.sort_by_key(|s: &QuickScore| stage_rank(&s.label));
+        dbbench.sort_by_key(|s: &DbBenchScore| stage_rank(&s.label));
+        Ok(Self { quick, dbbench })
+    }
+
+    /// Whether the run holds no score at all.
+    pub fn is_empty(&self) -> bool {
+        self.quick.is_empty() && self.dbbench.is_empty()
+    }
+
+    /// The stage comparison of every score.
+    pub fn comparison(&self) -> Result<StageComparison> {
+        let mut comparison = StageComparison::default();
+        for score in &self.quick {
+            comparison.add_quick(score)?;
+        }
+        for score in &self.dbbench {
+            comparison.add_dbbench(score)?;
+        }
+        Ok(comparison)
+    }
+
+    /// AgentBench's DB Bench metrics, one row per metric and one column per stage.
+    pub fn dbbench_table(&self) -> Result<Table> {
+        let mut header = vec!["metric".to_string()];
+        header.extend(self.dbbench.iter().map(|s| s.label.clone()));
+        let metrics: Vec<_> = self
+            .dbbench
+            .iter()
+            .map(|s| s.metrics().agentbench())
+            .collect();
+        let items = self.dbbench.first().map_or(0, |s| s.results.len());
+        let mut t = Table::new(header).with_title(format!("DB Bench · {items} items · accuracy"));
+        if let Some(first) = metrics.first() {
+            for name in first.keys() {
+                let mut row = vec![name.clone()];
+                row.extend(metrics.iter().map(|m| {
+                    m.get(name)
+                        .and_then(serde_json::Value::as_f64)
+                        .map_or_else(|| "–".to_string(), |v| format!("{:.1} %", 100.0 * v))
+                }));
+                t.push_row(row)?;
+            }
+        }
+        Ok(t)
+    }
+
+    /// Why the quick scores' failed episodes failed, one report per stage.
+    pub fn quick_errors(&self) -> Vec<(String, ErrorReport)> {
+        self.quick
+            .iter()
+            .map(|s| (s.label.clone(), s.errors()))
+            .collect()
+    }
+
+    /// Why the DB Bench scores' failed items failed, one report per stage.
+    pub fn dbbench_errors(&self) -> Vec<(String, ErrorReport)> {
+        self.dbbench
+            .iter()
+            .map(|s| (s.label.clone(), s.errors()))
+            .collect()
     }
 }
 
