@@ -183,11 +183,6 @@ impl RunContext {
         })
     }
 
-    /// Whether this is a smoke run (CI's): a few steps and tasks, numbers meaningless.
-    pub fn smoke(&self) -> bool {
-        self.scale == Scale::Smoke
-    }
-
     /// The directory of one phase inside the run, e.g. `phase_dir("01_data")`.
     pub fn phase_dir(&self, phase: &str) -> PathBuf {
         self.run_dir.join(phase)

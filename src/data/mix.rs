@@ -17,6 +17,15 @@ const SHINGLE: usize = 5;
 const BANDS: usize = 16;
 const ROWS: usize = 4;
 
+/// `n` items spread evenly through `items` (every kind in a sorted or interleaved list keeps
+/// its share), or all of them when `n` is `None` or not smaller.
+pub fn evenly_spaced<T>(items: &[T], n: Option<usize>) -> Vec<&T> {
+    match n {
+        Some(n) if n < items.len() => (0..n).map(|i| &items[i * items.len() / n]).collect(),
+        _ => items.iter().collect(),
+    }
+}
+
 fn hash_of<T: Hash + ?Sized>(value: &T, seed: u64) -> u64 {
     let mut h = DefaultHasher::new();
     seed.hash(&mut h);

@@ -26,7 +26,7 @@ pub use build::{
 };
 pub use contamination::{ContaminationGuard, Hit};
 pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode, interaction_episode};
-pub use mix::{DedupReport, MixOptions, dedup, length_filter, mix, token_count};
+pub use mix::{DedupReport, MixOptions, dedup, evenly_spaced, length_filter, mix, token_count};
 pub use record::{SftRecord, freeze_opening, household_negative_record, household_records};
 
 pub use sources::{

@@ -96,10 +96,7 @@ impl DbBenchConfig {
 
     /// The items played: all, or `max_items` evenly spaced ones.
     pub fn pick<'a>(&self, items: &'a [DbItem]) -> Vec<&'a DbItem> {
-        match self.max_items {
-            Some(n) if n < items.len() => (0..n).map(|i| &items[i * items.len() / n]).collect(),
-            _ => items.iter().collect(),
-        }
+        crate::data::evenly_spaced(items, self.max_items)
     }
 }
 

@@ -101,12 +101,7 @@ impl PairsConfig {
     /// The prompts used: all, or `max_prompts` evenly spaced ones (so every kind keeps its
     /// share).
     pub fn pick<'a>(&self, prompts: &'a [Prompt]) -> Vec<&'a Prompt> {
-        match self.max_prompts {
-            Some(n) if n < prompts.len() => {
-                (0..n).map(|i| &prompts[i * prompts.len() / n]).collect()
-            }
-            _ => prompts.iter().collect(),
-        }
+        crate::data::evenly_spaced(prompts, self.max_prompts)
     }
 }
 

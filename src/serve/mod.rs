@@ -117,9 +117,7 @@ pub fn serve(model: ChatModel, config: &ServeConfig) -> Result<()> {
         .map_err(|e| Error::Serve(format!("cannot start the model thread: {e}")))?;
     let shared = Arc::new(Shared {
         served_name: config.served_name.clone(),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: unix_seconds(),
         max_body_bytes: config.max_body_bytes,
         in_flight: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
@@ -294,9 +292,7 @@ fn complete(
     );
     let body = api::completion(
         &id,
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        unix_seconds(),
         &shared.served_name,
         &generations,
         prompt_tokens,
@@ -307,6 +303,13 @@ fn complete(
         body,
         format!("{prompt_tokens} prompt + {completion} completion tokens"),
     ))
+}
+
+/// Seconds since the Unix epoch (OpenAI's `created`).
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes a JSON response; a client that has gone away is not an error worth more than a line.

@@ -158,26 +158,20 @@ impl GrpoConfig {
     /// prompts × 2 with short episodes, in a smoke run (CI) 2 steps of shorter ones.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
-        if ctx.scale == Scale::Short {
-            config.steps = 3;
-            config.prompts_per_step = 2;
-            config.group_size = 2;
-            config.max_new_tokens = config.max_new_tokens.min(128);
-            config.db_turns = config.db_turns.min(3);
-            config.household_turns = config.household_turns.min(5);
-            config.eval_every = 0;
-            config.save_every = 1;
-        }
-        if ctx.smoke() {
-            config.steps = 2;
-            config.prompts_per_step = 2;
-            config.group_size = 2;
-            config.max_new_tokens = config.max_new_tokens.min(64);
-            config.db_turns = config.db_turns.min(2);
-            config.household_turns = config.household_turns.min(3);
-            config.eval_every = 0;
-            config.save_every = 1;
-        }
+        // (steps, new tokens per reply, DB replies, household replies), each a ceiling
+        let (steps, new_tokens, db_turns, household_turns) = match ctx.scale {
+            Scale::Full => return config,
+            Scale::Short => (3, 128, 3, 5),
+            Scale::Smoke => (2, 64, 2, 3),
+        };
+        config.steps = steps;
+        config.prompts_per_step = 2;
+        config.group_size = 2;
+        config.max_new_tokens = config.max_new_tokens.min(new_tokens);
+        config.db_turns = config.db_turns.min(db_turns);
+        config.household_turns = config.household_turns.min(household_turns);
+        config.eval_every = 0;
+        config.save_every = 1;
         config
     }
 
