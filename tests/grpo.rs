@@ -31,6 +31,7 @@ fn config() -> GrpoConfig {
         household_turns: 2,
         max_context: 1536,
         steps: 2,
+        held_out_eval: true,
         eval_every: 0,
         save_every: 1,
         temperature: 1.0,
@@ -229,4 +230,45 @@ fn an_interrupted_run_resumes_exactly() {
     assert!((x.loss - y.loss).abs() < 1e-6, "{} vs {}", x.loss, y.loss);
     assert!((x.grad_norm - y.grad_norm).abs() < 1e-4);
     assert_eq!(c.read_metrics().unwrap().len(), 2);
+}
+
+#[test]
+fn held_out_tasks_are_played_at_the_start_and_the_end_unless_turned_off() {
+    let Some((model, tokenizer)) = default_model() else {
+        return;
+    };
+    let held_out = held_out_prompts(0, 1, Protocol::Text, false).unwrap();
+    for on in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GrpoConfig {
+            steps: 1,
+            held_out_eval: on,
+            ..small_config()
+        };
+        let mut trainer = GrpoTrainer::new(
+            model.clone(),
+            household_prompts(),
+            held_out.clone(),
+            config,
+            tokenizer.pad_token_id(),
+            dir.path(),
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        trainer
+            .train(&tokenizer, None, |_| {}, |e| seen.push(e.step))
+            .unwrap();
+        let saved: Vec<usize> = trainer
+            .read_evals()
+            .unwrap()
+            .iter()
+            .map(|e| e.step)
+            .collect();
+        let expected = if on { vec![0, 1] } else { vec![] };
+        assert_eq!(seen, expected, "held_out_eval {on}");
+        assert_eq!(saved, expected, "held_out_eval {on}");
+        if on {
+            assert_eq!(trainer.read_evals().unwrap()[0].tasks, 1);
+        }
+    }
 }

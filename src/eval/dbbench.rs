@@ -75,13 +75,13 @@ impl Default for DbBenchConfig {
 
 impl DbBenchConfig {
     /// The settings a notebook uses: AgentBench's, except at the short scale (the main job),
-    /// 12 items with replies of up to 256 tokens, and in a smoke run (CI), 3 short episodes.
+    /// 8 items (one batch) with replies of up to 256 tokens, and in a smoke run (CI), 3 short episodes.
     pub fn for_run(ctx: &RunContext) -> Self {
         let base = Self::default();
         match ctx.scale {
             Scale::Full => base,
             Scale::Short => Self {
-                max_items: Some(12),
+                max_items: Some(8),
                 max_new_tokens: 256,
                 ..base
             },

@@ -123,17 +123,17 @@ impl DpoConfig {
         }
     }
 
-    /// The profile's settings for a run: at the short scale (the main job) 6 steps of one
+    /// The profile's settings for a run: at the short scale (the main job) 4 steps of one
     /// round, in a smoke run (CI) 2.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         match ctx.scale {
             Scale::Full => {}
             Scale::Short => {
-                config.max_steps = Some(6);
+                config.max_steps = Some(4);
                 config.rounds = 1;
-                config.eval_every = 3;
-                config.save_every = 3;
+                config.eval_every = 2;
+                config.save_every = 2;
             }
             Scale::Smoke => {
                 config.max_steps = Some(2);
@@ -644,7 +644,7 @@ impl DpoTrainer {
         {
             metrics.eval = Some(self.evaluate()?);
         }
-        append_metrics(&self.metrics_path(), metrics.step, &metrics)?;
+        append_metrics(&self.metrics_path(), metrics.step == 1, &metrics)?;
         let save = self.config.save_every;
         if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
             self.save_checkpoint()?;

@@ -78,6 +78,10 @@ pub struct GrpoConfig {
     pub warmup_ratio: f64,
     /// Clip the global gradient norm to this (0: no clipping).
     pub max_grad_norm: f64,
+    /// Play the held-out tasks greedily at the start, every `eval_every` steps and at the
+    /// end (off in the short and smoke runs, whose quick scores play the same tasks).
+    #[serde(default = "held_out_default")]
+    pub held_out_eval: bool,
     /// Greedy held-out evaluation every this many steps (and at the start and the end; 0:
     /// only at the start and the end).
     pub eval_every: usize,
@@ -124,6 +128,7 @@ impl GrpoConfig {
             steps: 200,
             warmup_ratio: 0.05,
             max_grad_norm: 1.0,
+            held_out_eval: true,
             eval_every: 25,
             save_every: 25,
             keep_checkpoints: 2,
@@ -154,14 +159,15 @@ impl GrpoConfig {
         }
     }
 
-    /// The profile's settings for a run: at the short scale (the main job) 3 steps of 2
-    /// prompts × 2 with short episodes, in a smoke run (CI) 2 steps of shorter ones.
+    /// The profile's settings for a run: at the short scale (the main job) 2 steps of 2
+    /// prompts × 2 with short episodes, in a smoke run (CI) 2 steps of shorter ones; neither
+    /// plays the held-out tasks (the quick scores before and after play them).
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         // (steps, new tokens per reply, DB replies, household replies), each a ceiling
         let (steps, new_tokens, db_turns, household_turns) = match ctx.scale {
             Scale::Full => return config,
-            Scale::Short => (3, 128, 3, 5),
+            Scale::Short => (2, 128, 3, 5),
             Scale::Smoke => (2, 64, 2, 3),
         };
         config.steps = steps;
@@ -170,6 +176,7 @@ impl GrpoConfig {
         config.max_new_tokens = config.max_new_tokens.min(new_tokens);
         config.db_turns = config.db_turns.min(db_turns);
         config.household_turns = config.household_turns.min(household_turns);
+        config.held_out_eval = false;
         config.eval_every = 0;
         config.save_every = 1;
         config
@@ -394,23 +401,26 @@ impl GrpoEval {
     }
 }
 
-/// Training reward and held-out reward of a GRPO run.
+/// Training reward and held-out reward (when there were held-out evaluations) of a GRPO run.
 pub fn grpo_chart(metrics: &[GrpoMetrics], evals: &[GrpoEval]) -> Result<crate::plot::Svg> {
-    crate::plot::LineChart::new("GRPO: mean episode reward")
+    let mut chart = crate::plot::LineChart::new("GRPO: mean episode reward")
         .x_label("step")
         .series(
             "train reward",
             metrics.iter().map(|m| (m.step as f64, m.reward_mean)),
-        )
-        .series(
-            "held-out DB",
-            evals.iter().map(|e| (e.step as f64, e.db_reward)),
-        )
-        .series(
-            "held-out household",
-            evals.iter().map(|e| (e.step as f64, e.household_reward)),
-        )
-        .render()
+        );
+    if !evals.is_empty() {
+        chart = chart
+            .series(
+                "held-out DB",
+                evals.iter().map(|e| (e.step as f64, e.db_reward)),
+            )
+            .series(
+                "held-out household",
+                evals.iter().map(|e| (e.step as f64, e.household_reward)),
+            );
+    }
+    chart.render()
 }
 
 /// KL, clip fraction and success rate of a GRPO run.
@@ -430,6 +440,11 @@ pub fn grpo_health_chart(metrics: &[GrpoMetrics]) -> Result<crate::plot::Svg> {
 }
 
 /// The task type a prompt counts under in the per-type success.
+/// Old configuration files, written before `held_out_eval` existed, evaluated.
+fn held_out_default() -> bool {
+    true
+}
+
 fn task_type(prompt: &Prompt) -> String {
     match prompt {
         Prompt::Household(_) => format!("household/{}", prompt.kind()),
@@ -588,7 +603,7 @@ impl GrpoTrainer {
             &format!("05 GRPO · held-out eval @ {}", self.state.step),
         )?;
         let eval = GrpoEval::of(self.state.step, &self.eval, &played);
-        append_metrics(&self.eval_path(), eval.step, &eval)?;
+        append_metrics(&self.eval_path(), eval.step == 0, &eval)?;
         Ok(eval)
     }
 
@@ -782,7 +797,7 @@ impl GrpoTrainer {
             train_s: train_start.elapsed().as_secs_f64(),
             memory_mb: peak_memory_mb(),
         };
-        append_metrics(&self.metrics_path(), metrics.step, &metrics)?;
+        append_metrics(&self.metrics_path(), metrics.step == 1, &metrics)?;
         let save = self.config.save_every;
         if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
             self.save_checkpoint()?;
@@ -800,7 +815,7 @@ impl GrpoTrainer {
         mut on_step: impl FnMut(&GrpoMetrics),
         mut on_eval: impl FnMut(&GrpoEval),
     ) -> Result<Vec<GrpoMetrics>> {
-        let has_eval = !self.eval.is_empty();
+        let has_eval = self.config.held_out_eval && !self.eval.is_empty();
         if has_eval && self.state.step == 0 && self.read_evals()?.is_empty() {
             on_eval(&self.evaluate(tokenizer)?);
         }

@@ -93,11 +93,12 @@ pub fn peak_memory_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Appends one line to a run's `metrics.jsonl`; step 1 starts a fresh file.
-pub fn append_metrics<M: Serialize>(path: &Path, step: usize, metrics: &M) -> Result<()> {
+/// Appends one line to a run's `metrics.jsonl` (or `eval.jsonl`); the run's first line
+/// (`first`) starts a fresh file.
+pub fn append_metrics<M: Serialize>(path: &Path, first: bool, metrics: &M) -> Result<()> {
     use std::io::Write;
     let line = serde_json::to_string(metrics).unwrap_or_default();
-    if step <= 1 {
+    if first {
         return write_atomic(path, format!("{line}\n").as_bytes());
     }
     let mut f = std::fs::OpenOptions::new()

@@ -114,16 +114,16 @@ impl SftConfig {
         }
     }
 
-    /// The profile's configuration for a run: at the short scale (the main job) 24 steps (a
+    /// The profile's configuration for a run: at the short scale (the main job) 16 steps (a
     /// whole schedule), in a smoke run (CI) 4 steps, eval and checkpoint every 2.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         match ctx.scale {
             Scale::Full => {}
             Scale::Short => {
-                config.max_steps = Some(config.max_steps.map_or(24, |m| m.min(24)));
-                config.eval_every = 12;
-                config.save_every = 12;
+                config.max_steps = Some(config.max_steps.map_or(16, |m| m.min(16)));
+                config.eval_every = 8;
+                config.save_every = 8;
             }
             Scale::Smoke => {
                 config.max_steps = Some(4);
@@ -462,7 +462,7 @@ impl SftTrainer {
         {
             metrics.eval_loss = Some(self.eval_loss()?);
         }
-        append_metrics(&self.metrics_path(), metrics.step, &metrics)?;
+        append_metrics(&self.metrics_path(), metrics.step == 1, &metrics)?;
         let save = self.config.save_every;
         if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
             self.save_checkpoint()?;
