@@ -84,12 +84,15 @@ impl QuickConfig {
 
     /// The quick score a notebook plays: the profile's, except on `tiny`, where two CPU cores
     /// play a 30-task slice (`abt quick-score` plays all 108); at the short scale (the main
-    /// job) 12 tasks (one batch on `tiny`), in a smoke run (CI) 8.
+    /// job) 12 tasks (one batch on `tiny`) of at most 6 household replies, in a smoke run (CI) 8.
     pub fn for_notebook(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         match ctx.scale {
             Scale::Smoke => (config.db, config.household) = (6, 2),
-            Scale::Short => (config.db, config.household) = (8, 4),
+            Scale::Short => {
+                (config.db, config.household) = (8, 4);
+                config.household_turns = config.household_turns.min(6);
+            }
             Scale::Full if ctx.profile == Profile::Tiny => {
                 (config.db, config.household) = (24, 6);
             }

@@ -81,7 +81,7 @@ impl PairsConfig {
     }
 
     /// The profile's settings for a run: at the short scale (the main job) 4 samples of 8
-    /// prompts, in a smoke run (CI) 2 of 4.
+    /// prompts with at most 6 household replies, in a smoke run (CI) 2 of 4.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         match ctx.scale {
@@ -89,6 +89,7 @@ impl PairsConfig {
             Scale::Short => {
                 config.samples = config.samples.min(4);
                 config.max_prompts = Some(8);
+                config.household_turns = config.household_turns.min(6);
             }
             Scale::Smoke => {
                 config.samples = 2;

@@ -123,15 +123,16 @@ impl DpoConfig {
         }
     }
 
-    /// The profile's settings for a run: at the short scale (the main job) 4 steps of one
-    /// round, in a smoke run (CI) 2.
+    /// The profile's settings for a run: at the short scale (the main job) 2 steps of one
+    /// round without warmup, in a smoke run (CI) 2.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         match ctx.scale {
             Scale::Full => {}
             Scale::Short => {
-                config.max_steps = Some(4);
+                config.max_steps = Some(2);
                 config.rounds = 1;
+                config.warmup_ratio = 0.0;
                 config.eval_every = 2;
                 config.save_every = 2;
             }
