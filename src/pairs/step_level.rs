@@ -142,57 +142,127 @@ fn history_of(sample: &Sample, branch_at: f64) -> Option<Vec<Message>> {
     Some(tail[..replies[t]].to_vec())
 }
 
-/// Plays `n` episodes of `prompt` from `history` with the policy, sampling; returns each
-/// episode's first new reply and final score.
-#[allow(clippy::too_many_arguments)]
+/// A point to branch from: a history of `prompt` and how many more episodes to play there.
+struct Branch<'a> {
+    prompt: &'a Prompt,
+    history: Vec<Message>,
+    episodes: usize,
+}
+
+impl Branch<'_> {
+    /// Replies left to an episode continued from the history.
+    fn turns_left(&self, config: &PairsConfig) -> usize {
+        let turns = match self.prompt {
+            Prompt::Household(_) => config.household_turns,
+            Prompt::Db(_) => config.db_turns,
+        };
+        let replies = self
+            .history
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count();
+        turns.saturating_sub(replies).max(1)
+    }
+}
+
+/// An environment that ends after `left` more replies, so that episodes with different turn
+/// limits share a generation batch.
+struct Budget<E> {
+    env: E,
+    left: usize,
+}
+
+impl<E: Environment> Environment for Budget<E> {
+    fn reset(&mut self) -> Result<Conversation> {
+        self.env.reset()
+    }
+
+    fn step(&mut self, reply: &Message) -> Result<Step> {
+        let mut step = self.env.step(reply)?;
+        self.left = self.left.saturating_sub(1);
+        if self.left == 0 && !step.done {
+            step.done = true;
+            step.observation.clear();
+        }
+        Ok(step)
+    }
+}
+
+/// Plays each branch's episodes from its history with the policy, sampling, up to
+/// `config.batch` episodes at a time (whole branches), counting them on `progress`; returns,
+/// per branch, each episode's first new reply and final score.
 fn continue_from(
     decoder: &Decoder,
     tokenizer: &Tokenizer,
-    prompt: &Prompt,
-    history: &[Message],
-    n: usize,
+    branches: &[Branch],
     config: &PairsConfig,
     seed: u64,
-) -> Result<Vec<(Message, TaskScore)>> {
-    let mut envs: Vec<Replay<TaskEnv>> = (0..n)
-        .map(|_| Replay {
-            env: prompt.env(),
-            history: history.to_vec(),
-        })
-        .collect();
-    let replies = history.iter().filter(|m| m.role == Role::Assistant).count();
-    let turns = match prompt {
-        Prompt::Household(_) => config.household_turns,
-        Prompt::Db(_) => config.db_turns,
-    };
-    let options = RolloutOptions {
-        generate: GenerateOptions {
-            max_new_tokens: config.max_new_tokens,
-            sampling: Sampling {
-                temperature: config.temperature,
-                top_p: config.top_p,
-                ..Sampling::greedy()
+    progress: &mut Progress,
+) -> Result<Vec<Vec<(Message, TaskScore)>>> {
+    let mut out = Vec::with_capacity(branches.len());
+    let mut rest = branches;
+    while !rest.is_empty() {
+        // At least one branch per batch, then as many whole branches as fit.
+        let mut take = 1;
+        let mut size = rest[0].episodes;
+        while take < rest.len() && size + rest[take].episodes <= config.batch.max(1) {
+            size += rest[take].episodes;
+            take += 1;
+        }
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        let mut envs: Vec<Budget<Replay<TaskEnv>>> = chunk
+            .iter()
+            .flat_map(|b| {
+                (0..b.episodes).map(|_| Budget {
+                    env: Replay {
+                        env: b.prompt.env(),
+                        history: b.history.clone(),
+                    },
+                    left: b.turns_left(config),
+                })
+            })
+            .collect();
+        let options = RolloutOptions {
+            generate: GenerateOptions {
+                max_new_tokens: config.max_new_tokens,
+                sampling: Sampling {
+                    temperature: config.temperature,
+                    top_p: config.top_p,
+                    ..Sampling::greedy()
+                },
+                seed: seed.wrapping_add(out.len() as u64 * 7919),
+                mode: Mode::Eval,
+                progress: false,
+                ..GenerateOptions::default()
             },
-            seed,
-            mode: Mode::Eval,
-            progress: false,
-            ..GenerateOptions::default()
-        },
-        max_turns: turns.saturating_sub(replies).max(1),
-        max_context: config.max_context,
-        ..RolloutOptions::default()
-    };
-    let episodes = rollout(decoder, tokenizer, &mut envs, &options)?;
-    Ok(episodes
-        .into_iter()
-        .zip(&envs)
-        .filter_map(|(e, env)| {
-            e.conversation.messages[e.prompt_messages..]
-                .first()
-                .cloned()
-                .map(|turn| (turn, env.env.score()))
-        })
-        .collect())
+            max_turns: chunk
+                .iter()
+                .map(|b| b.turns_left(config))
+                .max()
+                .unwrap_or(1),
+            max_context: config.max_context,
+            ..RolloutOptions::default()
+        };
+        let episodes = rollout(decoder, tokenizer, &mut envs, &options)?;
+        progress.inc(envs.len() as u64);
+        let mut played = episodes.into_iter().zip(&envs);
+        for branch in chunk {
+            out.push(
+                played
+                    .by_ref()
+                    .take(branch.episodes)
+                    .filter_map(|(e, env)| {
+                        e.conversation.messages[e.prompt_messages..]
+                            .first()
+                            .cloned()
+                            .map(|turn| (turn, env.env.env.score()))
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Step-level pairs from the student's samples (groups of K per prompt, as
@@ -218,41 +288,61 @@ pub fn step_level_pairs(
     let mut report = PairsReport::default();
     let mut pairs = Vec::new();
     let groups: Vec<&[Sample]> = samples.chunk_by(|a, b| a.prompt == b.prompt).collect();
-    let mut progress =
-        Progress::new("04 pairs · step-level", Some(groups.len() as u64)).with_unit("prompts");
+    // Where each prompt branches: its longest sample, cut at `branch_at`.
+    let mut cuts = Vec::new();
     for group in groups {
-        progress.inc(1);
         let longest = group.iter().max_by_key(|s| s.turns).unwrap_or(&group[0]);
         let prompt = longest.prompt_in(prompts)?;
-        let entry = report.sources.entry(longest.task.clone()).or_default();
-        entry.prompts += 1;
-        let Some(history) = history_of(longest, config.branch_at) else {
-            continue;
-        };
-        let seed = pairs_config
-            .seed
-            .wrapping_add(0x5eed_0000 + longest.prompt as u64 * 7919);
-        let first = continue_from(
-            decoder,
-            tokenizer,
+        report
+            .sources
+            .entry(longest.task.clone())
+            .or_default()
+            .prompts += 1;
+        if let Some(history) = history_of(longest, config.branch_at) {
+            cuts.push((longest, prompt, history));
+        }
+    }
+    let seed = pairs_config.seed.wrapping_add(0x5eed_0000);
+    // Episodes: the candidates, then (with more than one rollout each) the valuing ones.
+    let episodes = cuts.len() * config.candidates * config.rollouts;
+    let mut progress =
+        Progress::new("04 pairs · step-level", Some(episodes as u64)).with_unit("episodes");
+    // The candidates of every prompt, batched across prompts.
+    let branches: Vec<Branch> = cuts
+        .iter()
+        .map(|(_, prompt, history)| Branch {
             prompt,
-            &history,
-            config.candidates,
-            pairs_config,
-            seed,
-        )?;
-        let mut candidates: Vec<Candidate> = first
-            .into_iter()
-            .map(|(turn, score)| Candidate {
-                turn,
-                scores: vec![score],
-            })
-            .collect();
-        if config.rollouts > 1 {
-            for (c, candidate) in candidates.iter_mut().enumerate() {
-                let mut with_turn = history.clone();
-                with_turn.push(candidate.turn.clone());
-                // A candidate that ended the episode has its final score already.
+            history: history.clone(),
+            episodes: config.candidates,
+        })
+        .collect();
+    let first = continue_from(
+        decoder,
+        tokenizer,
+        &branches,
+        pairs_config,
+        seed,
+        &mut progress,
+    )?;
+    let mut candidates: Vec<Vec<Candidate>> = first
+        .into_iter()
+        .map(|played| {
+            played
+                .into_iter()
+                .map(|(turn, score)| Candidate {
+                    turn,
+                    scores: vec![score],
+                })
+                .collect()
+        })
+        .collect();
+    // More episodes from each candidate's turn value it (a turn that ended the episode has
+    // its final score already), again batched across prompts.
+    if config.rollouts > 1 {
+        let mut later = Vec::new();
+        let mut owners = Vec::new();
+        for (i, (_, prompt, history)) in cuts.iter().enumerate() {
+            for (c, candidate) in candidates[i].iter_mut().enumerate() {
                 let mut probe = Replay {
                     env: prompt.env(),
                     history: history.clone(),
@@ -260,23 +350,36 @@ pub fn step_level_pairs(
                 probe.reset()?;
                 let step = probe.step(&candidate.turn)?;
                 if step.done {
-                    let score = probe.env.score();
-                    candidate.scores = vec![score; config.rollouts];
+                    candidate.scores = vec![probe.env.score(); config.rollouts];
+                    progress.inc(config.rollouts as u64 - 1);
                     continue;
                 }
+                let mut with_turn = history.clone();
+                with_turn.push(candidate.turn.clone());
                 with_turn.extend(step.observation);
-                let more = continue_from(
-                    decoder,
-                    tokenizer,
+                later.push(Branch {
                     prompt,
-                    &with_turn,
-                    config.rollouts - 1,
-                    pairs_config,
-                    seed.wrapping_add(1 + c as u64),
-                )?;
-                candidate.scores.extend(more.into_iter().map(|(_, s)| s));
+                    history: with_turn,
+                    episodes: config.rollouts - 1,
+                });
+                owners.push((i, c));
             }
         }
+        let more = continue_from(
+            decoder,
+            tokenizer,
+            &later,
+            pairs_config,
+            seed.wrapping_add(1),
+            &mut progress,
+        )?;
+        for ((i, c), played) in owners.into_iter().zip(more) {
+            candidates[i][c]
+                .scores
+                .extend(played.into_iter().map(|(_, s)| s));
+        }
+    }
+    for ((longest, _, history), candidates) in cuts.iter().zip(&candidates) {
         let entry = report.sources.entry(longest.task.clone()).or_default();
         entry.samples += candidates.iter().map(|c| c.scores.len()).sum::<usize>();
         entry.solved += candidates
@@ -310,8 +413,8 @@ pub fn step_level_pairs(
         };
         let valid = best.scores.iter().all(|s| s.valid);
         filter.judge(pair, valid, &mut report, &mut pairs);
-        progress.set_message(format!("{} pairs", pairs.len()));
     }
+    progress.set_message(format!("{} pairs", pairs.len()));
     progress.finish();
     report.seconds = start.elapsed().as_secs_f64();
     Ok((pairs, report))
@@ -367,5 +470,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("differently than recorded"), "{err}");
+    }
+
+    #[test]
+    fn a_budget_ends_the_episode_after_its_replies_and_not_before() {
+        let prompt = held_out_prompts(0, 1, Protocol::Text, false)
+            .unwrap()
+            .remove(0);
+        let mut env = Budget {
+            env: prompt.env(),
+            left: 2,
+        };
+        env.reset().unwrap();
+        let look = Message::assistant("THOUGHT: I look first.\nACTION: look");
+        let first = env.step(&look).unwrap();
+        assert!(!first.done && !first.observation.is_empty());
+        let second = env.step(&look).unwrap();
+        assert!(second.done && second.observation.is_empty());
+        // The world underneath took both replies and still scores the unfinished game.
+        assert!(!env.env.score().success);
     }
 }
