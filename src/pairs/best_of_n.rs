@@ -81,7 +81,8 @@ impl PairsConfig {
     }
 
     /// The profile's settings for a run: at the short scale (the main job) 4 samples of 8
-    /// prompts with at most 6 household replies, in a smoke run (CI) 2 of 4.
+    /// prompts with at most 6 household replies, played 16 at a time (two batches, not
+    /// three), in a smoke run (CI) 2 of 4.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         match ctx.scale {
@@ -90,6 +91,7 @@ impl PairsConfig {
                 config.samples = config.samples.min(4);
                 config.max_prompts = Some(8);
                 config.household_turns = config.household_turns.min(6);
+                config.batch = config.batch.max(16);
             }
             Scale::Smoke => {
                 config.samples = 2;
