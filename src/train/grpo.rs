@@ -439,12 +439,12 @@ pub fn grpo_health_chart(metrics: &[GrpoMetrics]) -> Result<crate::plot::Svg> {
         .render()
 }
 
-/// The task type a prompt counts under in the per-type success.
 /// Old configuration files, written before `held_out_eval` existed, evaluated.
 fn held_out_default() -> bool {
     true
 }
 
+/// The task type a prompt counts under in the per-type success.
 fn task_type(prompt: &Prompt) -> String {
     match prompt {
         Prompt::Household(_) => format!("household/{}", prompt.kind()),
