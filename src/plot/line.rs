@@ -37,17 +37,20 @@ impl LineChart {
         self
     }
 
-    /// Adds a named series; non-finite points are skipped.
+    /// Adds a named series; non-finite points are skipped, and a series left with no points
+    /// (an eval curve of a run that never evaluated) is left out, legend entry included.
     pub fn series(
         mut self,
         name: impl Into<String>,
         points: impl IntoIterator<Item = (f64, f64)>,
     ) -> Self {
-        let points = points
+        let points: Vec<(f64, f64)> = points
             .into_iter()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
-        self.series.push((name.into(), points));
+        if !points.is_empty() {
+            self.series.push((name.into(), points));
+        }
         self
     }
 
@@ -129,6 +132,20 @@ mod tests {
             &["Training loss", "step", "loss", "train", "eval"],
         );
         assert!(svg.as_str().matches("<polyline").count() >= 2);
+    }
+
+    #[test]
+    fn a_series_without_points_has_no_legend_entry() {
+        let svg = LineChart::new("Training loss")
+            .series("train", [(0.0, 2.0), (1.0, 1.5)])
+            .series("held-out", [])
+            .series("nan only", [(2.0, f64::NAN)])
+            .render()
+            .unwrap();
+        assert_valid_svg(svg.as_str());
+        assert_texts(svg.as_str(), &["train"]);
+        assert!(!svg.as_str().contains("held-out"), "{}", svg.as_str());
+        assert!(!svg.as_str().contains("nan only"));
     }
 
     #[test]

@@ -403,24 +403,21 @@ impl GrpoEval {
 
 /// Training reward and held-out reward (when there were held-out evaluations) of a GRPO run.
 pub fn grpo_chart(metrics: &[GrpoMetrics], evals: &[GrpoEval]) -> Result<crate::plot::Svg> {
-    let mut chart = crate::plot::LineChart::new("GRPO: mean episode reward")
+    crate::plot::LineChart::new("GRPO: mean episode reward")
         .x_label("step")
         .series(
             "train reward",
             metrics.iter().map(|m| (m.step as f64, m.reward_mean)),
-        );
-    if !evals.is_empty() {
-        chart = chart
-            .series(
-                "held-out DB",
-                evals.iter().map(|e| (e.step as f64, e.db_reward)),
-            )
-            .series(
-                "held-out household",
-                evals.iter().map(|e| (e.step as f64, e.household_reward)),
-            );
-    }
-    chart.render()
+        )
+        .series(
+            "held-out DB",
+            evals.iter().map(|e| (e.step as f64, e.db_reward)),
+        )
+        .series(
+            "held-out household",
+            evals.iter().map(|e| (e.step as f64, e.household_reward)),
+        )
+        .render()
 }
 
 /// KL, clip fraction and success rate of a GRPO run.
