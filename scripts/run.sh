@@ -6,6 +6,11 @@
 #
 #   bash scripts/run.sh                        # everything
 #   bash scripts/run.sh notebooks/00_*.ipynb   # a subset, in the order given
+#   bash scripts/run.sh --resume               # go on with the newest run in runs/
+#
+# A new run reuses the set-up, the kernel's build, the model and every result an earlier run
+# computed from the same inputs (see src/cache.rs); a resumed run also resumes training from its
+# checkpoints and reuses its own results.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -13,7 +18,19 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/setup.sh
 bash scripts/fetch_default_model.sh
-run_dir=${ABT_RUN_DIR:-$root/runs/$(date +%Y%m%d-%H%M%S)}
+newest=$( (ls -1d "$root"/runs/*/ 2>/dev/null || true) | sort | tail -n 1)
+newest=${newest%/}
+if [ "${1:-}" = "--resume" ]; then
+  shift
+  [ -n "$newest" ] || { echo "run: nothing to resume in $root/runs/" >&2; exit 1; }
+  run_dir=${ABT_RUN_DIR:-$newest}
+  echo "run: resuming $run_dir"
+else
+  if [ -n "$newest" ] && [ -z "${ABT_RUN_DIR:-}" ] && [ ! -f "$newest/06_eval/summary.txt" ]; then
+    echo "run: $newest did not finish; \`bash scripts/run.sh --resume\` goes on with it. Starting a new run."
+  fi
+  run_dir=${ABT_RUN_DIR:-$root/runs/$(date +%Y%m%d-%H%M%S)}
+fi
 if [ $# -eq 0 ]; then
   set -- notebooks/*.ipynb
 fi

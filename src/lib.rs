@@ -12,6 +12,7 @@
 //! and then calls one or two library functions per cell; charts ([`plot`]) and tables
 //! ([`table`]) display inline through [`display::Show`].
 
+pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod data;

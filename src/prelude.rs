@@ -3,6 +3,7 @@
 // candle itself, so that evcxr can name the types of notebook variables (`candle_core::Device`).
 pub use candle_core::{self, DType, Device, Tensor};
 
+pub use crate::cache::{Fingerprint, reuse_or};
 pub use crate::chat::{Conversation, Message, RenderOptions, Role, Tokenizer, Tool, ToolCall};
 pub use crate::config::{Profile, RunContext, Scale};
 pub use crate::display::Show;
@@ -10,7 +11,9 @@ pub use crate::env::db::DbEnv;
 pub use crate::env::household::{ExpertOptions, HouseholdEnv, TaskKind, World};
 pub use crate::env::{Environment, Protocol};
 pub use crate::error::{Error, Result};
-pub use crate::eval::{QuickConfig, QuickScore, compare, quick_score, quick_score_path};
+pub use crate::eval::{
+    QuickConfig, QuickScore, compare, quick_score, quick_score_path, saved_quick_score,
+};
 pub use crate::generate::{
     ChatModel, Episode, GenerateOptions, Generation, RolloutOptions, Sampling, rollout,
 };

@@ -56,6 +56,11 @@ fn run(notebooks: &[&str]) -> Run {
 
 /// Runs notebooks given by path, in order, on the tiny profile, with extra runner flags.
 fn run_paths(notebooks: &[PathBuf], flags: &[&str]) -> Run {
+    run_in(tempfile::tempdir().unwrap(), notebooks, flags)
+}
+
+/// [`run_paths`] into a given run directory (a second run of the same one).
+fn run_in(run_dir: tempfile::TempDir, notebooks: &[PathBuf], flags: &[&str]) -> Run {
     let python: PathBuf = root().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -63,7 +68,6 @@ fn run_paths(notebooks: &[PathBuf], flags: &[&str]) -> Run {
         python.display()
     );
     let _turn = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
-    let run_dir = tempfile::tempdir().unwrap();
     let output = Command::new(python)
         .arg(root().join("scripts/run_notebooks.py"))
         .arg("--run-dir")
@@ -221,4 +225,38 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
             .iter()
             .all(|r| r.quick_db.is_some() && r.dbbench_overall.is_some())
     );
+
+    // Notebook 06 again on the same run: every stage's quick and DB Bench scores are read back
+    // by their fingerprints, none is played again, and the comparison is the same.
+    let eval = notebooks
+        .iter()
+        .find(|p| p.ends_with("06_eval.ipynb"))
+        .expect("notebooks/06_eval.ipynb")
+        .clone();
+    let again = run_in(run.run_dir, &[eval], &["--smoke"]);
+    assert_eq!(again.code, 0, "{}", again.log());
+    let nb = again.executed("06_eval.ipynb");
+    for (cell, what) in [(2, "quick"), (3, "dbbench")] {
+        let printed: String = outputs(&nb, cell)
+            .iter()
+            .filter_map(|o| joined(&o["text"]))
+            .collect();
+        for stage in ["base", "sft", "dpo", "grpo"] {
+            let file = format!("{what}_{stage}.json");
+            assert!(
+                printed
+                    .lines()
+                    .any(|l| l.starts_with("reused ") && l.contains(&file)),
+                "{file} not reused:\n{printed}"
+            );
+        }
+        assert!(
+            !printed.contains("quick score ·") && !printed.contains("DB Bench ·"),
+            "a score was played again:\n{printed}"
+        );
+    }
+    let second: agentbench_tuning::eval::StageComparison =
+        agentbench_tuning::io::read_json(&again.run_dir.path().join("06_eval/summary.json"))
+            .unwrap();
+    assert_eq!(second, summary);
 }

@@ -549,8 +549,11 @@ fn merged_model(
 
 /// `abt pairs`.
 fn pairs(args: &PairsArgs) -> Result<()> {
+    use agentbench_tuning::cache::{Fingerprint, reuse_or};
     use agentbench_tuning::data::read_prompts;
-    use agentbench_tuning::pairs::{PairsConfig, best_of_n_pairs, sample_prompts, write_pairs};
+    use agentbench_tuning::pairs::{
+        Pair, PairsConfig, PairsReport, Sample, best_of_n_pairs, sample_prompts, write_pairs,
+    };
     let ctx = args.run.context()?;
     let mut config = match &args.config {
         Some(path) => agentbench_tuning::io::read_json(path)?,
@@ -566,11 +569,20 @@ fn pairs(args: &PairsArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
-    let start = std::time::Instant::now();
     let picked = config.pick(&prompts);
-    let samples = sample_prompts(&model, &tokenizer, &picked, &config)?;
-    let (mut pairs, report) = best_of_n_pairs(&samples, &config, start.elapsed().as_secs_f64())?;
     let dir = ctx.phase_dir("04_pairs");
+    // The same fingerprint and cache file as notebook 04's.
+    let fingerprint = Fingerprint::new()
+        .value("pairs config", &config)?
+        .value("prompts", &picked)?
+        .model(ctx.profile.base_model(), Some(&adapter))?;
+    let (samples, seconds): (Vec<Sample>, f64) =
+        reuse_or(&dir.join("cache/samples.json"), &fingerprint, || {
+            let start = std::time::Instant::now();
+            let samples = sample_prompts(&model, &tokenizer, &picked, &config)?;
+            Ok((samples, start.elapsed().as_secs_f64()))
+        })?;
+    let (mut pairs, report) = best_of_n_pairs(&samples, &config, seconds)?;
     print!("{}", report.table()?);
     print!("{}", report.dropped_table()?);
     let mut samples = samples;
@@ -596,14 +608,19 @@ fn pairs(args: &PairsArgs) -> Result<()> {
     }
     if args.step_level {
         use agentbench_tuning::pairs::{StepLevelConfig, step_level_pairs};
-        let (extra, step_report) = step_level_pairs(
-            &model,
-            &tokenizer,
-            &picked,
-            &samples,
-            &config,
-            &StepLevelConfig::for_profile(ctx.profile),
-            &filter,
+        let step = StepLevelConfig::for_profile(ctx.profile);
+        let step_fingerprint = fingerprint
+            .clone()
+            .value("step-level config", &step)?
+            .value("samples", &samples)?;
+        let (extra, step_report): (Vec<Pair>, PairsReport) = reuse_or(
+            &dir.join("cache/step_level.json"),
+            &step_fingerprint,
+            || {
+                step_level_pairs(
+                    &model, &tokenizer, &picked, &samples, &config, &step, &filter,
+                )
+            },
         )?;
         agentbench_tuning::io::write_json(&dir.join("step_level_report.json"), &step_report)?;
         print!("{}", step_report.table()?);
@@ -712,30 +729,17 @@ fn grpo(args: &GrpoArgs) -> Result<()> {
     Ok(())
 }
 
-/// The profile's model with `adapter` loaded (adapters on) or the base model (adapters off),
-/// and the label its scores go by: `label`, else the adapter's phase directory name, else
-/// `base`.
-fn scored_model(
-    ctx: &RunContext,
-    adapter: Option<&std::path::Path>,
-    label: Option<&str>,
-) -> Result<(
-    agentbench_tuning::model::Decoder,
-    Tokenizer,
-    agentbench_tuning::model::Mode,
-    String,
-)> {
-    let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
-    let (model, mode) = agentbench_tuning::eval::stage_model(ctx, adapter)?;
-    let label = match (label, adapter) {
+/// The label of a scored model: `label` if given, else `base` without an adapter, else the
+/// name of the adapter's phase directory (`03_sft/adapter` → `03_sft`).
+fn score_label(adapter: Option<&std::path::Path>, label: Option<&str>) -> String {
+    match (label, adapter) {
         (Some(label), _) => label.to_string(),
         (None, None) => "base".into(),
         (None, Some(dir)) => dir
             .parent()
             .and_then(|p| p.file_name())
             .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned()),
-    };
-    Ok((model, tokenizer, mode, label))
+    }
 }
 
 /// `abt serve`.
@@ -763,17 +767,21 @@ fn serve(args: &ServeArgs) -> Result<()> {
 
 /// `abt quick-score`.
 fn quick_score(args: &QuickScoreArgs) -> Result<()> {
-    use agentbench_tuning::eval::{QuickConfig, QuickScore, compare};
-    use agentbench_tuning::io::{read_json, write_json};
+    use agentbench_tuning::eval::{
+        QuickConfig, QuickScore, compare, saved_quick_score, stage_model,
+    };
+    use agentbench_tuning::io::read_json;
     let ctx = args.run.context()?;
     let mut config = QuickConfig::for_profile(ctx.profile);
     config.db = args.db.unwrap_or(config.db);
     config.household = args.household.unwrap_or(config.household);
-    let (model, tokenizer, mode, label) =
-        scored_model(&ctx, args.adapter.as_deref(), args.label.as_deref())?;
+    let label = score_label(args.adapter.as_deref(), args.label.as_deref());
     let tasks = config.tasks()?;
-    let score =
-        agentbench_tuning::eval::quick_score(&label, &model, &tokenizer, &tasks, &config, mode)?;
+    let score = saved_quick_score(&ctx, &label, args.adapter.as_deref(), &config, || {
+        let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
+        let (model, mode) = stage_model(&ctx, args.adapter.as_deref())?;
+        agentbench_tuning::eval::quick_score(&label, &model, &tokenizer, &tasks, &config, mode)
+    })?;
     print!("{}", score.table()?);
     print!("{}", score.kind_table("household")?);
     print!(
@@ -783,7 +791,6 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
             .table(&format!("quick score · {label} · why tasks failed"))?
     );
     let path = agentbench_tuning::eval::quick_score_path(&ctx.run_dir, &label);
-    write_json(&path, &score)?;
     println!(
         "{} tasks in {:.0} s -> {}",
         tasks.len(),
@@ -800,7 +807,7 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
 /// `abt eval`.
 fn eval(args: &EvalArgs) -> Result<()> {
     use agentbench_tuning::env::db::DbItem;
-    use agentbench_tuning::eval::{DbBenchConfig, evaluate_dbbench};
+    use agentbench_tuning::eval::{DbBenchConfig, evaluate_dbbench, saved_dbbench, stage_model};
     let ctx = args.run.context()?;
     let items = DbItem::read_jsonl(&args.items)?;
     let config = DbBenchConfig {
@@ -810,16 +817,25 @@ fn eval(args: &EvalArgs) -> Result<()> {
         max_items: args.limit,
         ..DbBenchConfig::default()
     };
-    let (model, tokenizer, mode, label) =
-        scored_model(&ctx, args.adapter.as_deref(), args.label.as_deref())?;
-    let score = evaluate_dbbench(&label, &model, &tokenizer, &items, &config, mode)?;
+    let label = score_label(args.adapter.as_deref(), args.label.as_deref());
+    let (score, path) = saved_dbbench(
+        &ctx,
+        &label,
+        args.adapter.as_deref(),
+        &args.items,
+        &config,
+        || {
+            let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
+            let (model, mode) = stage_model(&ctx, args.adapter.as_deref())?;
+            evaluate_dbbench(&label, &model, &tokenizer, &items, &config, mode)
+        },
+    )?;
     print!("{}", score.table()?);
     let errors = score.errors();
     print!(
         "{}",
         errors.table(&format!("DB Bench · {label} · why items failed"))?
     );
-    let path = agentbench_tuning::eval::save_dbbench(&ctx.run_dir, &args.items, &score)?;
     println!(
         "{} items in {:.0} s -> {}",
         score.results.len(),

@@ -18,8 +18,9 @@ pub use dbbench::{
 pub use errors::{ErrorReport, FailureKind, TaskShape, classify};
 pub use quick::{
     PairedComparison, QuickConfig, QuickScore, TaskResult, compare, kind_chart, quick_score,
+    saved_quick_score,
 };
 pub use stages::{
-    RunScores, StageComparison, StageRow, dbbench_score_path, quick_score_path, save_dbbench,
-    stage_adapters, stage_model,
+    RunScores, StageComparison, StageRow, dbbench_score_path, quick_score_path, read_dbbench,
+    save_dbbench, saved_dbbench, stage_adapters, stage_model,
 };

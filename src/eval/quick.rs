@@ -14,10 +14,12 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{Fingerprint, reuse_or};
 use crate::chat::{Conversation, Tokenizer};
 use crate::config::{Profile, RunContext, Scale};
 use crate::data::{Difficulty, Prompt};
@@ -290,6 +292,26 @@ fn percent(k: usize, n: usize) -> String {
     } else {
         format!("{:.1} %", 100.0 * k as f64 / n as f64)
     }
+}
+
+/// A stage's quick score in a run (`<run>/eval/quick_<label>.json`): the saved one if the same
+/// model (base model and `adapter` files) played the same tasks with the same settings, else
+/// `play`ed now and saved with its fingerprint (see [`crate::cache`]).
+pub fn saved_quick_score(
+    ctx: &RunContext,
+    label: &str,
+    adapter: Option<&Path>,
+    config: &QuickConfig,
+    play: impl FnOnce() -> Result<QuickScore>,
+) -> Result<QuickScore> {
+    let fingerprint = Fingerprint::new()
+        .value("quick config", config)?
+        .model(ctx.profile.base_model(), adapter)?;
+    reuse_or(
+        &crate::eval::quick_score_path(&ctx.run_dir, label),
+        &fingerprint,
+        play,
+    )
 }
 
 /// Plays every task once with greedy decoding, `config.batch` episodes at a time, with the

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{Fingerprint, reuse_or_save};
 use crate::config::RunContext;
 use crate::error::{Error, Result};
-use crate::eval::{DbBenchScore, ErrorReport, QuickScore};
+use crate::eval::{DbBenchConfig, DbBenchScore, ErrorReport, QuickScore};
 use crate::io::{read_json, write_json};
 use crate::model::{Decoder, Mode};
 use crate::table::Table;
@@ -208,6 +209,44 @@ pub fn save_dbbench(run_dir: &Path, items: &Path, score: &DbBenchScore) -> Resul
     Ok(path)
 }
 
+/// Reads a DB Bench score saved by [`save_dbbench`].
+pub fn read_dbbench(path: &Path) -> Result<DbBenchScore> {
+    let saved: serde_json::Value = read_json(path)?;
+    serde_json::from_value(saved["score"].clone()).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A stage's DB Bench score in a run (`<run>/06_eval/dbbench_<label>.json`): the saved one if
+/// the same model (base model and `adapter` files) played the same items file with the same
+/// settings, else `play`ed now and saved with [`save_dbbench`] and its fingerprint (see
+/// [`crate::cache`]). Returns the score and its path.
+pub fn saved_dbbench(
+    ctx: &RunContext,
+    label: &str,
+    adapter: Option<&Path>,
+    items: &Path,
+    config: &DbBenchConfig,
+    play: impl FnOnce() -> Result<DbBenchScore>,
+) -> Result<(DbBenchScore, PathBuf)> {
+    let fingerprint = Fingerprint::new()
+        .value("dbbench config", config)?
+        .file("items", items)?
+        .model(ctx.profile.base_model(), adapter)?;
+    let path = dbbench_score_path(&ctx.run_dir, label);
+    let score = reuse_or_save(&path, &fingerprint, read_dbbench, play, |score| {
+        if score.label != label {
+            return Err(Error::Batch(format!(
+                "DB Bench score labelled {} saved as {label}",
+                score.label
+            )));
+        }
+        save_dbbench(&ctx.run_dir, items, score).map(|_| ())
+    })?;
+    Ok((score, path))
+}
+
 /// The stages whose adapters a run holds, in pipeline order: `base` (no adapter) and each of
 /// `sft`, `dpo`, `grpo` whose `adapter/` directory exists.
 pub fn stage_adapters(run_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
@@ -280,10 +319,7 @@ impl RunScores {
         }
         let mut dbbench = Vec::new();
         for path in scores_in(&run_dir.join("06_eval"), "dbbench_")? {
-            let saved: serde_json::Value = read_json(&path)?;
-            let score = serde_json::from_value(saved["score"].clone())
-                .map_err(|source| Error::Json { path, source })?;
-            dbbench.push(score);
+            dbbench.push(read_dbbench(&path)?);
         }
         quick.sort_by_key(|s: &QuickScore| stage_rank(&s.label));
         dbbench.sort_by_key(|s: &DbBenchScore| stage_rank(&s.label));
