@@ -75,7 +75,7 @@ impl Default for DbBenchConfig {
 
 impl DbBenchConfig {
     /// The settings a notebook uses: AgentBench's, except at the short scale (the main job),
-    /// 8 items (one batch) with up to 6 replies of up to 256 tokens (a tiny model's episode either
+    /// 8 items (one batch) with up to 4 replies of up to 256 tokens (a tiny model's episode either
     /// answers in two or loops to the limit), and in a smoke run (CI), 3 short episodes.
     pub fn for_run(ctx: &RunContext) -> Self {
         let base = Self::default();
@@ -84,7 +84,7 @@ impl DbBenchConfig {
             Scale::Short => Self {
                 max_items: Some(8),
                 max_new_tokens: 256,
-                turns: 6,
+                turns: 4,
                 ..base
             },
             Scale::Smoke => Self {

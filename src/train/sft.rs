@@ -114,16 +114,16 @@ impl SftConfig {
         }
     }
 
-    /// The profile's configuration for a run: at the short scale (the main job) 12 steps (a
+    /// The profile's configuration for a run: at the short scale (the main job) 10 steps (a
     /// whole schedule), in a smoke run (CI) 4 steps, eval and checkpoint every 2.
     pub fn for_run(ctx: &RunContext) -> Self {
         let mut config = Self::for_profile(ctx.profile);
         match ctx.scale {
             Scale::Full => {}
             Scale::Short => {
-                config.max_steps = Some(config.max_steps.map_or(12, |m| m.min(12)));
-                config.eval_every = 6;
-                config.save_every = 6;
+                config.max_steps = Some(config.max_steps.map_or(10, |m| m.min(10)));
+                config.eval_every = 5;
+                config.save_every = 5;
             }
             Scale::Smoke => {
                 config.max_steps = Some(4);
