@@ -179,14 +179,13 @@ pub fn stale_reason(path: &Path, fingerprint: &Fingerprint) -> Option<String> {
     }
 }
 
-/// Records that the artefact now at `path` was computed from `fingerprint`.
-pub fn stamp(path: &Path, fingerprint: &Fingerprint) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+/// Records that the artefact at `path`, whose bytes are `saved`, was computed from `fingerprint`.
+fn stamp(path: &Path, fingerprint: &Fingerprint, saved: &[u8]) -> Result<()> {
     write_json(
         &fingerprint_path(path),
         &Stamp {
             inputs: fingerprint.clone(),
-            artefact: hex(bytes),
+            artefact: hex(saved),
         },
     )
 }
@@ -238,24 +237,24 @@ fn reuse_in<T>(
     compute: impl FnOnce() -> Result<T>,
     save: impl FnOnce(&T) -> Result<()>,
 ) -> Result<T> {
-    match stale_reason(path, fingerprint) {
+    let existed = path.is_file();
+    let reason = match stale_reason(path, fingerprint) {
         None => match load(path) {
             Ok(saved) => {
                 println!("reused {} (same inputs)", path.display());
                 return Ok(saved);
             }
-            Err(e) => println!("recomputing {}: {e}", path.display()),
+            Err(e) => e.to_string(),
         },
-        Some(reason) if path.is_file() => println!("recomputing {}: {reason}", path.display()),
-        Some(_) => {}
-    }
+        Some(reason) => reason,
+    };
     let shared = shared_path(shared, path, fingerprint);
     if !recompute_all()
         && let Ok(bytes) = std::fs::read(&shared)
     {
         crate::io::write_atomic(path, &bytes)?;
         if let Ok(saved) = load(path) {
-            stamp(path, fingerprint)?;
+            stamp(path, fingerprint, &bytes)?;
             println!(
                 "reused {} from an earlier run with the same inputs ({})",
                 path.display(),
@@ -264,14 +263,15 @@ fn reuse_in<T>(
             return Ok(saved);
         }
     }
+    if existed {
+        println!("recomputing {}: {reason}", path.display());
+    }
     let value = compute()?;
     save(&value)?;
-    stamp(path, fingerprint)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    stamp(path, fingerprint, &bytes)?;
     // The machine-wide copy is a convenience: failing to write it loses nothing.
-    if let Err(e) = std::fs::read(path)
-        .map_err(|e| Error::io("reading", path, e))
-        .and_then(|bytes| crate::io::write_atomic(&shared, &bytes))
-    {
+    if let Err(e) = crate::io::write_atomic(&shared, &bytes) {
         println!("note: not kept in the cache: {e}");
     }
     Ok(value)

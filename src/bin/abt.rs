@@ -549,10 +549,10 @@ fn merged_model(
 
 /// `abt pairs`.
 fn pairs(args: &PairsArgs) -> Result<()> {
-    use agentbench_tuning::cache::{Fingerprint, reuse_or};
     use agentbench_tuning::data::read_prompts;
     use agentbench_tuning::pairs::{
-        Pair, PairsConfig, PairsReport, Sample, best_of_n_pairs, sample_prompts, write_pairs,
+        PairsConfig, best_of_n_pairs, sample_prompts, sampling_fingerprint, saved_samples,
+        write_pairs,
     };
     let ctx = args.run.context()?;
     let mut config = match &args.config {
@@ -571,17 +571,10 @@ fn pairs(args: &PairsArgs) -> Result<()> {
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
     let picked = config.pick(&prompts);
     let dir = ctx.phase_dir("04_pairs");
-    // The same fingerprint and cache file as notebook 04's.
-    let fingerprint = Fingerprint::new()
-        .value("pairs config", &config)?
-        .value("prompts", &picked)?
-        .model(ctx.profile.base_model(), Some(&adapter))?;
-    let (samples, seconds): (Vec<Sample>, f64) =
-        reuse_or(&dir.join("cache/samples.json"), &fingerprint, || {
-            let start = std::time::Instant::now();
-            let samples = sample_prompts(&model, &tokenizer, &picked, &config)?;
-            Ok((samples, start.elapsed().as_secs_f64()))
-        })?;
+    let fingerprint = sampling_fingerprint(ctx.profile.base_model(), &adapter, &config, &picked)?;
+    let (samples, seconds) = saved_samples(&dir, &fingerprint, || {
+        sample_prompts(&model, &tokenizer, &picked, &config)
+    })?;
     let (mut pairs, report) = best_of_n_pairs(&samples, &config, seconds)?;
     print!("{}", report.table()?);
     print!("{}", report.dropped_table()?);
@@ -607,21 +600,14 @@ fn pairs(args: &PairsArgs) -> Result<()> {
         samples.extend(teacher_samples);
     }
     if args.step_level {
-        use agentbench_tuning::pairs::{StepLevelConfig, step_level_pairs};
+        use agentbench_tuning::pairs::{StepLevelConfig, saved_step_level_pairs, step_level_pairs};
         let step = StepLevelConfig::for_profile(ctx.profile);
-        let step_fingerprint = fingerprint
-            .clone()
-            .value("step-level config", &step)?
-            .value("samples", &samples)?;
-        let (extra, step_report): (Vec<Pair>, PairsReport) = reuse_or(
-            &dir.join("cache/step_level.json"),
-            &step_fingerprint,
-            || {
+        let (extra, step_report) =
+            saved_step_level_pairs(&dir, &fingerprint, &step, &samples, || {
                 step_level_pairs(
                     &model, &tokenizer, &picked, &samples, &config, &step, &filter,
                 )
-            },
-        )?;
+            })?;
         agentbench_tuning::io::write_json(&dir.join("step_level_report.json"), &step_report)?;
         print!("{}", step_report.table()?);
         pairs.extend(extra);

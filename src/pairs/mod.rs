@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{Fingerprint, reuse_or};
 use crate::chat::{Conversation, Message, Role};
 use crate::display::Show;
 use crate::env::Protocol;
@@ -222,6 +223,52 @@ impl Show for PairsReport {
 /// `04_pairs/pairs.jsonl` in a phase directory.
 pub fn pairs_path(phase_dir: &Path) -> PathBuf {
     phase_dir.join("pairs.jsonl")
+}
+
+/// What phase 04 samples from: the pairs settings, the prompts and the policy (base model and
+/// the adapter's files) — the fingerprint of its saved samples (see [`crate::cache`]).
+pub fn sampling_fingerprint<P: Serialize>(
+    base_model: &str,
+    adapter: &Path,
+    config: &PairsConfig,
+    prompts: &[P],
+) -> Result<Fingerprint> {
+    Fingerprint::new()
+        .value("pairs config", config)?
+        .value("prompts", prompts)?
+        .model(base_model, Some(adapter))
+}
+
+/// Phase 04's best-of-N episodes (`<phase>/cache/samples.json`) and the seconds sampling took:
+/// the saved ones if they were sampled with the same `fingerprint`
+/// ([`sampling_fingerprint`]), else `sample`d now and saved.
+pub fn saved_samples(
+    phase_dir: &Path,
+    fingerprint: &Fingerprint,
+    sample: impl FnOnce() -> Result<Vec<Sample>>,
+) -> Result<(Vec<Sample>, f64)> {
+    reuse_or(&phase_dir.join("cache/samples.json"), fingerprint, || {
+        let started = std::time::Instant::now();
+        let samples = sample()?;
+        Ok((samples, started.elapsed().as_secs_f64()))
+    })
+}
+
+/// Phase 04's step-level pairs and their report (`<phase>/cache/step_level.json`): the saved
+/// ones if they were made from the same samples with the same settings and policy, else `make`d
+/// now and saved.
+pub fn saved_step_level_pairs(
+    phase_dir: &Path,
+    fingerprint: &Fingerprint,
+    config: &StepLevelConfig,
+    samples: &[Sample],
+    make: impl FnOnce() -> Result<(Vec<Pair>, PairsReport)>,
+) -> Result<(Vec<Pair>, PairsReport)> {
+    let fingerprint = fingerprint
+        .clone()
+        .value("step-level config", config)?
+        .value("samples", samples)?;
+    reuse_or(&phase_dir.join("cache/step_level.json"), &fingerprint, make)
 }
 
 /// Writes `pairs.jsonl`, `samples.jsonl` and `report.json` into the phase directory.
