@@ -170,6 +170,7 @@ fn main() {
         ),
         "rollout_s": common::median(metrics[timed.clone()].iter().map(|m| m.rollout_s).collect()),
         "update_s": update_s,
+        "update_s_steps": metrics[timed.clone()].iter().map(|m| m.train_s).collect::<Vec<_>>(),
         "update_tokens_per_s": common::median(
             timed
                 .clone()

@@ -171,6 +171,7 @@ def main():
         "steps": total - warmup,
         "warmup": warmup,
         "update_s": statistics.median_high(update_s),
+        "update_s_steps": update_s,
         "update_tokens_per_s": statistics.median_high(tok_per_s),
         "trained_tokens": trained,
         "losses": losses,
