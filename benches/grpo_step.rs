@@ -153,7 +153,11 @@ fn main() {
         .map(|episodes| trained_sequence_tokens(episodes, &config))
         .collect();
     let timed = args.warmup..steps;
-    let update_s = common::median(metrics[timed.clone()].iter().map(|m| m.train_s).collect());
+    // The timed steps differ several-fold in size, so the rate is over all of them together,
+    // not a median of per-step rates.
+    let update_s: Vec<f64> = metrics[timed.clone()].iter().map(|m| m.train_s).collect();
+    let update_tokens_per_s =
+        trained_tokens[timed.clone()].iter().sum::<f64>() / update_s.iter().sum::<f64>().max(1e-9);
     let report = serde_json::json!({
         "impl": "candle",
         "device": system::device_name(&device),
@@ -169,14 +173,8 @@ fn main() {
             metrics[timed.clone()].iter().map(|m| m.rollout_tokens_per_s).collect()
         ),
         "rollout_s": common::median(metrics[timed.clone()].iter().map(|m| m.rollout_s).collect()),
-        "update_s": update_s,
-        "update_s_steps": metrics[timed.clone()].iter().map(|m| m.train_s).collect::<Vec<_>>(),
-        "update_tokens_per_s": common::median(
-            timed
-                .clone()
-                .map(|s| trained_tokens[s] / metrics[s].train_s.max(1e-9))
-                .collect()
-        ),
+        "update_s_steps": update_s,
+        "update_tokens_per_s": update_tokens_per_s,
         "trained_tokens": trained_tokens,
         "skipped_groups": metrics.iter().map(|m| m.skipped_groups).collect::<Vec<_>>(),
         "losses": metrics.iter().map(|m| m.loss).collect::<Vec<_>>(),

@@ -34,20 +34,15 @@ python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
 c = json.load(open(f"{out}/candle.json")); t = json.load(open(f"{out}/torch.json"))
-w = c["warmup"]
-tokens = c["trained_tokens"][w:]
-def total(r):
-    """Tokens/s over every timed step: the steps differ several-fold in size, so a median of
-    two or three per-step rates says little."""
-    return sum(tokens) / sum(r["update_s_steps"])
+tokens = c["trained_tokens"][c["warmup"]:]
 def steps(r):
     return " / ".join(f"{s:.1f}" for s in r["update_s_steps"])
 print("| trainer | update s per timed step | update tokens/s (all timed steps) | peak RSS | loss step 1 | KL last step |")
 print("|---|---|---|---|---|---|")
 for name, r in (("candle (`abt grpo`)", c), (f"PyTorch {t['torch']} + PEFT {t['peft']}", t)):
-    print(f"| {name} | {steps(r)} | {total(r):.0f} | {r['peak_rss_mb']:.0f} MB "
+    print(f"| {name} | {steps(r)} | {r['update_tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} MB "
           f"| {r['losses'][0]:+.4f} | {r['kl'][-1]:.5f} |")
-print(f"\nupdate speed ratio candle / PyTorch: **{total(c) / total(t):.2f}×** "
+print(f"\nupdate speed ratio candle / PyTorch: **{c['update_tokens_per_s'] / t['update_tokens_per_s']:.2f}×** "
       f"({c['steps']} timed steps after {c['warmup']} warm-up, threads {c['threads']}, "
       f"{c['prompts_per_step']} prompts × {c['group_size']} episodes per step, micro-batch {c['micro_batch']}, "
       f"checkpointing {c['checkpointing']}, trained tokens per timed step {tokens}, "
