@@ -11,7 +11,7 @@ use agentbench_tuning::data::{Prompt, held_out_prompts};
 use agentbench_tuning::env::Protocol;
 use agentbench_tuning::model::{Decoder, Mode, Padding, TokenBatch};
 use agentbench_tuning::train::{
-    GrpoConfig, GrpoParams, GrpoTrainer, episode_logprobs, grpo_loss, policy_targets,
+    GrpoConfig, GrpoParams, GrpoReward, GrpoTrainer, episode_logprobs, grpo_loss, policy_targets,
 };
 use candle_core::{Device, Tensor, Var};
 
@@ -271,4 +271,42 @@ fn held_out_tasks_are_played_at_the_start_and_the_end_unless_turned_off() {
             assert_eq!(trainer.read_evals().unwrap()[0].tasks, 1);
         }
     }
+}
+
+#[test]
+fn a_task_filter_and_the_success_reward_shape_the_steps() {
+    let Some((model, tokenizer)) = default_model() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = GrpoConfig {
+        steps: 1,
+        held_out_eval: false,
+        reward: GrpoReward::Success,
+        tasks: vec!["household".into()],
+        ..small_config()
+    };
+    // One DB task and one household game: only the game is trained on.
+    let mut trainer = GrpoTrainer::new(
+        model,
+        prompts(),
+        vec![],
+        config,
+        tokenizer.pad_token_id(),
+        dir.path(),
+    )
+    .unwrap();
+    let metrics = trainer.train(&tokenizer, None, |_| {}, |_| {}).unwrap();
+    let m = &metrics[0];
+    assert_eq!(m.groups, 1);
+    assert!(
+        m.success_by_kind
+            .keys()
+            .all(|k| k.starts_with("household/")),
+        "{:?}",
+        m.success_by_kind
+    );
+    // Rewards are 0 or 1: the mean of two is a multiple of 1/2, and it is the success rate.
+    assert_eq!(m.reward_mean, m.success);
+    assert_eq!((m.reward_mean * 2.0).fract(), 0.0);
 }

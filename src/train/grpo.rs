@@ -3,12 +3,14 @@
 //! Each step draws `prompts_per_step` training prompts (phase 02's), plays each `group_size`
 //! times in its environment at temperature 0.8 with the adapters on, and grades every episode
 //! with [`crate::env::TaskScore`] (execution outcome with partial credit for DB tasks, completion
-//! with progress credit for household games). Rewards are normalised within each prompt's group
-//! (groups whose rewards are all equal teach nothing and are skipped and counted); every token
-//! the policy wrote in a kept episode gets its episode's advantage, and the prompt, the
-//! observations and the template's tokens get no loss and no gradient. The loss is
-//! [`grpo_loss`]: clipped importance ratio, k3 KL to the reference (the same weights with the
-//! adapters off, so the SFT model), and grpo / dr_grpo / dapo aggregation over the step.
+//! with progress credit for household games; or, with [`GrpoReward::Success`], 1 for a solved
+//! task and 0 otherwise), optionally on the prompts of some task types only. Rewards are
+//! normalised within each prompt's group (groups whose rewards are all equal teach nothing and
+//! are skipped and counted); every token the policy wrote in a kept episode gets its episode's
+//! advantage, and the prompt, the observations and the template's tokens get no loss and no
+//! gradient. The loss is [`grpo_loss`]: clipped importance ratio, k3 KL to the reference (the
+//! same weights with the adapters off, so the SFT model), and grpo / dr_grpo / dapo aggregation
+//! over the step.
 //!
 //! Log-probs are computed only at the policy's tokens ([`Decoder::token_logprobs_at`]) and laid
 //! out compactly, one row per episode and one column per policy token, so long observations
@@ -93,6 +95,37 @@ pub struct GrpoConfig {
     pub checkpointing: bool,
     /// Seed of the prompt order, the rollouts and the adapters' initialisation.
     pub seed: u64,
+    /// What each episode is rewarded with.
+    #[serde(default)]
+    pub reward: GrpoReward,
+    /// Train only on prompts whose task type (`db/<kind>` or `household/<kind>`, as in
+    /// [`GrpoMetrics::success_by_kind`]) starts with one of these, e.g. `["db"]` (empty: all).
+    #[serde(default)]
+    pub tasks: Vec<String>,
+}
+
+/// What a GRPO episode is rewarded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrpoReward {
+    /// The graded score ([`crate::env::TaskScore::score`]): 1 for a solved task, partial
+    /// credit for a wrong answer or household progress, negative for an unfinished or broken
+    /// episode.
+    #[default]
+    Graded,
+    /// 1 for a solved task, 0 for anything else: only groups with both a success and a
+    /// failure train, so the policy is never pushed towards a better wrong answer.
+    Success,
+}
+
+impl GrpoReward {
+    /// The reward of an episode with this `score`.
+    pub fn of(self, score: &crate::env::TaskScore) -> f64 {
+        match self {
+            GrpoReward::Graded => score.score,
+            GrpoReward::Success => f64::from(u8::from(score.success)),
+        }
+    }
 }
 
 impl GrpoConfig {
@@ -134,6 +167,8 @@ impl GrpoConfig {
             keep_checkpoints: 2,
             checkpointing: true,
             seed: 0,
+            reward: GrpoReward::Graded,
+            tasks: Vec::new(),
         };
         match profile {
             Profile::Tiny => Self {
@@ -449,6 +484,32 @@ fn task_type(prompt: &Prompt) -> String {
     }
 }
 
+/// The `prompts` whose task type starts with one of `tasks` (all of them when it is empty);
+/// an error lists the task types there are when none matches.
+fn select_tasks(prompts: Vec<Prompt>, tasks: &[String]) -> Result<Vec<Prompt>> {
+    if tasks.is_empty() {
+        return Ok(prompts);
+    }
+    let types: std::collections::BTreeSet<String> = prompts.iter().map(task_type).collect();
+    let kept: Vec<Prompt> = prompts
+        .into_iter()
+        .filter(|p| {
+            let kind = task_type(p);
+            tasks.iter().any(|t| kind.starts_with(t.as_str()))
+        })
+        .collect();
+    if kept.is_empty() {
+        return Err(Error::InvalidConfig {
+            source_name: "GrpoConfig".into(),
+            reason: format!(
+                "no training prompt matches tasks {tasks:?}; the prompts' task types are {}",
+                types.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    Ok(kept)
+}
+
 /// Trains LoRA adapters with multi-turn GRPO.
 pub struct GrpoTrainer {
     model: Decoder,
@@ -490,6 +551,7 @@ impl GrpoTrainer {
                 "no prompts to train on (run notebook 02_prompts or `abt prompts`)".into(),
             ));
         }
+        let prompts = select_tasks(prompts, &config.tasks)?;
         if model.lora_config().is_some() {
             return Err(Error::Adapter(
                 "GRPO adds its own adapters: merge the SFT adapter first (Decoder::merge_adapter)"
@@ -654,7 +716,10 @@ impl GrpoTrainer {
                 g
             )));
         }
-        let rewards: Vec<f64> = played.iter().map(|p| p.score.score).collect();
+        let rewards: Vec<f64> = played
+            .iter()
+            .map(|p| self.config.reward.of(&p.score))
+            .collect();
         let groups = group_advantages(&rewards, g, self.config.advantage)?;
 
         // Episode statistics.
@@ -953,5 +1018,54 @@ mod tests {
         let mut bad = GrpoConfig::for_profile(Profile::Tiny);
         bad.group_size = 1;
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn the_success_reward_is_one_for_a_solved_task_and_zero_for_any_other() {
+        let score = |success, score| crate::env::TaskScore {
+            success,
+            score,
+            valid: true,
+        };
+        let solved = score(true, 1.0);
+        let partial = score(false, 0.25);
+        let unfinished = score(false, -0.25);
+        assert_eq!(GrpoReward::Graded.of(&partial), 0.25);
+        assert_eq!(GrpoReward::Graded.of(&unfinished), -0.25);
+        assert_eq!(GrpoReward::Success.of(&solved), 1.0);
+        assert_eq!(GrpoReward::Success.of(&partial), 0.0);
+        assert_eq!(GrpoReward::Success.of(&unfinished), 0.0);
+        // A group that differs only in partial credit is flat under the success reward.
+        let rewards: Vec<f64> = [partial, unfinished, partial, unfinished]
+            .iter()
+            .map(|s| GrpoReward::Success.of(s))
+            .collect();
+        let groups = group_advantages(&rewards, 4, AdvantageScale::Std).unwrap();
+        assert_eq!(groups.skipped, vec![true]);
+        // Old configuration files, without the new fields, still read.
+        let mut json = serde_json::to_value(GrpoConfig::for_profile(Profile::Tiny)).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("reward");
+        object.remove("tasks");
+        let config: GrpoConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(config.reward, GrpoReward::Graded);
+        assert!(config.tasks.is_empty());
+    }
+
+    #[test]
+    fn tasks_select_training_prompts_by_type_prefix() {
+        let prompts =
+            crate::data::held_out_prompts(2, 2, crate::env::Protocol::Text, false).unwrap();
+        assert_eq!(select_tasks(prompts.clone(), &[]).unwrap().len(), 4);
+        let db = select_tasks(prompts.clone(), &["db".into()]).unwrap();
+        assert_eq!(db.len(), 2);
+        assert!(db.iter().all(|p| matches!(p, Prompt::Db(_))));
+        let kind = task_type(&prompts[0]);
+        let one = select_tasks(prompts.clone(), std::slice::from_ref(&kind)).unwrap();
+        assert!(one.iter().all(|p| task_type(p) == kind));
+        let err = select_tasks(prompts, &["webshop".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webshop") && err.contains(&kind), "{err}");
     }
 }

@@ -27,7 +27,7 @@ pub use dpo::{
     dpo_trainer, encode_pairs, pair_logprobs,
 };
 pub use grpo::{
-    GrpoConfig, GrpoEval, GrpoMetrics, GrpoTrainer, episode_logprobs, grpo_chart,
+    GrpoConfig, GrpoEval, GrpoMetrics, GrpoReward, GrpoTrainer, episode_logprobs, grpo_chart,
     grpo_health_chart, grpo_trainer, policy_targets,
 };
 pub use losses::{
