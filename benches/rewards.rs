@@ -1,5 +1,5 @@
 //! Reward throughput: the SQL execution reward on 10,000 completions over Spider dev's
-//! databases (`../shared/data/spider-dev-en`), and the ReAct format reward.
+//! databases (`data/spider-dev`), and the ReAct format reward.
 //!
 //! The completions cycle through the 972 dev questions in five forms: the gold SQL in the
 //! v0.2 text protocol, a wrong `LIMIT 1` variant, the gold as a `<tool_call>`, a syntax
@@ -9,7 +9,6 @@
 //! cargo bench --bench rewards -- [--n 10000]
 //! ```
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use agentbench_tuning::reward::{SqlReward, db_format_reward};
@@ -42,11 +41,9 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--n") {
         n = args[i + 1].parse().expect("--n N");
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/spider-dev-en");
-    let Ok(text) = std::fs::read_to_string(dir.join("dev.json")) else {
-        println!("rewards: skipped, {} is absent", dir.display());
-        return;
-    };
+    let dir = agentbench_tuning::paths::spider_dev_dir();
+    let text = std::fs::read_to_string(dir.join("dev.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join("dev.json").display()));
     let items: Vec<SpiderItem> = serde_json::from_str(&text).expect("Spider dev.json");
     let tasks: Vec<(&SpiderItem, String)> = (0..n)
         .map(|i| {

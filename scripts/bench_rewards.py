@@ -1,7 +1,7 @@
 """Reward throughput, the Python side of benches/rewards.rs: the SQL execution reward and the
 DB Bench format reward, written as a TRL user would write them (stdlib only: sqlite3, re, json).
 
-    python3 scripts/bench_rewards.py [--n 10000] [--data ../shared/data/spider-dev-en]
+    python3 scripts/bench_rewards.py [--n 10000] [--data data/spider-dev]
 
 Prints one JSON line with the Rust bench's keys: completions, sql_rewards_per_s,
 sql_mean_reward, format_rewards_per_s, format_mean_reward. scripts/bench_rewards.sh runs both
@@ -203,7 +203,7 @@ def main():
     root = Path(__file__).resolve().parent.parent
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--data", default=str(root / "../shared/data/spider-dev-en"))
+    ap.add_argument("--data", default=str(root / "data/spider-dev"))
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "dev.json").is_file():

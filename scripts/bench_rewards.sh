@@ -2,7 +2,7 @@
 # Reward-throughput benchmark: the SQL execution reward and the DB format reward in Rust
 # (benches/rewards.rs) against the same rewards in plain Python (scripts/bench_rewards.py:
 # stdlib sqlite3/re/json, as a TRL reward function would be), on the same machine, over the same
-# N completions built from Spider dev (../shared/data/spider-dev-en).
+# N completions built from Spider dev (data/spider-dev).
 #
 #   bash scripts/bench_rewards.sh
 #
@@ -15,7 +15,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 n=${N:-10000} reps=${REPS:-3} py=${PYTHON:-python3}
 command -v "$py" >/dev/null || { echo "bench: $py not found (set PYTHON)" >&2; exit 1; }
-[ -f ../shared/data/spider-dev-en/dev.json ] || { echo "bench: ../shared/data/spider-dev-en is absent" >&2; exit 1; }
 
 cargo bench --bench rewards --no-run --locked
 out=$(mktemp -d)

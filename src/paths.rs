@@ -1,4 +1,4 @@
-//! Where things live: the project checkout, the cache, the default model, run directories.
+//! Where things live: the project checkout, its data, the cache, the default model, run directories.
 //!
 //! Every location can be moved with an environment variable, so CI, Colab and a laptop run the
 //! same code: `ABT_CACHE_DIR` (default `$XDG_CACHE_HOME/agentbench-tuning`, else
@@ -12,6 +12,33 @@ pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The checkout this crate was built from (notebooks load the crate from here).
 pub fn project_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The data kept in the tree (`data/`, see its README for provenance and licences).
+pub fn data_dir() -> PathBuf {
+    project_root().join("data")
+}
+
+/// AgentBench's 60 DB Bench dev items (Apache-2.0): evaluated on and guarded against, never
+/// trained on.
+pub fn dbbench_dev_items() -> PathBuf {
+    data_dir().join("agentbench-dbbench/dev.jsonl")
+}
+
+/// The DB Bench items notebook 06 and `abt eval` play: `ABT_DBBENCH_ITEMS` (e.g. AgentBench's
+/// `standard.jsonl`) when set, else [`dbbench_dev_items`].
+pub fn dbbench_eval_items() -> PathBuf {
+    env_path("ABT_DBBENCH_ITEMS").unwrap_or_else(dbbench_dev_items)
+}
+
+/// The English Spider dev set with its 19 SQLite databases (CC BY-SA 4.0), in Spider's layout.
+pub fn spider_dev_dir() -> PathBuf {
+    data_dir().join("spider-dev")
+}
+
+/// 168 FireAct ReAct trajectories (MIT), one OpenAI `messages` conversation per line.
+pub fn fireact_sample() -> PathBuf {
+    data_dir().join("fireact/multitask-sample.jsonl")
 }
 
 /// The user's home directory, if `HOME` is set.

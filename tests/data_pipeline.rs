@@ -2,7 +2,6 @@
 //! items, and balanced prompts whose gold SQL replays correct.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use agentbench_tuning::data::{
     DataConfig, Difficulty, HELD_OUT_SEED, HouseholdPrompt, PROMPT_SEED, Prompt, PromptConfig,
@@ -11,12 +10,6 @@ use agentbench_tuning::data::{
 use agentbench_tuning::env::db::{DbEnv, DbItem};
 use agentbench_tuning::env::{Environment, Protocol};
 use agentbench_tuning::prelude::{Message, Profile};
-
-fn dbbench() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/agentbench-dbbench/dev.jsonl");
-    p.exists().then_some(p)
-}
 
 fn small() -> DataConfig {
     DataConfig {
@@ -66,13 +59,11 @@ fn the_sft_set_is_written_with_its_report_and_reads_back() {
     assert!(err.contains("01_data"), "{err}");
 }
 
+/// The default configuration guards against AgentBench's dev items, kept in the tree.
 #[test]
 fn planted_evaluation_items_are_all_caught() {
-    let Some(path) = dbbench() else {
-        println!("skipped: DB Bench dev set absent");
-        return;
-    };
-    let items = DbItem::read_jsonl(&path).unwrap();
+    let items = DbItem::read_jsonl(&agentbench_tuning::paths::dbbench_dev_items()).unwrap();
+    assert_eq!(items.len(), 60);
     let dir = tempfile::tempdir().unwrap();
     let react = dir.path().join("planted.jsonl");
     let lines: Vec<String> = items
@@ -89,7 +80,6 @@ fn planted_evaluation_items_are_all_caught() {
     std::fs::write(&react, lines.join("\n")).unwrap();
     let config = DataConfig {
         react: Some(react),
-        eval_files: vec![path],
         ..small()
     };
     let (records, report) = build_sft(&config, None).unwrap();

@@ -1,28 +1,12 @@
-//! The source loaders on the real Spider dev set and FireAct trajectories under
-//! `../shared/data` (skipped with a message when absent).
-
-use std::path::PathBuf;
+//! The source loaders on the real Spider dev set and FireAct trajectories kept in `data/`.
 
 use agentbench_tuning::chat::Role;
 use agentbench_tuning::data::{load_react, load_schemas, load_spider};
-
-fn shared(path: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(path);
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("skipped: {} is absent", p.display());
-        None
-    }
-}
+use agentbench_tuning::paths;
 
 #[test]
 fn spider_dev_loads_972_examples_over_19_databases() {
-    let Some(dir) = shared("spider-dev-en") else {
-        return;
-    };
+    let dir = paths::spider_dev_dir();
     let examples = load_spider(&dir, "dev.json").unwrap();
     assert_eq!(examples.len(), 972);
     let mut dbs: Vec<&str> = examples.iter().map(|e| e.db_id.as_str()).collect();
@@ -42,12 +26,9 @@ fn spider_dev_loads_972_examples_over_19_databases() {
 }
 
 #[test]
-fn fireact_loads_1344_react_conversations() {
-    let Some(path) = shared("fireact/multitask.jsonl") else {
-        return;
-    };
-    let conversations = load_react(&path).unwrap();
-    assert_eq!(conversations.len(), 1344);
+fn fireact_sample_loads_168_react_conversations() {
+    let conversations = load_react(&paths::fireact_sample()).unwrap();
+    assert_eq!(conversations.len(), 168);
     let first = &conversations[0];
     assert_eq!(first.messages[0].role, Role::User);
     assert!(first.messages[1].content.starts_with("Thought: "));
@@ -61,9 +42,7 @@ fn spider_dev_examples_become_replayed_db_episodes() {
     use agentbench_tuning::env::Protocol;
     use agentbench_tuning::rng::Rng;
     use std::collections::BTreeMap;
-    let Some(dir) = shared("spider-dev-en") else {
-        return;
-    };
+    let dir = paths::spider_dev_dir();
     let examples = load_spider(&dir, "dev.json").unwrap();
     for protocol in [Protocol::Text, Protocol::Tools] {
         let options = DbEpisodeOptions {
@@ -142,9 +121,7 @@ fn the_contamination_guard_catches_planted_dev_items() {
     use agentbench_tuning::env::db::DbItem;
     use agentbench_tuning::env::household::ExpertOptions;
     use agentbench_tuning::rng::Rng;
-    let Some(dev) = shared("agentbench-dbbench/dev.jsonl") else {
-        return;
-    };
+    let dev = paths::dbbench_dev_items();
     let guard = ContaminationGuard::new(8).with_dbbench(&dev).unwrap();
     let items = DbItem::read_jsonl(&dev).unwrap();
     let record = |text: String| SftRecord {
@@ -176,9 +153,7 @@ fn the_contamination_guard_catches_planted_dev_items() {
     );
     assert_eq!(flagged.len(), n);
 
-    let Some(spider) = shared("spider-dev-en") else {
-        return;
-    };
+    let spider = paths::spider_dev_dir();
     let mut rng = Rng::new(0);
     let mut records = Vec::new();
     for example in load_spider(&spider, "dev.json").unwrap().iter().take(300) {
@@ -204,9 +179,7 @@ fn a_sparc_style_interaction_keeps_its_turns_and_each_turn_replays() {
     use agentbench_tuning::data::{DbEpisodeOptions, SqlInteraction, interaction_episode};
     use agentbench_tuning::env::Protocol;
     use agentbench_tuning::rng::Rng;
-    let Some(dir) = shared("spider-dev-en") else {
-        return;
-    };
+    let dir = paths::spider_dev_dir();
     let interaction = SqlInteraction {
         db_id: "concert_singer".into(),
         db_path: dir.join("database/concert_singer/concert_singer.sqlite"),

@@ -1,20 +1,15 @@
 //! AgentBench's DB Bench scoring of modifications, reproduced on SQLite.
 //!
-//! For every INSERT/UPDATE item of `../shared/data/agentbench-dbbench/dev.jsonl` (evaluation data:
+//! For every INSERT/UPDATE item of `data/agentbench-dbbench/dev.jsonl` (evaluation data:
 //! never used for training), the table is materialised, the gold statement (`label[0]`) executed,
 //! and the table hash must equal the item's `answer_md5` exactly.
-
-use std::path::Path;
 
 use agentbench_tuning::env::db::{DbItem, table_hash};
 use rusqlite::Connection;
 
 #[test]
 fn gold_modifications_reproduce_agentbench_table_hashes() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/agentbench-dbbench/dev.jsonl");
-    let items = DbItem::read_jsonl(&path)
-        .unwrap_or_else(|e| panic!("{e} (the shared data sits beside the checkout)"));
+    let items = DbItem::read_jsonl(&agentbench_tuning::paths::dbbench_dev_items()).unwrap();
     let modifications: Vec<&DbItem> = items.iter().filter(|i| i.is_modification()).collect();
     assert_eq!(modifications.len(), 40);
     let mut matched = 0;

@@ -214,6 +214,14 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
         "{}",
         run.log()
     );
+    // notebook 01's guard knew AgentBench's dev items, kept in the tree
+    let report: agentbench_tuning::data::DataReport =
+        agentbench_tuning::io::read_json(&run.run_dir.path().join("01_data/report.json")).unwrap();
+    assert_eq!(
+        report.config.eval_files,
+        [agentbench_tuning::paths::dbbench_dev_items()]
+    );
+    assert!(report.guard_entries >= 60, "{}", report.guard_entries);
     // notebook 06 compared every stage on the same tasks
     let summary: agentbench_tuning::eval::StageComparison =
         agentbench_tuning::io::read_json(&run.run_dir.path().join("06_eval/summary.json")).unwrap();

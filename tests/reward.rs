@@ -1,5 +1,5 @@
 //! Rewards on real data: the SQL execution reward over Spider dev's SQLite databases
-//! (`../shared/data/spider-dev-en`), and its verdicts on broken completions.
+//! (`data/spider-dev`), and its verdicts on broken completions.
 
 use std::path::PathBuf;
 
@@ -12,22 +12,16 @@ struct SpiderItem {
     query: String,
 }
 
-fn spider() -> Option<(PathBuf, Vec<SpiderItem>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/spider-dev-en");
-    if !dir.join("dev.json").is_file() {
-        eprintln!("skipped: {} is absent", dir.display());
-        return None;
-    }
+fn spider() -> (PathBuf, Vec<SpiderItem>) {
+    let dir = agentbench_tuning::paths::spider_dev_dir();
     let items =
         serde_json::from_str(&std::fs::read_to_string(dir.join("dev.json")).unwrap()).unwrap();
-    Some((dir.join("database"), items))
+    (dir.join("database"), items)
 }
 
 #[test]
 fn every_gold_query_matches_itself() {
-    let Some((db, items)) = spider() else {
-        return;
-    };
+    let (db, items) = spider();
     let mut reward = SqlReward::new(db);
     for item in &items {
         let completion = format!("Action: Operation\n```sql\n{}\n```", item.query);
@@ -39,9 +33,7 @@ fn every_gold_query_matches_itself() {
 
 #[test]
 fn broken_completions_get_their_penalties() {
-    let Some((db, _)) = spider() else {
-        return;
-    };
+    let (db, _) = spider();
     let mut reward = SqlReward::new(db);
     let gold = "SELECT name FROM singer ORDER BY age DESC";
     let score = |r: &mut SqlReward, c: &str| r.score("concert_singer", gold, c).unwrap();

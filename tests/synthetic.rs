@@ -169,14 +169,8 @@ fn every_episode_replays_correct_in_both_protocols() {
 
 #[test]
 fn no_generated_table_is_named_like_an_evaluation_table() {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/agentbench-dbbench/dev.jsonl");
-    if !path.exists() {
-        println!("skipped: DB Bench dev set absent");
-        return;
-    }
     let guard = agentbench_tuning::data::ContaminationGuard::new(8)
-        .with_dbbench(&path)
+        .with_dbbench(&agentbench_tuning::paths::dbbench_dev_items())
         .unwrap();
     for (_, table) in Vocabulary::embedded().tables() {
         let sentence = format!("The name of this table is {}.", table.name);

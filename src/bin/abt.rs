@@ -111,9 +111,10 @@ struct CompareArgs {
 struct EvalArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// A DB Bench-format JSONL file (AgentBench's `dev.jsonl` or `standard.jsonl`, or your own).
+    /// A DB Bench-format JSONL file (AgentBench's `standard.jsonl`, or your own); default:
+    /// `$ABT_DBBENCH_ITEMS`, else AgentBench's 60 dev items in `data/agentbench-dbbench/`.
     #[arg(long)]
-    items: PathBuf,
+    items: Option<PathBuf>,
     /// A PEFT adapter directory (e.g. `<run>/05_grpo/adapter`); the base model when absent.
     #[arg(long)]
     adapter: Option<PathBuf>,
@@ -795,7 +796,11 @@ fn eval(args: &EvalArgs) -> Result<()> {
     use agentbench_tuning::env::db::DbItem;
     use agentbench_tuning::eval::{DbBenchConfig, evaluate_dbbench, saved_dbbench, stage_model};
     let ctx = args.run.context()?;
-    let items = DbItem::read_jsonl(&args.items)?;
+    let items_path = args
+        .items
+        .clone()
+        .unwrap_or_else(agentbench_tuning::paths::dbbench_eval_items);
+    let items = DbItem::read_jsonl(&items_path)?;
     let config = DbBenchConfig {
         protocol: args.protocol,
         batch: args.batch,
@@ -808,7 +813,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
         &ctx,
         &label,
         args.adapter.as_deref(),
-        &args.items,
+        &items_path,
         &config,
         || {
             let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;

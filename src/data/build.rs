@@ -77,7 +77,8 @@ pub struct DataConfig {
     pub max_tokens: usize,
     /// Jaccard similarity above which two records are near duplicates.
     pub dedup_threshold: f64,
-    /// DB Bench-format evaluation files the guard checks against.
+    /// DB Bench-format evaluation files the guard checks against (by default AgentBench's dev
+    /// items, kept in the tree).
     pub eval_files: Vec<PathBuf>,
 }
 
@@ -96,8 +97,6 @@ impl DataConfig {
             Profile::Tiny => vec![Protocol::Text],
             _ => vec![Protocol::Text, Protocol::Tools],
         };
-        let dbbench =
-            crate::paths::project_root().join("../shared/data/agentbench-dbbench/dev.jsonl");
         Self {
             seed: 0,
             protocols,
@@ -120,11 +119,7 @@ impl DataConfig {
             general_per_agent: 4.0,
             max_tokens,
             dedup_threshold: 0.9,
-            eval_files: if dbbench.exists() {
-                vec![dbbench]
-            } else {
-                vec![]
-            },
+            eval_files: vec![crate::paths::dbbench_dev_items()],
         }
     }
 

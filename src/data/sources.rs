@@ -9,8 +9,8 @@
 //! | ReAct (FireAct) | JSONL, one OpenAI `messages` conversation per line |
 //! | ShareGPT | JSON list or JSONL of `{"conversations": [{"from", "value"}]}` |
 //!
-//! How to get the full corpora is in the README (section "Data"); tests use the Spider dev
-//! set and FireAct under `../shared/data`.
+//! How to get the full corpora is in the README (section "Data"); tests use the Spider dev set
+//! and a FireAct sample kept in `data/` (see [`crate::paths::spider_dev_dir`]).
 
 use std::path::{Path, PathBuf};
 

@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn pairs_that_quote_an_evaluation_question_are_dropped() {
-        let dev = crate::paths::project_root().join("../shared/data/agentbench-dbbench/dev.jsonl");
+        let dev = crate::paths::dbbench_dev_items();
         let items = crate::env::db::DbItem::read_jsonl(&dev).unwrap();
         let leaked = format!("Action: Answer\nFinal Answer: {}", items[0].description);
         let samples = vec![

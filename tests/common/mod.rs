@@ -54,8 +54,8 @@ pub fn qwen_tokenizer(name: &str) -> Option<PathBuf> {
     fetched(dir.join("tokenizer.json"), "fetch_tokenizers.sh").map(|_| dir)
 }
 
-/// AgentBench's DB Bench dev items (`../shared/data/agentbench-dbbench/dev.jsonl`; evaluation
-/// data, never trained on).
+/// AgentBench's DB Bench dev items (`data/agentbench-dbbench/dev.jsonl`; evaluation data, never
+/// trained on).
 pub fn dbbench_dev() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/agentbench-dbbench/dev.jsonl")
+    paths::dbbench_dev_items()
 }
