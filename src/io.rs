@@ -1,4 +1,4 @@
-//! File-system helpers shared by every phase: atomic writes and directory creation.
+//! File-system helpers shared by every phase: atomic writes, directory creation and listing.
 
 use std::fs;
 use std::io::Write;
@@ -90,6 +90,32 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 /// Creates `dir` and all its parents, naming the directory on failure.
 pub fn create_dir_all(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))
+}
+
+/// The files under `dir` (links followed), as sorted paths relative to it with `/` separators.
+pub fn relative_files(dir: &Path) -> Result<Vec<String>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+        let entries = fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io("listing", dir, e))?.path();
+            if path.is_dir() {
+                walk(root, &path, out)?;
+            } else if path.is_file()
+                && let Ok(rel) = path.strip_prefix(root)
+            {
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]

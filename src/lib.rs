@@ -21,6 +21,7 @@ pub mod env;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod hub;
 pub mod io;
 pub mod model;
 pub mod pairs;

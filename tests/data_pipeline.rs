@@ -79,7 +79,7 @@ fn planted_evaluation_items_are_all_caught() {
         .collect();
     std::fs::write(&react, lines.join("\n")).unwrap();
     let config = DataConfig {
-        react: Some(react),
+        react: Some(react.into()),
         ..small()
     };
     let (records, report) = build_sft(&config, None).unwrap();
@@ -232,4 +232,44 @@ fn a_template_without_tool_calls_refuses_the_tools_protocol() {
     };
     let (records, report) = build_sft(&text_only, Some(&tokenizer)).unwrap();
     assert!(report.length_checked && !records.is_empty());
+}
+
+/// General chat is read only as far as the 1 : 4 mix needs (with a margin), not whole, and
+/// the mix keeps the ratio.
+#[test]
+fn general_chat_is_read_as_far_as_the_mix_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = dir.path().join("chat.jsonl");
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("Tell me about topic number {i}, please.")},
+                {"role": "assistant", "content": format!("Topic {i} is {} and more.", i * 7)}
+            ]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&chat, lines.join("\n")).unwrap();
+    let config = DataConfig {
+        chat: Some(chat.as_path().into()),
+        ..small()
+    };
+    let (records, report) = build_sft(&config, None).unwrap();
+    let read = report
+        .sources
+        .iter()
+        .find(|s| s.source == "chat")
+        .unwrap()
+        .attempted;
+    let agent: usize = report
+        .sources
+        .iter()
+        .filter(|s| s.source != "chat")
+        .map(|s| s.kept)
+        .sum();
+    assert_eq!(read, (agent as f64 * 4.0 * 1.25).ceil() as usize, "{agent}");
+    assert!(read < 20_000);
+    assert_eq!(report.general_records, records.len() - report.agent_records);
+    let ratio = report.general_records as f64 / report.agent_records as f64;
+    assert!((ratio - 4.0).abs() < 0.05, "{ratio}");
 }

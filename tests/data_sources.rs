@@ -27,7 +27,7 @@ fn spider_dev_loads_972_examples_over_19_databases() {
 
 #[test]
 fn fireact_sample_loads_168_react_conversations() {
-    let conversations = load_react(&paths::fireact_sample()).unwrap();
+    let conversations = load_react(paths::fireact_sample()).unwrap();
     assert_eq!(conversations.len(), 168);
     let first = &conversations[0];
     assert_eq!(first.messages[0].role, Role::User);

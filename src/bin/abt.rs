@@ -266,18 +266,19 @@ struct DataArgs {
     /// A JSON file with a full `DataConfig` (the profile's defaults otherwise).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Add a Spider-format directory.
+    /// Add a Spider-format folder: a path or hf://datasets/<owner>/<name>[@<revision>][/<folder>].
     #[arg(long)]
-    spider: Option<PathBuf>,
-    /// Add a SParC- or CoSQL-format directory (multi-turn episodes).
+    spider: Option<agentbench_tuning::data::DataSource>,
+    /// Add a SParC- or CoSQL-format folder (multi-turn episodes), local or hf://datasets/....
     #[arg(long)]
-    interactions: Option<PathBuf>,
-    /// Add ReAct trajectories (FireAct's multitask.jsonl).
+    interactions: Option<agentbench_tuning::data::DataSource>,
+    /// Add ReAct trajectories (FireAct's multitask.jsonl), local or hf://datasets/....
     #[arg(long)]
-    react: Option<PathBuf>,
-    /// Add ShareGPT-style general chat (mixed at the configured ratio).
+    react: Option<agentbench_tuning::data::DataSource>,
+    /// Add general chat (OpenAI messages or ShareGPT; JSON, JSONL or parquet), local or
+    /// hf://datasets/... (mixed at the configured ratio).
     #[arg(long)]
-    chat: Option<PathBuf>,
+    chat: Option<agentbench_tuning::data::DataSource>,
     /// Skip the token-length filter (no tokenizer is loaded).
     #[arg(long)]
     no_length_filter: bool,

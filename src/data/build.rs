@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::contamination::{ContaminationGuard, Hit};
 use super::episodes::{DbEpisodeOptions, Skip, db_episode, interaction_episode};
+use super::location::DataSource;
 use super::mix::{DedupReport, MixOptions, dedup, length_filter, mix};
 use super::record::{SftRecord, household_negative_record, household_records};
-use super::sources::{load_interactions, load_react, load_sharegpt, load_spider};
+use super::sources::{load_chat, load_interactions, load_react, load_spider};
 use super::synthetic::{SqlTaskKind, SyntheticOptions, Vocabulary, sql_task, synthetic_episode};
 use crate::chat::Tokenizer;
 use crate::config::Profile;
@@ -33,6 +34,10 @@ pub const HELD_OUT_SEED: u64 = 1_000_000;
 fn yes() -> bool {
     true
 }
+
+/// How many more general records than the mix asks for are read (the guard, dedup and length
+/// filter drop some).
+const GENERAL_MARGIN: f64 = 1.25;
 
 /// What phase 01 builds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,20 +62,22 @@ pub struct DataConfig {
     pub repair_share: f64,
     /// Share of function-calling DB episodes opening with a negative sample.
     pub negative_share: f64,
-    /// A Spider-format directory (`dev.json`/`train_spider.json`, `tables.json`, `database/`).
-    pub spider: Option<PathBuf>,
+    /// A Spider-format folder (`dev.json`/`train_spider.json`, `database/`), local or
+    /// `hf://datasets/...`.
+    pub spider: Option<DataSource>,
     /// The Spider split file inside it.
     pub spider_split: String,
-    /// A BIRD-format directory (`train.json` + databases).
-    pub bird: Option<PathBuf>,
-    /// A SParC- or CoSQL-format directory (interactions + `database/`).
-    pub interactions: Option<PathBuf>,
+    /// A BIRD-format folder (`train.json`, `train_databases/`), local or on the hub.
+    pub bird: Option<DataSource>,
+    /// A SParC- or CoSQL-format folder (interactions, `database/`), local or on the hub.
+    pub interactions: Option<DataSource>,
     /// The interaction file inside it (`train.json`).
     pub interactions_split: String,
-    /// ReAct trajectories in OpenAI form (FireAct's `multitask.jsonl`).
-    pub react: Option<PathBuf>,
-    /// ShareGPT-style general chat.
-    pub chat: Option<PathBuf>,
+    /// ReAct trajectories in OpenAI form (FireAct's `multitask.jsonl`), local or on the hub.
+    pub react: Option<DataSource>,
+    /// General chat (OpenAI `messages` or ShareGPT records), local or on the hub; only as
+    /// many records as the mix needs are read.
+    pub chat: Option<DataSource>,
     /// General records per agent record (the method's 1 : 4); needs `chat`.
     pub general_per_agent: f64,
     /// Longest record in tokens of the target tokenizer.
@@ -272,7 +279,7 @@ fn pick_kind(options: &SyntheticOptions, rng: &mut Rng) -> SqlTaskKind {
 
 fn spider_records(
     config: &DataConfig,
-    dir: &Path,
+    dir: &DataSource,
     split: &str,
     source: &str,
     protocol: Protocol,
@@ -313,7 +320,7 @@ fn spider_records(
 
 fn interaction_records(
     config: &DataConfig,
-    dir: &Path,
+    dir: &DataSource,
     protocol: Protocol,
 ) -> Result<(Vec<SftRecord>, SourceReport)> {
     let interactions = load_interactions(dir, &config.interactions_split)?;
@@ -493,8 +500,12 @@ pub fn build_sft(
         sources.push(report);
     }
     let mut general = Vec::new();
-    if let Some(path) = &config.chat {
-        let (records, report) = conversations("chat", "chat", load_sharegpt(path)?);
+    if let Some(source) = &config.chat {
+        // Read only what the mix can use, with a margin for the guard, dedup and length
+        // filter: a large chat set is never read whole.
+        let wanted = agent.len() as f64 * config.general_per_agent * GENERAL_MARGIN;
+        let limit = wanted.ceil() as usize;
+        let (records, report) = conversations("chat", "chat", load_chat(source, Some(limit))?);
         general = records;
         sources.push(report);
     }

@@ -13,6 +13,7 @@
 pub mod build;
 pub mod contamination;
 pub mod episodes;
+pub mod location;
 pub mod mix;
 pub mod record;
 pub mod sources;
@@ -26,10 +27,11 @@ pub use build::{
 };
 pub use contamination::{ContaminationGuard, Hit};
 pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode, interaction_episode};
+pub use location::{Corpus, DataSource, OpenSource};
 pub use mix::{DedupReport, MixOptions, dedup, evenly_spaced, length_filter, mix, token_count};
 pub use record::{SftRecord, freeze_opening, household_negative_record, household_records};
 
 pub use sources::{
-    Schema, SchemaTable, SqlExample, SqlInteraction, load_bird, load_interactions, load_react,
-    load_schemas, load_sharegpt, load_spider,
+    Schema, SchemaTable, SqlExample, SqlInteraction, load_bird, load_chat, load_interactions,
+    load_react, load_schemas, load_spider,
 };

@@ -7,7 +7,10 @@
 //! | SParC, CoSQL | `train.json` / `dev.json` (interactions), `database/<db>/<db>.sqlite` |
 //! | BIRD | `train.json` / `dev.json` (with `evidence`), `<split>_databases/<db>/<db>.sqlite` |
 //! | ReAct (FireAct) | JSONL, one OpenAI `messages` conversation per line |
-//! | ShareGPT | JSON list or JSONL of `{"conversations": [{"from", "value"}]}` |
+//! | general chat | JSON, JSONL or parquet of `{"messages": [...]}` or ShareGPT `{"conversations": [...]}` |
+//!
+//! Every loader takes a [`crate::data::DataSource`]: a local path, or a hub dataset
+//! (`hf://datasets/<owner>/<name>[@<revision>][/<folder>]`) fetched into the hub cache.
 //!
 //! How to get the full corpora is in the README (section "Data"); tests use the Spider dev set
 //! and a FireAct sample kept in `data/` (see [`crate::paths::spider_dev_dir`]).
@@ -16,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::location::{Corpus, OpenSource};
 use crate::chat::{Conversation, Message, Role};
 use crate::error::{Error, Result};
-use crate::io::read_jsonl;
 
 /// One text-to-SQL example: a database, a question and its gold SQL.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,28 +49,18 @@ pub struct SqlInteraction {
     pub turns: Vec<(String, String)>,
 }
 
-/// Reads a whole JSON file, naming it on failure.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, hint: &str) -> Result<T> {
-    if !path.exists() {
-        return Err(Error::MissingFile {
-            path: path.to_path_buf(),
-            hint: hint.to_string(),
-        });
-    }
-    crate::io::read_json(path)
+/// Reads the whole JSON file `rel` of a corpus, naming it on failure.
+fn read_json<T: serde::de::DeserializeOwned>(
+    source: &OpenSource,
+    rel: &str,
+    hint: &str,
+) -> Result<T> {
+    crate::io::read_json(&source.file(rel, hint)?)
 }
 
-/// The SQLite file of `db_id` under `databases`, which must exist.
-fn database(databases: &Path, db_id: &str, hint: &str) -> Result<PathBuf> {
-    let path = databases.join(db_id).join(format!("{db_id}.sqlite"));
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Error::MissingFile {
-            path,
-            hint: hint.to_string(),
-        })
-    }
+/// The SQLite file of `db_id` in the corpus's `databases` folder, which must exist.
+fn database(source: &OpenSource, databases: &str, db_id: &str, hint: &str) -> Result<PathBuf> {
+    source.file(&format!("{databases}/{db_id}/{db_id}.sqlite"), hint)
 }
 
 const SPIDER_HINT: &str = "download Spider (https://yale-lily.github.io/spider) and unzip it; the \
@@ -81,15 +74,16 @@ struct SpiderRecord {
 }
 
 /// Spider (or Spider-format) examples: `split` is the file name (`dev.json`,
-/// `train_spider.json`, `train_others.json`) inside `dir`, whose `database/` holds the files.
-pub fn load_spider(dir: &Path, split: &str) -> Result<Vec<SqlExample>> {
-    let records: Vec<SpiderRecord> = read_json(&dir.join(split), SPIDER_HINT)?;
-    let databases = dir.join("database");
+/// `train_spider.json`, `train_others.json`) in the corpus (a folder, or a hub dataset folder),
+/// whose `database/` holds the SQLite files; only the databases the split uses are fetched.
+pub fn load_spider(source: impl Corpus, split: &str) -> Result<Vec<SqlExample>> {
+    let source = source.open_corpus()?;
+    let records: Vec<SpiderRecord> = read_json(&source, split, SPIDER_HINT)?;
     records
         .into_iter()
         .map(|r| {
             Ok(SqlExample {
-                db_path: database(&databases, &r.db_id, SPIDER_HINT)?,
+                db_path: database(&source, "database", &r.db_id, SPIDER_HINT)?,
                 db_id: r.db_id,
                 question: r.question,
                 sql: r.query,
@@ -127,7 +121,13 @@ struct TablesRecord {
 
 /// The schemas of `tables.json` (Spider, SParC, CoSQL share the format).
 pub fn load_schemas(path: &Path) -> Result<Vec<Schema>> {
-    let records: Vec<TablesRecord> = read_json(path, SPIDER_HINT)?;
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            path: path.to_path_buf(),
+            hint: SPIDER_HINT.into(),
+        });
+    }
+    let records: Vec<TablesRecord> = crate::io::read_json(path)?;
     Ok(records
         .into_iter()
         .map(|r| {
@@ -167,16 +167,16 @@ struct InteractionTurn {
     query: String,
 }
 
-/// SParC or CoSQL interactions from `split` (`train.json`, `dev.json`) inside `dir`. CoSQL's
-/// turns come from its SQL-grounded `interaction` list, as in SParC.
-pub fn load_interactions(dir: &Path, split: &str) -> Result<Vec<SqlInteraction>> {
-    let records: Vec<InteractionRecord> = read_json(&dir.join(split), SPARC_HINT)?;
-    let databases = dir.join("database");
+/// SParC or CoSQL interactions from `split` (`train.json`, `dev.json`) in the corpus, with
+/// `database/`. CoSQL's turns come from its SQL-grounded `interaction` list, as in SParC.
+pub fn load_interactions(source: impl Corpus, split: &str) -> Result<Vec<SqlInteraction>> {
+    let source = source.open_corpus()?;
+    let records: Vec<InteractionRecord> = read_json(&source, split, SPARC_HINT)?;
     records
         .into_iter()
         .map(|r| {
             Ok(SqlInteraction {
-                db_path: database(&databases, &r.database_id, SPARC_HINT)?,
+                db_path: database(&source, "database", &r.database_id, SPARC_HINT)?,
                 db_id: r.database_id,
                 turns: r
                     .interaction
@@ -201,16 +201,17 @@ struct BirdRecord {
     sql: String,
 }
 
-/// BIRD examples from `split` (`train` or `dev`) inside `dir`: `<split>.json` and
+/// BIRD examples from `split` (`train` or `dev`) in the corpus: `<split>.json` and
 /// `<split>_databases/`.
-pub fn load_bird(dir: &Path, split: &str) -> Result<Vec<SqlExample>> {
-    let records: Vec<BirdRecord> = read_json(&dir.join(format!("{split}.json")), BIRD_HINT)?;
-    let databases = dir.join(format!("{split}_databases"));
+pub fn load_bird(source: impl Corpus, split: &str) -> Result<Vec<SqlExample>> {
+    let source = source.open_corpus()?;
+    let records: Vec<BirdRecord> = read_json(&source, &format!("{split}.json"), BIRD_HINT)?;
+    let databases = format!("{split}_databases");
     records
         .into_iter()
         .map(|r| {
             Ok(SqlExample {
-                db_path: database(&databases, &r.db_id, BIRD_HINT)?,
+                db_path: database(&source, &databases, &r.db_id, BIRD_HINT)?,
                 db_id: r.db_id,
                 question: r.question,
                 sql: r.sql,
@@ -221,80 +222,76 @@ pub fn load_bird(dir: &Path, split: &str) -> Result<Vec<SqlExample>> {
 }
 
 /// ReAct trajectories in OpenAI form (FireAct's `multitask.jsonl`): one `{"messages": [...]}`
-/// per line. A conversation without an assistant turn is an error naming its line.
-pub fn load_react(path: &Path) -> Result<Vec<Conversation>> {
-    if !path.exists() {
-        return Err(Error::MissingFile {
-            path: path.to_path_buf(),
-            hint: "FireAct's data/finetune/gpt_format/multitask.jsonl (https://github.com/anchen1011/FireAct), or any JSONL of {\"messages\": [...]}".into(),
-        });
-    }
-    let conversations: Vec<Conversation> = read_jsonl(path)?;
-    for (i, c) in conversations.iter().enumerate() {
-        if !c.messages.iter().any(|m| m.role == Role::Assistant) {
+/// per record, in a JSONL, JSON or parquet file, a folder of them, or a hub dataset. A
+/// conversation without an assistant turn is an error naming its file and record.
+pub fn load_react(source: impl Corpus) -> Result<Vec<Conversation>> {
+    let mut conversations = Vec::new();
+    source.open_corpus()?.for_each_record(|record, path, n| {
+        let conversation = conversation(record, path, n)?;
+        if !conversation
+            .messages
+            .iter()
+            .any(|m| m.role == Role::Assistant)
+        {
             return Err(Error::Chat(format!(
-                "{}: record {} has no assistant turn",
-                path.display(),
-                i + 1
+                "{}: record {n} has no assistant turn",
+                path.display()
             )));
         }
-    }
+        conversations.push(conversation);
+        Ok(true)
+    })?;
     Ok(conversations)
 }
 
-#[derive(Deserialize)]
-struct ShareGptRecord {
-    conversations: Vec<ShareGptTurn>,
-}
-
-#[derive(Deserialize)]
-struct ShareGptTurn {
-    from: String,
-    value: String,
-}
-
-/// ShareGPT-style chat (`[{"conversations": [{"from": "human"|"gpt"|"system", "value"}]}]`,
-/// as a JSON list or JSONL). Unknown speakers are an error naming the record.
-pub fn load_sharegpt(path: &Path) -> Result<Vec<Conversation>> {
-    let hint = "a ShareGPT-format file, e.g. from a hub dataset (see the README, section Data)";
-    if !path.exists() {
-        return Err(Error::MissingFile {
-            path: path.to_path_buf(),
-            hint: hint.into(),
-        });
+/// General chat, at most `limit` conversations (all when `None`), read shard by shard so a
+/// large set never has to fit in memory: records in OpenAI form (`{"messages": [{"role",
+/// "content"}]}`, as in `HuggingFaceH4/ultrachat_200k`) or ShareGPT form (`{"conversations":
+/// [{"from": "human"|"gpt"|"system", "value"}]}`), in JSON, JSONL or parquet files, a folder of
+/// them, or a hub dataset. Unknown speakers are an error naming the record.
+pub fn load_chat(source: impl Corpus, limit: Option<usize>) -> Result<Vec<Conversation>> {
+    let mut conversations = Vec::new();
+    if limit == Some(0) {
+        return Ok(conversations);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-    let records: Vec<ShareGptRecord> = if text.trim_start().starts_with('[') {
-        read_json(path, hint)?
-    } else {
-        read_jsonl(path)?
+    source.open_corpus()?.for_each_record(|record, path, n| {
+        conversations.push(conversation(record, path, n)?);
+        Ok(limit.is_none_or(|l| conversations.len() < l))
+    })?;
+    Ok(conversations)
+}
+
+/// One conversation record, in OpenAI (`messages`) or ShareGPT (`conversations`) form.
+fn conversation(record: serde_json::Value, path: &Path, n: usize) -> Result<Conversation> {
+    let at = || format!("{}: record {n}", path.display());
+    if record.get("messages").is_some() {
+        return serde_json::from_value(record).map_err(|e| Error::Chat(format!("{}: {e}", at())));
+    }
+    let Some(turns) = record.get("conversations").and_then(|t| t.as_array()) else {
+        return Err(Error::Chat(format!(
+            "{}: has neither `messages` (OpenAI form) nor `conversations` (ShareGPT form)",
+            at()
+        )));
     };
-    records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let messages = r
-                .conversations
-                .into_iter()
-                .map(|t| {
-                    let role = match t.from.as_str() {
-                        "human" | "user" => Role::User,
-                        "gpt" | "assistant" | "chatgpt" | "bard" => Role::Assistant,
-                        "system" => Role::System,
-                        other => {
-                            return Err(Error::Chat(format!(
-                                "{}: record {}: unknown speaker {other:?} (human, gpt or system)",
-                                path.display(),
-                                i + 1
-                            )));
-                        }
-                    };
-                    Ok(Message::new(role, t.value))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Conversation::new(messages))
+    let messages = turns
+        .iter()
+        .map(|t| {
+            let text = |key: &str| t.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+            let role = match text("from") {
+                "human" | "user" => Role::User,
+                "gpt" | "assistant" | "chatgpt" | "bard" => Role::Assistant,
+                "system" => Role::System,
+                other => {
+                    return Err(Error::Chat(format!(
+                        "{}: unknown speaker {other:?} (human, gpt or system)",
+                        at()
+                    )));
+                }
+            };
+            Ok(Message::new(role, text("value")))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Conversation::new(messages))
 }
 
 #[cfg(test)]
@@ -329,7 +326,7 @@ mod tests {
             r#"[{"conversations": [{"from": "robot", "value": "x"}]}]"#,
         )
         .unwrap();
-        let err = load_sharegpt(&share).unwrap_err().to_string();
+        let err = load_chat(&share, None).unwrap_err().to_string();
         assert!(err.contains("record 1") && err.contains("robot"), "{err}");
     }
 
@@ -366,7 +363,7 @@ mod tests {
             "{\"conversations\": [{\"from\": \"system\", \"value\": \"s\"}, {\"from\": \"human\", \"value\": \"hi\"}, {\"from\": \"gpt\", \"value\": \"hello\"}]}\n",
         )
         .unwrap();
-        let chats = load_sharegpt(&share).unwrap();
+        let chats = load_chat(&share, None).unwrap();
         assert_eq!(chats[0].messages[2].role, Role::Assistant);
     }
 }

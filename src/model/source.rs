@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::hub::{HubRepo, RepoKind};
 use crate::paths;
 
 /// How to get a GGUF file that is missing.
@@ -170,9 +171,12 @@ impl ModelFiles {
     /// The files of a hub repo: from the local cache, downloading what is missing unless
     /// `HF_HUB_OFFLINE=1`.
     pub fn from_hub(repo_id: &str, revision: &str) -> Result<Self> {
-        let offline = std::env::var("HF_HUB_OFFLINE")
-            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-        Self::from_hub_cache(&paths::hf_hub_cache_dir(), repo_id, revision, offline)
+        Self::from_hub_cache(
+            &paths::hf_hub_cache_dir(),
+            repo_id,
+            revision,
+            crate::hub::offline_from_env(),
+        )
     }
 
     /// Like [`ModelFiles::from_hub`] with an explicit hub cache directory and offline switch.
@@ -182,46 +186,8 @@ impl ModelFiles {
         revision: &str,
         offline: bool,
     ) -> Result<Self> {
-        let cache_dir = cache_dir.to_path_buf();
-        let repo = hf_hub::Repo::with_revision(
-            repo_id.to_string(),
-            hf_hub::RepoType::Model,
-            revision.to_string(),
-        );
-        let cached = hf_hub::Cache::new(cache_dir.clone()).repo(repo.clone());
-        let api = if offline {
-            None
-        } else {
-            let api = hf_hub::api::sync::ApiBuilder::new()
-                .with_cache_dir(cache_dir.clone())
-                .with_progress(true)
-                .build()
-                .map_err(|e| Error::Hub {
-                    repo: repo_id.to_string(),
-                    reason: e.to_string(),
-                })?;
-            Some(api.repo(repo))
-        };
-        let fetch = |name: &str| -> Result<Option<PathBuf>> {
-            if let Some(path) = cached.get(name) {
-                return Ok(Some(path));
-            }
-            match &api {
-                None => Ok(None),
-                Some(api) => match api.get(name) {
-                    Ok(path) => Ok(Some(path)),
-                    Err(hf_hub::api::sync::ApiError::RequestError(e))
-                        if matches!(*e, ureq::Error::Status(404, _)) =>
-                    {
-                        Ok(None)
-                    }
-                    Err(e) => Err(Error::Hub {
-                        repo: repo_id.to_string(),
-                        reason: format!("downloading {name}: {e}"),
-                    }),
-                },
-            }
-        };
+        let repo = HubRepo::open_in(cache_dir, repo_id, RepoKind::Model, revision, offline)?;
+        let fetch = |name: &str| repo.get(name);
         let Some(config) = fetch("config.json")? else {
             let reason = if offline {
                 format!(
