@@ -41,18 +41,38 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Reads a JSONL file: one record per non-blank line; a bad line is reported with file and line.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|source| Error::JsonLine {
-                path: path.to_path_buf(),
-                line: i + 1,
-                source,
-            })
-        })
-        .collect()
+    let file = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut records = Vec::new();
+    for_each_jsonl(path, std::io::BufReader::new(file), |record, _| {
+        records.push(record);
+        Ok(true)
+    })?;
+    Ok(records)
+}
+
+/// Calls `f` with each non-blank line of `reader` (the JSONL file `path`) parsed as `T` and its
+/// line number, one line in memory at a time; stops, returning `false`, when `f` returns
+/// `false`. A bad line is reported with file and line.
+pub fn for_each_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    reader: impl std::io::BufRead,
+    mut f: impl FnMut(T, usize) -> Result<bool>,
+) -> Result<bool> {
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Error::io("reading", path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str(&line).map_err(|source| Error::JsonLine {
+            path: path.to_path_buf(),
+            line: i + 1,
+            source,
+        })?;
+        if !f(record, i + 1)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Writes records as JSONL (one JSON object per line), atomically.

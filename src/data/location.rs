@@ -357,21 +357,7 @@ fn read_records(
         }
         return Ok(true);
     }
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Error::io("reading", path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = serde_json::from_str(&line).map_err(|source| Error::JsonLine {
-            path: path.to_path_buf(),
-            line: i + 1,
-            source,
-        })?;
-        if !f(record, path, i + 1)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    crate::io::for_each_jsonl(path, reader, |record, line| f(record, path, line))
 }
 
 /// Feeds the rows of a parquet file to `f` as JSON objects, [`PARQUET_SLICE`] rows at a time.
