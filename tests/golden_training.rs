@@ -1,0 +1,342 @@
+//! Golden curves: a few steps of SFT, DPO and GRPO on fixed seeds give the numbers recorded in
+//! `tests/golden/*.json` (every metric but timings and memory, and a checksum of the trained
+//! values). They pin the trainers' behaviour across refactors.
+//!
+//! The tolerance is 1e-5 relative: the sums inside matrix products run in f32, and a different
+//! thread count or instruction set (AVX2 against AVX-512) orders them differently. On the
+//! machine and thread count that wrote the files the numbers agree bit for bit; the test prints
+//! the largest deviation it saw. `ABT_BLESS_GOLDEN=1` rewrites the files.
+
+mod common;
+
+use std::path::PathBuf;
+
+use agentbench_tuning::config::Profile;
+use agentbench_tuning::data::held_out_prompts;
+use agentbench_tuning::env::Protocol;
+use agentbench_tuning::model::{Architecture, Decoder, LoraConfig, ModelConfig};
+use agentbench_tuning::rng::Rng;
+use agentbench_tuning::train::{
+    DpoConfig, DpoExample, DpoTrainer, GrpoConfig, GrpoTrainer, SftConfig, SftExample, SftTrainer,
+};
+use candle_core::{DType, Device};
+use serde_json::Value;
+
+/// Fields that measure the machine, not the method.
+const TIMINGS: [&str; 5] = [
+    "tokens_per_s",
+    "memory_mb",
+    "rollout_s",
+    "rollout_tokens_per_s",
+    "train_s",
+];
+
+fn small_model() -> Decoder {
+    let config = ModelConfig {
+        architecture: Architecture::Qwen2,
+        vocab_size: 97,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 8,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 512,
+        tie_word_embeddings: false,
+        qkv_bias: true,
+        qk_norm: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    };
+    Decoder::random(config, 3, &Device::Cpu, DType::F32).unwrap()
+}
+
+/// A masked random prompt, then a trained answer that echoes its first token and a fixed
+/// phrase, then one untrained token.
+fn sft_examples(n: usize, seed: u64) -> Vec<SftExample> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let len = 4 + rng.below(6);
+            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
+            let mut ids = prompt.clone();
+            ids.push(1);
+            ids.extend([prompt[0], 10, 11, 12, 2]);
+            ids.push(3 + rng.below(90) as u32);
+            let mut mask = vec![0u8; len + 1];
+            mask.extend([1u8; 5]);
+            mask.push(0);
+            SftExample { ids, mask }
+        })
+        .collect()
+}
+
+/// Pairs whose chosen side is such an answer and whose rejected side is random tokens.
+fn dpo_pairs(n: usize, seed: u64) -> Vec<DpoExample> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let len = 4 + rng.below(5);
+            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
+            let side = |answer: Vec<u32>, rng: &mut Rng| {
+                let mut ids = prompt.clone();
+                ids.push(1);
+                ids.extend(&answer);
+                ids.push(3 + rng.below(90) as u32);
+                let mut mask = vec![0u8; len + 1];
+                mask.extend(vec![1u8; answer.len()]);
+                mask.push(0);
+                SftExample { ids, mask }
+            };
+            let chosen = side(vec![prompt[0], 10, 11, 12, 2], &mut rng);
+            let random: Vec<u32> = (0..4).map(|_| 3 + rng.below(90) as u32).collect();
+            let rejected = side([random, vec![2]].concat(), &mut rng);
+            DpoExample { chosen, rejected }
+        })
+        .collect()
+}
+
+/// The trained values, summed and squared-summed var by var in f64.
+fn checksum(model: &Decoder) -> Value {
+    let sums: Vec<[f64; 2]> = model
+        .trainable_vars()
+        .iter()
+        .map(|v| {
+            let values = v
+                .as_tensor()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            [
+                values.iter().sum::<f64>(),
+                values.iter().map(|x| x * x).sum::<f64>(),
+            ]
+        })
+        .collect();
+    serde_json::to_value(sums).unwrap()
+}
+
+/// Metrics lines without their timings.
+fn lines<M: serde::Serialize>(metrics: &[M]) -> Value {
+    Value::Array(
+        metrics
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::to_value(m).unwrap();
+                if let Some(object) = v.as_object_mut() {
+                    for key in TIMINGS {
+                        object.remove(key);
+                    }
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"))
+}
+
+/// Compares `got` with the recorded values within the relative tolerance, naming the first
+/// place they differ; returns the largest relative deviation.
+fn compare(path: &str, got: &Value, want: &Value) -> f64 {
+    match (got, want) {
+        (Value::Number(a), Value::Number(b)) => {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            let deviation = (a - b).abs() / b.abs().max(1.0);
+            assert!(
+                deviation <= 1e-5,
+                "{path}: {a} where the golden file has {b}"
+            );
+            deviation
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{path}: length");
+            a.iter()
+                .zip(b)
+                .enumerate()
+                .map(|(i, (a, b))| compare(&format!("{path}[{i}]"), a, b))
+                .fold(0.0, f64::max)
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            let keys = |o: &serde_json::Map<String, Value>| {
+                o.keys().cloned().collect::<std::collections::BTreeSet<_>>()
+            };
+            assert_eq!(keys(a), keys(b), "{path}: fields");
+            a.iter()
+                .map(|(k, v)| compare(&format!("{path}.{k}"), v, &b[k]))
+                .fold(0.0, f64::max)
+        }
+        _ => {
+            assert_eq!(got, want, "{path}");
+            0.0
+        }
+    }
+}
+
+fn check(name: &str, got: Value) {
+    let path = golden_path(name);
+    if std::env::var_os("ABT_BLESS_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+        return;
+    }
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let deviation = compare(name, &got, &want);
+    println!("{name}: largest relative deviation from the golden file {deviation:e}");
+}
+
+#[test]
+fn sft_follows_its_golden_curve() {
+    let config = SftConfig {
+        lora: LoraConfig {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.1,
+            ..LoraConfig::default()
+        },
+        learning_rate: 5e-3,
+        micro_batch: 2,
+        grad_accum: 2,
+        max_len: 40,
+        max_steps: Some(6),
+        warmup_ratio: 0.2,
+        eval_every: 2,
+        save_every: 3,
+        checkpointing: false,
+        ..SftConfig::for_profile(Profile::Tiny)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = SftTrainer::new(
+        small_model(),
+        sft_examples(24, 1),
+        sft_examples(4, 2),
+        config,
+        0,
+        dir.path(),
+    )
+    .unwrap();
+    let metrics = trainer.train(None, |_| {}).unwrap();
+    assert_eq!(metrics.len(), 6);
+    check(
+        "sft",
+        serde_json::json!({
+            "metrics": lines(&metrics),
+            "trained": checksum(trainer.model()),
+        }),
+    );
+}
+
+#[test]
+fn dpo_follows_its_golden_curve() {
+    let config = DpoConfig {
+        lora: LoraConfig {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.1,
+            ..LoraConfig::default()
+        },
+        learning_rate: 1e-2,
+        micro_batch: 2,
+        grad_accum: 2,
+        max_len: 40,
+        epochs: 1,
+        max_steps: Some(6),
+        warmup_ratio: 0.2,
+        eval_every: 2,
+        save_every: 3,
+        checkpointing: false,
+        ..DpoConfig::for_profile(Profile::Tiny)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = DpoTrainer::new(
+        small_model(),
+        dpo_pairs(12, 5),
+        dpo_pairs(4, 6),
+        config,
+        0,
+        dir.path(),
+    )
+    .unwrap();
+    let metrics = trainer.train(None, |_| {}).unwrap();
+    assert_eq!(metrics.len(), 6);
+    check(
+        "dpo",
+        serde_json::json!({
+            "metrics": lines(&metrics),
+            "trained": checksum(trainer.model()),
+        }),
+    );
+}
+
+/// Two GRPO steps on real rollouts of the default model, whose grades are overridden so that
+/// each group has a winner (the untrained model solves nothing): two updates a step, so the
+/// ratio, its clipping and the KL all move.
+#[test]
+fn grpo_follows_its_golden_curve() {
+    let Some((model, tokenizer)) = common::default_decoder() else {
+        return;
+    };
+    let config = GrpoConfig {
+        group_size: 2,
+        prompts_per_step: 1,
+        micro_batch: 2,
+        rollout_batch: 2,
+        max_new_tokens: 16,
+        db_turns: 2,
+        household_turns: 2,
+        max_context: 1536,
+        steps: 2,
+        iterations: 2,
+        learning_rate: 2e-4,
+        held_out_eval: true,
+        eval_every: 1,
+        save_every: 1,
+        temperature: 1.0,
+        ..GrpoConfig::for_profile(Profile::Tiny)
+    };
+    let prompts = held_out_prompts(0, 1, Protocol::Text, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = GrpoTrainer::new(
+        model,
+        prompts.clone(),
+        held_out_prompts(0, 1, Protocol::Text, false).unwrap(),
+        config,
+        tokenizer.pad_token_id(),
+        dir.path(),
+    )
+    .unwrap();
+    let mut metrics = Vec::new();
+    let mut evals = vec![trainer.evaluate(&tokenizer).unwrap()];
+    for _ in 0..2 {
+        let mut played = trainer.rollouts(&tokenizer, &prompts).unwrap();
+        for (i, p) in played.iter_mut().enumerate() {
+            p.score.score = [1.0, -0.5][i % 2];
+            p.score.success = i % 2 == 0;
+        }
+        metrics.push(trainer.learn(&prompts, &played, 0.0).unwrap());
+        evals.push(trainer.evaluate(&tokenizer).unwrap());
+    }
+    assert!(
+        metrics
+            .iter()
+            .all(|m| m.skipped_groups == 0 && m.grad_norm > 0.0)
+    );
+    check(
+        "grpo",
+        serde_json::json!({
+            "metrics": lines(&metrics),
+            "evals": lines(&evals),
+            "trained": checksum(trainer.model()),
+        }),
+    );
+}
