@@ -80,8 +80,8 @@ fn main() {
     };
     config.steps = steps;
     config.prompts_per_step = per_step;
-    config.eval_every = 0;
-    config.save_every = 0;
+    config.train.eval_every = 0;
+    config.train.save_every = 0;
 
     // Prompts spread evenly over the tiny prompt set (DB difficulties and household types).
     let all = build_prompts(&PromptConfig::for_profile(Profile::Tiny)).expect("tiny prompts");
@@ -101,7 +101,7 @@ fn main() {
         picked.clone(),
         Vec::new(),
         config.clone(),
-        tokenizer.pad_token_id(),
+        &tokenizer,
         dir.path(),
     )
     .expect("trainer");
@@ -110,7 +110,7 @@ fn main() {
     let mut metrics = Vec::new();
     for prompts in picked.chunks(per_step) {
         let start = std::time::Instant::now();
-        let played = trainer.rollouts(&tokenizer, prompts).expect("rollouts");
+        let played = trainer.rollouts(prompts).expect("rollouts");
         let rollout_s = start.elapsed().as_secs_f64();
         exported.push(
             played
@@ -162,8 +162,8 @@ fn main() {
         "impl": "candle",
         "device": system::device_name(&device),
         "threads": candle_core::utils::get_num_threads(),
-        "checkpointing": config.checkpointing,
-        "micro_batch": config.micro_batch,
+        "checkpointing": config.train.checkpointing,
+        "micro_batch": config.train.micro_batch,
         "group_size": config.group_size,
         "prompts_per_step": per_step,
         "adapter": args.adapter.as_ref().map(|a| a.display().to_string()),

@@ -67,7 +67,7 @@ fn main() {
         data.household = 2;
         data.household_negatives = 0;
         config.max_len = 640;
-        config.micro_batch = 1;
+        config.train.micro_batch = 1;
         config.grad_accum = 1;
     }
     let steps = if args.bench {
@@ -76,8 +76,8 @@ fn main() {
         2
     };
     config.max_steps = Some(steps);
-    config.eval_every = 0;
-    config.save_every = 0;
+    config.train.eval_every = 0;
+    config.train.save_every = 0;
     let (records, _) = build_sft(&data, Some(&tokenizer)).expect("tiny data");
     let device = system::device().expect("device");
     let model = Decoder::load(&source, &device, system::default_dtype(&device)).expect("model");
@@ -143,8 +143,8 @@ fn main() {
         "impl": "candle",
         "device": system::device_name(&device),
         "threads": candle_core::utils::get_num_threads(),
-        "checkpointing": config.checkpointing,
-        "micro_batch": config.micro_batch,
+        "checkpointing": config.train.checkpointing,
+        "micro_batch": config.train.micro_batch,
         "grad_accum": config.grad_accum,
         "max_len": config.max_len,
         "records": records.len(),

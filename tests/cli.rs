@@ -133,13 +133,16 @@ fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
         return;
     }
     use agentbench_tuning::config::Profile;
-    use agentbench_tuning::train::SftConfig;
+    use agentbench_tuning::train::{SftConfig, TrainArgs};
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().to_str().unwrap();
     let (ok, text) = abt(&["data", "--run-dir", run]);
     assert!(ok, "{text}");
     let config = SftConfig {
-        micro_batch: 1,
+        train: TrainArgs {
+            micro_batch: 1,
+            ..SftConfig::for_profile(Profile::Tiny).train
+        },
         max_len: 640,
         max_steps: Some(1),
         ..SftConfig::for_profile(Profile::Tiny)
@@ -154,6 +157,17 @@ fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
     assert!(adapter.join("adapter_model.safetensors").is_file());
     let (ok, text) = abt(&["sft", "--run-dir", run, "--config", cfg]);
     assert!(ok && text.contains("resumed at step 1"), "{text}");
+    // Resuming with another setting is refused, naming it; --fresh starts over instead.
+    let mut changed = config.clone();
+    changed.train.learning_rate *= 2.0;
+    let changed_path = dir.path().join("sft-changed.json");
+    agentbench_tuning::io::write_json(&changed_path, &changed).unwrap();
+    let changed_cfg = changed_path.to_str().unwrap();
+    let (ok, text) = abt(&["sft", "--run-dir", run, "--config", changed_cfg]);
+    assert!(
+        !ok && text.contains("learning_rate") && text.contains("--fresh"),
+        "{text}"
+    );
 
     let small = ["--db", "2", "--household", "1"];
     let (ok, text) = abt(&[&["quick-score", "--run-dir", run][..], &small].concat());

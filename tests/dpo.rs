@@ -7,7 +7,7 @@ use agentbench_tuning::model::{
 };
 use agentbench_tuning::rng::Rng;
 use agentbench_tuning::train::{
-    DpoConfig, DpoExample, DpoLoss, DpoParams, DpoTrainer, SftExample, pair_logprobs,
+    DpoConfig, DpoExample, DpoLoss, DpoParams, DpoTrainer, SftExample, TrainArgs, pair_logprobs,
 };
 use candle_core::{DType, Device};
 
@@ -66,22 +66,25 @@ fn pairs(n: usize, seed: u64) -> Vec<DpoExample> {
 
 fn dpo_config() -> DpoConfig {
     DpoConfig {
-        lora: LoraConfig {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            ..LoraConfig::default()
+        train: TrainArgs {
+            lora: LoraConfig {
+                r: 8,
+                alpha: 16.0,
+                dropout: 0.0,
+                ..LoraConfig::default()
+            },
+            learning_rate: 1e-2,
+            micro_batch: 2,
+            warmup_ratio: 0.1,
+            eval_every: 5,
+            save_every: 3,
+            checkpointing: false,
+            ..DpoConfig::for_profile(agentbench_tuning::config::Profile::Tiny).train
         },
-        learning_rate: 1e-2,
-        micro_batch: 2,
         grad_accum: 2,
         max_len: 40,
         epochs: 1,
         max_steps: Some(10),
-        warmup_ratio: 0.1,
-        eval_every: 5,
-        save_every: 3,
-        checkpointing: false,
         ..DpoConfig::for_profile(agentbench_tuning::config::Profile::Tiny)
     }
 }

@@ -15,7 +15,7 @@ use agentbench_tuning::pairs::{
     Pair, PairFilter, PairSource, PairsConfig, PairsReport, Sample, StepLevelConfig, read_pairs,
     step_level_pairs, write_pairs,
 };
-use agentbench_tuning::train::{DpoConfig, dpo_rounds};
+use agentbench_tuning::train::{DpoConfig, TrainArgs, dpo_rounds};
 
 fn default_model() -> Option<(Decoder, Tokenizer)> {
     common::default_decoder()
@@ -171,23 +171,26 @@ fn dpo_rounds_fold_each_round_in_and_stop_when_a_round_finds_no_pair() {
     )
     .unwrap();
     let config = DpoConfig {
-        lora: LoraConfig {
-            r: 2,
-            alpha: 4.0,
-            targets: vec![Target::Q, Target::K],
-            ..LoraConfig::default()
+        train: TrainArgs {
+            lora: LoraConfig {
+                r: 2,
+                alpha: 4.0,
+                targets: vec![Target::Q, Target::K],
+                ..LoraConfig::default()
+            },
+            learning_rate: 1e-3,
+            micro_batch: 1,
+            eval_every: 0,
+            save_every: 0,
+            checkpointing: false,
+            ..DpoConfig::for_profile(Profile::Tiny).train
         },
-        learning_rate: 1e-3,
-        micro_batch: 1,
         grad_accum: 2,
         max_len: 1024,
         epochs: 1,
         rounds: 3,
         max_steps: Some(1),
         eval_share: 0.0,
-        eval_every: 0,
-        save_every: 0,
-        checkpointing: false,
         ..DpoConfig::for_profile(Profile::Tiny)
     };
     // Round 3 samples greedy-like, identical episodes: no pair passes a positive gap.

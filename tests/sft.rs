@@ -8,7 +8,7 @@ use agentbench_tuning::model::{
     Architecture, Decoder, LoraConfig, Mode, ModelConfig, Padding, TokenBatch,
 };
 use agentbench_tuning::rng::Rng;
-use agentbench_tuning::train::{SftConfig, SftExample, SftTrainer, epoch_batches};
+use agentbench_tuning::train::{SftConfig, SftExample, SftTrainer, TrainArgs, epoch_batches};
 use candle_core::{DType, Device};
 
 fn config() -> ModelConfig {
@@ -61,22 +61,25 @@ fn examples(n: usize, seed: u64) -> Vec<SftExample> {
 
 fn sft_config() -> SftConfig {
     SftConfig {
-        lora: LoraConfig {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.1,
-            ..LoraConfig::default()
+        train: TrainArgs {
+            lora: LoraConfig {
+                r: 8,
+                alpha: 16.0,
+                dropout: 0.1,
+                ..LoraConfig::default()
+            },
+            learning_rate: 5e-3,
+            micro_batch: 2,
+            warmup_ratio: 0.1,
+            eval_every: 4,
+            save_every: 4,
+            checkpointing: false,
+            ..SftConfig::for_profile(agentbench_tuning::config::Profile::Tiny).train
         },
-        learning_rate: 5e-3,
-        micro_batch: 2,
         grad_accum: 2,
         max_len: 40,
         packing: true,
         max_steps: Some(12),
-        warmup_ratio: 0.1,
-        eval_every: 4,
-        save_every: 4,
-        checkpointing: false,
         ..SftConfig::for_profile(agentbench_tuning::config::Profile::Tiny)
     }
 }
@@ -243,9 +246,12 @@ fn changing_a_masked_token_label_changes_nothing() {
 fn training_lowers_the_held_out_loss() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = SftConfig {
+        train: TrainArgs {
+            eval_every: 10,
+            learning_rate: 1e-2,
+            ..sft_config().train
+        },
         max_steps: Some(30),
-        eval_every: 10,
-        learning_rate: 1e-2,
         ..sft_config()
     };
     let mut trainer = SftTrainer::new(

@@ -705,12 +705,7 @@ fn grpo(args: &GrpoArgs) -> Result<()> {
         println!("resumed at step {}", trainer.step_count());
     }
     let total = trainer.total_steps();
-    trainer.train(
-        &tokenizer,
-        None,
-        |m| println!("{}", m.line(total)),
-        |e| println!("{}", e.line()),
-    )?;
+    trainer.train(None, |m| println!("{}", m.line(total)))?;
     let out = dir.join("adapter");
     trainer.save_adapter(&out, ctx.profile.base_model())?;
     println!("adapter (SFT and GRPO stacked) -> {}", out.display());

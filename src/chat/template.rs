@@ -45,7 +45,7 @@ impl RenderOptions {
 }
 
 /// A compiled chat template with the special tokens it may refer to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::{ModelFiles, ModelSource};
 
 /// Text ↔ token ids for one model, with its chat template and special tokens.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     template: Option<ChatTemplate>,

@@ -8,19 +8,17 @@
 //! observations are context). Losses: sigmoid (default, β 0.1), IPO (on per-token means, as
 //! TRL), hinge and robust; checkpoints and resume as in SFT.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::args::TrainArgs;
 use super::data::SftExample;
 use super::losses::{DpoLoss, DpoParams, dpo_loss};
-use super::optim::{AdamW, AdamWParams};
-use super::run::{
-    Checkpoints, GradAccumulator, TrainState, append_metrics, peak_memory_mb, read_metrics,
-};
-use super::schedule::CosineSchedule;
+use super::run::{TrainState, peak_memory_mb};
+use super::trainer::{Core, Method, Trainer};
 use crate::chat::{EncodeOptions, Tokenizer, Truncation};
 use crate::config::{Profile, RunContext, Scale};
 use crate::error::{Error, Result};
@@ -32,16 +30,12 @@ use crate::rng::Rng;
 /// How DPO trains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DpoConfig {
-    /// The adapters trained (on top of the merged SFT model).
-    pub lora: LoraConfig,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// AdamW's betas, ε and weight decay.
-    pub adamw: AdamWParams,
+    /// Adapters (on top of the merged SFT model), optimizer, schedule, evaluation and
+    /// checkpoints (`micro_batch`: pairs per forward/backward pass, two rows each).
+    #[serde(flatten)]
+    pub train: TrainArgs,
     /// Loss, β and label smoothing.
     pub loss: DpoParams,
-    /// Pairs per forward/backward pass (two rows each).
-    pub micro_batch: usize,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
     /// Longest side in tokens (later turns are dropped whole beyond it).
@@ -53,23 +47,11 @@ pub struct DpoConfig {
     pub rounds: usize,
     /// Stop after this many optimizer steps (the schedule spans them).
     pub max_steps: Option<usize>,
-    /// Warmup as a share of the total steps.
-    pub warmup_ratio: f64,
-    /// Clip the global gradient norm to this (0: no clipping).
-    pub max_grad_norm: f64,
     /// Share of pairs held out for the eval metrics.
     pub eval_share: f64,
-    /// Eval metrics every this many steps (and at the end; 0: only at the end).
-    pub eval_every: usize,
-    /// Checkpoint every this many steps (0: only at the end).
-    pub save_every: usize,
-    /// Checkpoints kept on disk.
-    pub keep_checkpoints: usize,
-    /// Recompute each layer in the backward pass instead of keeping its activations.
-    pub checkpointing: bool,
-    /// Seed of the split, the order and the adapters' initialisation.
-    pub seed: u64,
 }
+
+super::args::trainer_config!(DpoConfig);
 
 impl DpoConfig {
     /// The method's settings (LoRA r 32, lr 5e-7, β 0.1, sigmoid loss, batch 4, 4096 tokens,
@@ -77,46 +59,51 @@ impl DpoConfig {
     /// learning rate to match.
     pub fn for_profile(profile: Profile) -> Self {
         let base = Self {
-            lora: LoraConfig {
-                r: 32,
-                alpha: 64.0,
-                dropout: 0.05,
-                targets: Target::ALL.to_vec(),
-                use_rslora: false,
+            train: TrainArgs {
+                lora: LoraConfig {
+                    r: 32,
+                    alpha: 64.0,
+                    dropout: 0.05,
+                    targets: Target::ALL.to_vec(),
+                    use_rslora: false,
+                    seed: 0,
+                },
+                learning_rate: 5e-7,
+                micro_batch: 1,
+                warmup_ratio: 0.1,
+                max_grad_norm: 1.0,
+                eval_every: 20,
+                save_every: 20,
+                keep_checkpoints: 2,
+                checkpointing: true,
                 seed: 0,
+                ..TrainArgs::default()
             },
-            learning_rate: 5e-7,
-            adamw: AdamWParams::default(),
             loss: DpoParams::default(),
-            micro_batch: 1,
             grad_accum: 4,
             max_len: 4096,
             epochs: 1,
             rounds: 2,
             max_steps: None,
-            warmup_ratio: 0.1,
-            max_grad_norm: 1.0,
             eval_share: 0.1,
-            eval_every: 20,
-            save_every: 20,
-            keep_checkpoints: 2,
-            checkpointing: true,
-            seed: 0,
         };
         match profile {
             Profile::Tiny => Self {
-                lora: LoraConfig {
-                    r: 16,
-                    alpha: 32.0,
-                    ..base.lora.clone()
+                train: TrainArgs {
+                    lora: LoraConfig {
+                        r: 16,
+                        alpha: 32.0,
+                        ..base.train.lora.clone()
+                    },
+                    learning_rate: 2e-4,
+                    eval_every: 4,
+                    save_every: 4,
+                    ..base.train.clone()
                 },
-                learning_rate: 2e-4,
                 grad_accum: 2,
                 max_len: 2048,
                 epochs: 2,
                 rounds: 1,
-                eval_every: 4,
-                save_every: 4,
                 ..base
             },
             _ => base,
@@ -132,14 +119,14 @@ impl DpoConfig {
             Scale::Short => {
                 config.max_steps = Some(2);
                 config.rounds = 1;
-                config.warmup_ratio = 0.0;
-                config.eval_every = 2;
-                config.save_every = 2;
+                config.train.warmup_ratio = 0.0;
+                config.train.eval_every = 2;
+                config.train.save_every = 2;
             }
             Scale::Smoke => {
                 config.max_steps = Some(2);
-                config.eval_every = 1;
-                config.save_every = 1;
+                config.train.eval_every = 1;
+                config.train.save_every = 1;
             }
         }
         config
@@ -349,22 +336,18 @@ pub fn dpo_chart(metrics: &[DpoMetrics]) -> Result<crate::plot::Svg> {
         .render()
 }
 
-/// Trains LoRA adapters with DPO.
-pub struct DpoTrainer {
-    model: Decoder,
-    vars: Vec<Var>,
-    optimizer: AdamW,
-    schedule: CosineSchedule,
+/// DPO as a [`Method`]: the pairs, the reference's log-probs of each, and the loss.
+pub struct Dpo {
     config: DpoConfig,
     train: Vec<DpoExample>,
     eval: Vec<DpoExample>,
     /// Reference log-probs of `train` then `eval`, chosen and rejected.
     reference: ReferenceCache,
     batches: Vec<Vec<usize>>,
-    state: TrainState,
-    pad_id: u32,
-    dir: PathBuf,
 }
+
+/// Trains LoRA adapters with DPO.
+pub type DpoTrainer = Trainer<Dpo>;
 
 /// Pair indices of one epoch in a seeded order, `per_batch` to a micro-batch.
 fn pair_batches(n: usize, seed: u64, epoch: usize, per_batch: usize) -> Vec<Vec<usize>> {
@@ -376,158 +359,63 @@ fn pair_batches(n: usize, seed: u64, epoch: usize, per_batch: usize) -> Vec<Vec<
         .collect()
 }
 
-impl DpoTrainer {
-    /// A run in `dir` on `model` (whose weights are the reference): adds the adapters,
-    /// computes (or reloads) the reference log-probs. Call [`DpoTrainer::resume`] to continue
-    /// from the last checkpoint.
-    pub fn new(
-        mut model: Decoder,
-        train: Vec<DpoExample>,
-        eval: Vec<DpoExample>,
-        config: DpoConfig,
-        pad_id: u32,
-        dir: &Path,
-    ) -> Result<Self> {
-        if train.is_empty() {
-            return Err(Error::Batch(
-                "no preference pairs to train on (phase 04 kept none?)".into(),
-            ));
-        }
-        if config.micro_batch == 0 || config.grad_accum == 0 {
-            return Err(Error::Batch(
-                "micro_batch and grad_accum must be at least 1".into(),
-            ));
-        }
-        create_dir_all(dir)?;
-        let mean = config.loss.loss == DpoLoss::Ipo;
-        let all: Vec<DpoExample> = train.iter().chain(&eval).cloned().collect();
-        let print = fingerprint(&all);
-        let cache_path = dir.join("reference.json");
-        let cached: Option<ReferenceCache> = cache_path
-            .is_file()
-            .then(|| crate::io::read_json(&cache_path).ok())
-            .flatten()
-            .filter(|c: &ReferenceCache| c.fingerprint == print && c.mean == mean);
-        let reference = match cached {
-            Some(c) => c,
-            None => {
-                if model.lora_config().is_some() {
-                    return Err(Error::Adapter(
-                        "DPO adds its own adapters: merge the SFT adapter first (Decoder::merge_adapter)".into(),
-                    ));
-                }
-                let mut progress = crate::progress::Progress::new(
-                    "05 DPO · reference log-probs",
-                    Some(all.len() as u64),
-                )
-                .with_unit("pairs");
-                let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
-                for chunk in all.chunks(config.micro_batch.max(1)) {
-                    let refs: Vec<&DpoExample> = chunk.iter().collect();
-                    let (c, r) = pair_logprobs(&model, &refs, pad_id, Mode::Reference, mean)?;
-                    chosen.extend(c.to_vec1::<f32>()?);
-                    rejected.extend(r.to_vec1::<f32>()?);
-                    progress.inc(chunk.len() as u64);
-                }
-                progress.finish();
-                let cache = ReferenceCache {
-                    fingerprint: print,
-                    mean,
-                    chosen,
-                    rejected,
-                };
-                crate::io::write_json(&cache_path, &cache)?;
-                cache
-            }
-        };
-        model.add_lora(&LoraConfig {
-            seed: config.seed ^ config.lora.seed,
-            ..config.lora.clone()
-        })?;
-        model.set_checkpointing(config.checkpointing);
-        let vars = model.trainable_vars();
-        let optimizer = AdamW::new(vars.clone(), config.adamw)?;
-        let per_epoch = train
-            .len()
-            .div_ceil(config.micro_batch)
-            .div_ceil(config.grad_accum);
-        let total = config
-            .max_steps
-            .unwrap_or(per_epoch * config.epochs.max(1))
-            .max(1);
-        let schedule = CosineSchedule::with_ratio(config.learning_rate, config.warmup_ratio, total);
-        let batches = pair_batches(train.len(), config.seed, 0, config.micro_batch);
-        Ok(Self {
-            model,
-            vars,
-            optimizer,
-            schedule,
-            config,
-            train,
-            eval,
-            reference,
-            batches,
-            state: TrainState::default(),
-            pad_id,
-            dir: dir.to_path_buf(),
-        })
+/// The reference's log-probs of every pair, reloaded from `dir/reference.json` when it holds
+/// them for these pairs, else computed with `model` (adapters off) and saved there.
+fn reference_logprobs(
+    model: &Decoder,
+    all: &[DpoExample],
+    config: &DpoConfig,
+    pad_id: u32,
+    dir: &Path,
+) -> Result<ReferenceCache> {
+    let mean = config.loss.loss == DpoLoss::Ipo;
+    let print = fingerprint(all);
+    let cache_path = dir.join("reference.json");
+    let cached: Option<ReferenceCache> = cache_path
+        .is_file()
+        .then(|| crate::io::read_json(&cache_path).ok())
+        .flatten()
+        .filter(|c: &ReferenceCache| c.fingerprint == print && c.mean == mean);
+    if let Some(cache) = cached {
+        return Ok(cache);
     }
-
-    /// The model being trained.
-    pub fn model(&self) -> &Decoder {
-        &self.model
+    if model.lora_config().is_some() {
+        return Err(Error::Adapter(
+            "DPO adds its own adapters: merge the SFT adapter first (Decoder::merge_adapter)"
+                .into(),
+        ));
     }
-
-    /// The run's configuration.
-    pub fn config(&self) -> &DpoConfig {
-        &self.config
+    let mut progress =
+        crate::progress::Progress::new("05 DPO · reference log-probs", Some(all.len() as u64))
+            .with_unit("pairs");
+    let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+    for chunk in all.chunks(config.train.micro_batch.max(1)) {
+        let refs: Vec<&DpoExample> = chunk.iter().collect();
+        let (c, r) = pair_logprobs(model, &refs, pad_id, Mode::Reference, mean)?;
+        chosen.extend(c.to_vec1::<f32>()?);
+        rejected.extend(r.to_vec1::<f32>()?);
+        progress.inc(chunk.len() as u64);
     }
+    progress.finish();
+    let cache = ReferenceCache {
+        fingerprint: print,
+        mean,
+        chosen,
+        rejected,
+    };
+    crate::io::write_json(&cache_path, &cache)?;
+    Ok(cache)
+}
 
-    /// The training pairs.
-    pub fn train_examples(&self) -> &[DpoExample] {
-        &self.train
-    }
-
-    /// The held-out pairs.
-    pub fn eval_examples(&self) -> &[DpoExample] {
-        &self.eval
-    }
-
-    /// Optimizer steps done.
-    pub fn step_count(&self) -> usize {
-        self.state.step
-    }
-
-    /// Optimizer steps the run will take.
-    pub fn total_steps(&self) -> usize {
-        self.schedule.total
-    }
-
-    /// Whether every step is done.
-    pub fn finished(&self) -> bool {
-        self.state.step >= self.schedule.total
-    }
-
-    /// `metrics.jsonl` of the run.
-    pub fn metrics_path(&self) -> PathBuf {
-        self.dir.join("metrics.jsonl")
-    }
-
-    fn checkpoints(&self) -> Checkpoints {
-        Checkpoints::new(&self.dir, self.config.keep_checkpoints)
-    }
-
-    fn reference_of(&self, index: usize) -> (f32, f32) {
-        (self.reference.chosen[index], self.reference.rejected[index])
-    }
-
-    fn device(&self) -> &Device {
-        self.model.device()
-    }
-
+impl Dpo {
     /// The loss and its parts on some pairs (indices into train, or into eval with an
     /// offset of `train.len()`).
-    fn loss_on(&self, indices: &[usize], mode: Mode) -> Result<(Tensor, super::losses::DpoOutput)> {
+    fn loss_on(
+        &self,
+        core: &Core,
+        indices: &[usize],
+        mode: Mode,
+    ) -> Result<(Tensor, super::losses::DpoOutput)> {
         let examples: Vec<&DpoExample> = indices
             .iter()
             .map(|&i| {
@@ -539,22 +427,20 @@ impl DpoTrainer {
             })
             .collect();
         let mean = self.config.loss.loss == DpoLoss::Ipo;
-        let (pc, pr) = pair_logprobs(&self.model, &examples, self.pad_id, mode, mean)?;
-        let (rc, rr): (Vec<f32>, Vec<f32>) = indices.iter().map(|&i| self.reference_of(i)).unzip();
+        let (pc, pr) = pair_logprobs(core.model(), &examples, core.pad_id(), mode, mean)?;
+        let (rc, rr): (Vec<f32>, Vec<f32>) = indices
+            .iter()
+            .map(|&i| (self.reference.chosen[i], self.reference.rejected[i]))
+            .unzip();
         let n = indices.len();
-        let rc = Tensor::from_vec(rc, n, self.device())?;
-        let rr = Tensor::from_vec(rr, n, self.device())?;
+        let rc = Tensor::from_vec(rc, n, core.device())?;
+        let rr = Tensor::from_vec(rr, n, core.device())?;
         let out = dpo_loss(&pc, &pr, &rc, &rr, &self.config.loss)?;
         Ok((out.loss.clone(), out))
     }
 
-    /// Loss, accuracy and margin on the held-out pairs (adapters on, no dropout).
-    pub fn evaluate(&self) -> Result<DpoEval> {
-        self.evaluate_mode(Mode::Eval)
-    }
-
-    /// The same metrics in a given mode ([`Mode::Reference`]: the starting point, loss ln 2).
-    pub fn evaluate_mode(&self, mode: Mode) -> Result<DpoEval> {
+    /// Loss, accuracy and margin on the held-out pairs in `mode`.
+    fn evaluate(&self, core: &Core, mode: Mode) -> Result<DpoEval> {
         if self.eval.is_empty() {
             return Err(Error::Batch(
                 "no held-out pairs to evaluate (eval_share is 0 or there are fewer than 2 pairs)"
@@ -565,9 +451,9 @@ impl DpoTrainer {
         let (mut loss, mut right, mut margin) = (0.0, 0.0, 0.0);
         for chunk in (offset..offset + self.eval.len())
             .collect::<Vec<_>>()
-            .chunks(self.config.micro_batch)
+            .chunks(self.config.train.micro_batch)
         {
-            let (l, out) = self.loss_on(chunk, mode)?;
+            let (l, out) = self.loss_on(core, chunk, mode)?;
             let n = chunk.len() as f64;
             loss += n * l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let (acc, m) = reward_stats(&out)?;
@@ -582,34 +468,59 @@ impl DpoTrainer {
         })
     }
 
-    /// One optimizer step over `grad_accum` micro-batches of pairs.
-    pub fn step(&mut self) -> Result<DpoMetrics> {
-        let start = Instant::now();
+    /// The next `grad_accum` micro-batches of pairs (crossing into the next epoch if needed).
+    fn next_micro_batches(&mut self, state: &mut TrainState) -> Vec<Vec<usize>> {
         let mut micro = Vec::with_capacity(self.config.grad_accum);
         while micro.len() < self.config.grad_accum {
-            if self.state.cursor >= self.batches.len() {
-                self.state.epoch += 1;
-                self.state.cursor = 0;
-                self.batches = pair_batches(
-                    self.train.len(),
-                    self.config.seed,
-                    self.state.epoch,
-                    self.config.micro_batch,
-                );
+            if state.cursor >= self.batches.len() {
+                state.epoch += 1;
+                state.cursor = 0;
+                self.seek_epoch(state.epoch);
             }
-            micro.push(self.batches[self.state.cursor].clone());
-            self.state.cursor += 1;
+            micro.push(self.batches[state.cursor].clone());
+            state.cursor += 1;
         }
+        micro
+    }
+
+    fn seek_epoch(&mut self, epoch: usize) {
+        self.batches = pair_batches(
+            self.train.len(),
+            self.config.train.seed,
+            epoch,
+            self.config.train.micro_batch,
+        );
+    }
+}
+
+impl Method for Dpo {
+    type Config = DpoConfig;
+    type Metrics = DpoMetrics;
+
+    fn config(&self) -> &DpoConfig {
+        &self.config
+    }
+
+    fn seek(&mut self, state: &TrainState) -> Result<()> {
+        self.seek_epoch(state.epoch);
+        Ok(())
+    }
+
+    /// Forward/backward over `grad_accum` micro-batches of pairs (each weighted by its share
+    /// of the step's pairs), then one update.
+    fn step(&mut self, core: &mut Core) -> Result<DpoMetrics> {
+        let start = Instant::now();
+        let micro = self.next_micro_batches(core.state_mut());
         let pairs: usize = micro.iter().map(Vec::len).sum();
-        let mut grads = GradAccumulator::new(self.vars.len());
+        let mut grads = core.grads();
         let (mut loss_sum, mut right, mut chosen, mut rejected, mut tokens) =
             (0.0, 0.0, 0.0, 0.0, 0usize);
         for m in &micro {
-            let (loss, out) = self.loss_on(m, Mode::Train)?;
+            let (loss, out) = self.loss_on(core, m, Mode::Train)?;
             let share = m.len() as f64 / pairs as f64;
             let loss = (loss * share)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            grads.add(&self.model.backward(&loss)?, &self.vars)?;
+            core.backward(&loss, &mut grads)?;
             let n = m.len() as f64;
             right += n * reward_stats(&out)?.0;
             chosen += n * mean_of(&out.chosen_rewards)?;
@@ -619,15 +530,11 @@ impl DpoTrainer {
                 .map(|&i| self.train[i].chosen.ids.len() + self.train[i].rejected.ids.len())
                 .sum::<usize>();
         }
-        let grad_norm = grads.clip(self.config.max_grad_norm)?;
-        let lr = self.schedule.lr(self.state.step);
-        self.optimizer.step(grads.grads(), lr)?;
-        self.state.step += 1;
-        self.state.passes = self.model.train_passes();
+        let (grad_norm, lr) = core.update(&mut grads, 0)?;
         let n = pairs as f64;
-        let mut metrics = DpoMetrics {
-            step: self.state.step,
-            epoch: self.state.epoch,
+        Ok(DpoMetrics {
+            step: core.state().step + 1,
+            epoch: core.state().epoch,
             loss: loss_sum,
             accuracy: right / n,
             chosen_reward: chosen / n,
@@ -638,87 +545,84 @@ impl DpoTrainer {
             tokens_per_s: tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
             memory_mb: peak_memory_mb(),
             eval: None,
+        })
+    }
+
+    fn has_eval(&self) -> bool {
+        !self.eval.is_empty()
+    }
+
+    fn evaluate_into(&mut self, core: &Core, metrics: &mut DpoMetrics) -> Result<()> {
+        metrics.eval = Some(self.evaluate(core, Mode::Eval)?);
+        Ok(())
+    }
+}
+
+impl Trainer<Dpo> {
+    /// A run in `dir` on `model` (whose weights are the reference): computes (or reloads) the
+    /// reference log-probs, then adds the adapters. Call [`Trainer::resume`] to continue from
+    /// the last checkpoint.
+    pub fn new(
+        model: Decoder,
+        train: Vec<DpoExample>,
+        eval: Vec<DpoExample>,
+        config: DpoConfig,
+        pad_id: u32,
+        dir: &Path,
+    ) -> Result<Self> {
+        if train.is_empty() {
+            return Err(Error::Batch(
+                "no preference pairs to train on (phase 04 kept none?)".into(),
+            ));
+        }
+        if config.train.micro_batch == 0 || config.grad_accum == 0 {
+            return Err(Error::Batch(
+                "micro_batch and grad_accum must be at least 1".into(),
+            ));
+        }
+        config.train.validate("DpoConfig")?;
+        create_dir_all(dir)?;
+        let all: Vec<DpoExample> = train.iter().chain(&eval).cloned().collect();
+        let reference = reference_logprobs(&model, &all, &config, pad_id, dir)?;
+        let per_epoch = train
+            .len()
+            .div_ceil(config.train.micro_batch)
+            .div_ceil(config.grad_accum);
+        let total = config
+            .max_steps
+            .unwrap_or(per_epoch * config.epochs.max(1))
+            .max(1);
+        let core = Core::new(model, &config.train, total, 1, pad_id, dir)?;
+        let mut method = Dpo {
+            config,
+            train,
+            eval,
+            reference,
+            batches: Vec::new(),
         };
-        let every = self.config.eval_every;
-        if !self.eval.is_empty()
-            && ((every > 0 && metrics.step.is_multiple_of(every)) || self.finished())
-        {
-            metrics.eval = Some(self.evaluate()?);
-        }
-        append_metrics(&self.metrics_path(), metrics.step == 1, &metrics)?;
-        let save = self.config.save_every;
-        if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
-            self.save_checkpoint()?;
-        }
-        Ok(metrics)
+        method.seek_epoch(0);
+        Ok(Self::from_parts(core, method))
     }
 
-    /// Runs steps until the end (or `limit` more steps), reporting each to `on_step`.
-    pub fn train(
-        &mut self,
-        limit: Option<usize>,
-        mut on_step: impl FnMut(&DpoMetrics),
-    ) -> Result<Vec<DpoMetrics>> {
-        let mut out = Vec::new();
-        while !self.finished() && limit.is_none_or(|l| out.len() < l) {
-            let m = self.step()?;
-            on_step(&m);
-            out.push(m);
-        }
-        Ok(out)
+    /// The training pairs.
+    pub fn train_examples(&self) -> &[DpoExample] {
+        &self.method().train
     }
 
-    /// Reads the metrics written so far.
-    pub fn read_metrics(&self) -> Result<Vec<DpoMetrics>> {
-        read_metrics(&self.metrics_path())
+    /// The held-out pairs.
+    pub fn eval_examples(&self) -> &[DpoExample] {
+        &self.method().eval
     }
 
-    /// Writes a checkpoint (see [`Checkpoints::save`]).
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        self.checkpoints().save(
-            self.state.step,
-            &self.vars,
-            &self.optimizer,
-            &self.state,
-            &self.config,
-        )
+    /// Loss, accuracy and margin on the held-out pairs (adapters on, no dropout).
+    pub fn evaluate(&self) -> Result<DpoEval> {
+        self.evaluate_mode(Mode::Eval)
     }
 
-    /// Continues from the last checkpoint in the run directory, if there is one. Returns
-    /// whether it resumed.
-    pub fn resume(&mut self) -> Result<bool> {
-        let Some(state) = self
-            .checkpoints()
-            .load::<TrainState>(&self.vars, &mut self.optimizer)?
-        else {
-            return Ok(false);
-        };
-        self.state = state;
-        self.model.set_train_passes(self.state.passes);
-        self.batches = pair_batches(
-            self.train.len(),
-            self.config.seed,
-            self.state.epoch,
-            self.config.micro_batch,
-        );
-        let kept: Vec<DpoMetrics> = self
-            .read_metrics()?
-            .into_iter()
-            .filter(|m| m.step <= self.state.step)
-            .collect();
-        crate::io::write_jsonl(&self.metrics_path(), &kept)?;
-        Ok(true)
-    }
-
-    /// Saves the adapter in PEFT's layout, stacked with the merged SFT adapter so that it
-    /// applies to the original base model.
-    pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
-        self.model.save_adapter(dir, base_model)
-    }
-
-    /// The trained model, adapters attached.
-    pub fn into_model(self) -> Decoder {
-        self.model
+    /// The same metrics in a given mode ([`Mode::Reference`]: the starting point, loss ln 2).
+    pub fn evaluate_mode(&self, mode: Mode) -> Result<DpoEval> {
+        let (core, dpo) = self.parts();
+        dpo.evaluate(core, mode)
     }
 }
 
@@ -790,10 +694,8 @@ pub fn dpo_rounds(
             });
             break;
         }
-        let round_config = DpoConfig {
-            seed: config.seed.wrapping_add(round as u64),
-            ..config.clone()
-        };
+        let mut round_config = config.clone();
+        round_config.train.seed = config.train.seed.wrapping_add(round as u64);
         let (mut trainer, _) = dpo_trainer(
             model,
             &pairs,
@@ -848,7 +750,7 @@ pub fn dpo_trainer(
     fresh: bool,
 ) -> Result<(DpoTrainer, usize)> {
     let (mut examples, skipped) = encode_pairs(pairs, tokenizer, config.max_len)?;
-    Rng::new(config.seed ^ 0xe7a1).shuffle(&mut examples);
+    Rng::new(config.train.seed ^ 0xe7a1).shuffle(&mut examples);
     // At least one held-out pair whenever there are two and a share is asked for, so that a
     // small run still reports held-out metrics.
     let wanted = (examples.len() as f64 * config.eval_share).round() as usize;
@@ -860,20 +762,19 @@ pub fn dpo_trainer(
     .min(examples.len() / 2);
     let train = examples.split_off(n_eval);
     if fresh {
-        Checkpoints::new(dir, 1).clear()?;
         let cache = dir.join("reference.json");
         if cache.exists() {
             std::fs::remove_file(&cache).map_err(|e| Error::io("removing", &cache, e))?;
         }
     }
-    let mut trainer = DpoTrainer::new(
+    let trainer = DpoTrainer::new(
         model,
         train,
         examples,
         config,
         tokenizer.pad_token_id(),
         dir,
-    )?;
-    trainer.resume()?;
+    )?
+    .open(fresh)?;
     Ok((trainer, skipped))
 }

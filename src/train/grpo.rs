@@ -20,33 +20,31 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::losses::{AdvantageScale, GrpoParams, StepNorm, group_advantages, grpo_loss};
-use super::optim::{AdamW, AdamWParams};
-use super::run::{
-    Checkpoints, GradAccumulator, TrainState, append_metrics, peak_memory_mb, read_metrics,
+use super::args::TrainArgs;
+use super::losses::{
+    AdvantageScale, GroupAdvantages, GrpoParams, StepNorm, group_advantages, grpo_loss,
 };
-use super::schedule::CosineSchedule;
+use super::run::{TrainState, append_metrics, peak_memory_mb, read_metrics};
+use super::trainer::{Core, Method, Trainer};
 use crate::chat::Tokenizer;
 use crate::config::{Profile, RunContext, Scale};
 use crate::data::Prompt;
 use crate::error::{Error, Result};
 use crate::generate::{Episode, PlayOptions, PlayedTask, Sampling, play_tasks};
-use crate::io::create_dir_all;
 use crate::model::{Decoder, LoraConfig, Mode, Padding, Target, TokenBatch};
 use crate::rng::Rng;
 
 /// How GRPO trains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrpoConfig {
-    /// The adapters trained (on top of the merged SFT model).
-    pub lora: LoraConfig,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// AdamW's betas, ε and weight decay.
-    pub adamw: AdamWParams,
+    /// Adapters (on top of the merged SFT model), optimizer, schedule (`warmup_ratio`: a share
+    /// of the optimizer updates), held-out evaluation and checkpoints (`micro_batch`: episodes
+    /// per forward/backward pass).
+    #[serde(flatten)]
+    pub train: TrainArgs,
     /// Clipping, KL weight and loss aggregation.
     pub loss: GrpoParams,
     /// Advantages scaled by the group's standard deviation (GRPO) or not (Dr.GRPO).
@@ -58,8 +56,6 @@ pub struct GrpoConfig {
     /// Optimizer updates on each step's episodes (μ; with 1 the ratio is exactly 1 and only
     /// the KL term and the advantages shape the update, as TRL's default).
     pub iterations: usize,
-    /// Episodes per forward/backward pass.
-    pub micro_batch: usize,
     /// Rollout sampling temperature.
     pub temperature: f32,
     /// Rollout nucleus threshold (1 = off).
@@ -76,25 +72,10 @@ pub struct GrpoConfig {
     pub max_context: usize,
     /// Steps (rollout batches) in the run.
     pub steps: usize,
-    /// Warmup as a share of the optimizer updates.
-    pub warmup_ratio: f64,
-    /// Clip the global gradient norm to this (0: no clipping).
-    pub max_grad_norm: f64,
     /// Play the held-out tasks greedily at the start, every `eval_every` steps and at the
     /// end (off in the short and smoke runs, whose quick scores play the same tasks).
     #[serde(default = "held_out_default")]
     pub held_out_eval: bool,
-    /// Greedy held-out evaluation every this many steps (and at the start and the end; 0:
-    /// only at the start and the end).
-    pub eval_every: usize,
-    /// Checkpoint every this many steps (0: only at the end).
-    pub save_every: usize,
-    /// Checkpoints kept on disk.
-    pub keep_checkpoints: usize,
-    /// Recompute each layer in the backward pass instead of keeping its activations.
-    pub checkpointing: bool,
-    /// Seed of the prompt order, the rollouts and the adapters' initialisation.
-    pub seed: u64,
     /// What each episode is rewarded with.
     #[serde(default)]
     pub reward: GrpoReward,
@@ -103,6 +84,8 @@ pub struct GrpoConfig {
     #[serde(default)]
     pub tasks: Vec<String>,
 }
+
+super::args::trainer_config!(GrpoConfig);
 
 /// What a GRPO episode is rewarded with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -135,22 +118,31 @@ impl GrpoConfig {
     pub fn for_profile(profile: Profile) -> Self {
         let quick = crate::eval::QuickConfig::for_profile(profile);
         let base = Self {
-            lora: LoraConfig {
-                r: 32,
-                alpha: 64.0,
-                dropout: 0.0,
-                targets: Target::ALL.to_vec(),
-                use_rslora: false,
+            train: TrainArgs {
+                lora: LoraConfig {
+                    r: 32,
+                    alpha: 64.0,
+                    dropout: 0.0,
+                    targets: Target::ALL.to_vec(),
+                    use_rslora: false,
+                    seed: 0,
+                },
+                learning_rate: 1e-6,
+                micro_batch: 2,
+                warmup_ratio: 0.05,
+                max_grad_norm: 1.0,
+                eval_every: 25,
+                save_every: 25,
+                keep_checkpoints: 2,
+                checkpointing: true,
                 seed: 0,
+                ..TrainArgs::default()
             },
-            learning_rate: 1e-6,
-            adamw: AdamWParams::default(),
             loss: GrpoParams::default(),
             advantage: AdvantageScale::Std,
             group_size: 4,
             prompts_per_step: 8,
             iterations: 1,
-            micro_batch: 2,
             temperature: 0.8,
             top_p: 1.0,
             rollout_batch: quick.batch,
@@ -159,35 +151,32 @@ impl GrpoConfig {
             household_turns: quick.household_turns,
             max_context: quick.max_context,
             steps: 200,
-            warmup_ratio: 0.05,
-            max_grad_norm: 1.0,
             held_out_eval: true,
-            eval_every: 25,
-            save_every: 25,
-            keep_checkpoints: 2,
-            checkpointing: true,
-            seed: 0,
             reward: GrpoReward::Graded,
             tasks: Vec::new(),
         };
         match profile {
             Profile::Tiny => Self {
-                lora: LoraConfig {
-                    r: 16,
-                    alpha: 32.0,
-                    ..base.lora.clone()
+                train: TrainArgs {
+                    lora: LoraConfig {
+                        r: 16,
+                        alpha: 32.0,
+                        ..base.train.lora.clone()
+                    },
+                    learning_rate: 5e-5,
+                    // Two whole multi-turn episodes per pass, with activation checkpointing:
+                    // four without it took 23.5 GB on the SFT policy's episodes and were
+                    // OOM-killed.
+                    micro_batch: 2,
+                    warmup_ratio: 0.0,
+                    eval_every: 8,
+                    save_every: 4,
+                    ..base.train.clone()
                 },
-                learning_rate: 5e-5,
                 prompts_per_step: 4,
-                // Two whole multi-turn episodes per pass, with activation checkpointing: four
-                // without it took 23.5 GB on the SFT policy's episodes and were OOM-killed.
-                micro_batch: 2,
                 rollout_batch: 16,
                 max_new_tokens: quick.max_new_tokens,
                 steps: 16,
-                warmup_ratio: 0.0,
-                eval_every: 8,
-                save_every: 4,
                 ..base
             },
             _ => base,
@@ -212,8 +201,8 @@ impl GrpoConfig {
         config.db_turns = config.db_turns.min(db_turns);
         config.household_turns = config.household_turns.min(household_turns);
         config.held_out_eval = false;
-        config.eval_every = 0;
-        config.save_every = 1;
+        config.train.eval_every = 0;
+        config.train.save_every = 1;
         config
     }
 
@@ -227,7 +216,7 @@ impl GrpoConfig {
         if self.group_size < 2 {
             return invalid("group_size must be at least 2 (advantages are relative to the group)");
         }
-        if self.prompts_per_step == 0 || self.micro_batch == 0 || self.iterations == 0 {
+        if self.prompts_per_step == 0 || self.train.micro_batch == 0 || self.iterations == 0 {
             return invalid("prompts_per_step, micro_batch and iterations must be at least 1");
         }
         if self.steps == 0 {
@@ -236,7 +225,7 @@ impl GrpoConfig {
         if self.temperature <= 0.0 {
             return invalid("rollouts must sample: temperature must be above 0");
         }
-        Ok(())
+        self.train.validate("GrpoConfig")
     }
 
     fn play_options(&self, sampling: Sampling, seed: u64) -> PlayOptions {
@@ -357,11 +346,19 @@ pub struct GrpoMetrics {
     pub train_s: f64,
     /// Peak resident memory so far, MB.
     pub memory_mb: f64,
+    /// The held-out evaluation after this step, when one was due (also in `eval.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<GrpoEval>,
 }
 
 impl GrpoMetrics {
-    /// A one-line report.
+    /// A one-line report (two with a held-out evaluation).
     pub fn line(&self, total: usize) -> String {
+        let eval = self
+            .eval
+            .as_ref()
+            .map(|e| format!("\n{}", e.line()))
+            .unwrap_or_default();
         format!(
             "step {:>3}/{total} reward {:+.3}±{:.3} solved {:.0}% kl {:.4} clip {:.3} loss {:+.4} len {:.0} skipped {}/{} grad-norm {:.3} | rollout {:.0}s ({:.0} tok/s) train {:.0}s",
             self.step,
@@ -378,7 +375,7 @@ impl GrpoMetrics {
             self.rollout_s,
             self.rollout_tokens_per_s,
             self.train_s
-        )
+        ) + &eval
     }
 }
 
@@ -510,20 +507,18 @@ fn select_tasks(prompts: Vec<Prompt>, tasks: &[String]) -> Result<Vec<Prompt>> {
     Ok(kept)
 }
 
-/// Trains LoRA adapters with multi-turn GRPO.
-pub struct GrpoTrainer {
-    model: Decoder,
-    vars: Vec<Var>,
-    optimizer: AdamW,
-    schedule: CosineSchedule,
+/// GRPO as a [`Method`]: the training prompts and their order, the held-out tasks, and the
+/// tokenizer the episodes are played with.
+pub struct Grpo {
     config: GrpoConfig,
+    tokenizer: Tokenizer,
     prompts: Vec<Prompt>,
     eval: Vec<Prompt>,
     order: Vec<usize>,
-    state: TrainState,
-    pad_id: u32,
-    dir: PathBuf,
 }
+
+/// Trains LoRA adapters with multi-turn GRPO.
+pub type GrpoTrainer = Trainer<Grpo>;
 
 /// Prompt indices of one pass in a seeded order.
 fn prompt_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
@@ -533,141 +528,55 @@ fn prompt_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-impl GrpoTrainer {
-    /// A run in `dir` on `model` (the SFT model, adapter merged; with its adapters off it is
-    /// the reference) over training `prompts`, evaluated greedily on held-out `eval` tasks.
-    /// Call [`GrpoTrainer::resume`] to continue from the last checkpoint.
-    pub fn new(
-        mut model: Decoder,
-        prompts: Vec<Prompt>,
-        eval: Vec<Prompt>,
-        config: GrpoConfig,
-        pad_id: u32,
-        dir: &Path,
-    ) -> Result<Self> {
-        config.validate()?;
-        if prompts.is_empty() {
-            return Err(Error::Batch(
-                "no prompts to train on (run notebook 02_prompts or `abt prompts`)".into(),
-            ));
-        }
-        let prompts = select_tasks(prompts, &config.tasks)?;
-        if model.lora_config().is_some() {
-            return Err(Error::Adapter(
-                "GRPO adds its own adapters: merge the SFT adapter first (Decoder::merge_adapter)"
-                    .into(),
-            ));
-        }
-        create_dir_all(dir)?;
-        model.add_lora(&LoraConfig {
-            seed: config.seed ^ config.lora.seed,
-            ..config.lora.clone()
-        })?;
-        model.set_checkpointing(config.checkpointing);
-        let vars = model.trainable_vars();
-        let optimizer = AdamW::new(vars.clone(), config.adamw)?;
-        let schedule = CosineSchedule::with_ratio(
-            config.learning_rate,
-            config.warmup_ratio,
-            config.steps * config.iterations,
-        );
-        let order = prompt_order(prompts.len(), config.seed, 0);
-        Ok(Self {
-            model,
-            vars,
-            optimizer,
-            schedule,
-            config,
-            prompts,
-            eval,
-            order,
-            state: TrainState::default(),
-            pad_id,
-            dir: dir.to_path_buf(),
-        })
-    }
+/// What the optimizer updates of a step measured (the last update's).
+#[derive(Debug, Default)]
+struct Update {
+    loss: f64,
+    kl: f64,
+    clip_fraction: f64,
+    grad_norm: f64,
+    lr: f64,
+}
 
-    /// The model being trained.
-    pub fn model(&self) -> &Decoder {
-        &self.model
-    }
-
-    /// The run's configuration.
-    pub fn config(&self) -> &GrpoConfig {
-        &self.config
-    }
-
-    /// The held-out tasks.
-    pub fn eval_tasks(&self) -> &[Prompt] {
-        &self.eval
-    }
-
-    /// Steps done.
-    pub fn step_count(&self) -> usize {
-        self.state.step
-    }
-
-    /// Steps the run will take.
-    pub fn total_steps(&self) -> usize {
-        self.config.steps
-    }
-
-    /// Whether every step is done.
-    pub fn finished(&self) -> bool {
-        self.state.step >= self.config.steps
-    }
-
-    /// `metrics.jsonl` of the run.
-    pub fn metrics_path(&self) -> PathBuf {
-        self.dir.join("metrics.jsonl")
-    }
-
-    /// `eval.jsonl` of the run.
-    pub fn eval_path(&self) -> PathBuf {
-        self.dir.join("eval.jsonl")
-    }
-
-    fn checkpoints(&self) -> Checkpoints {
-        Checkpoints::new(&self.dir, self.config.keep_checkpoints)
-    }
-
-    fn device(&self) -> &Device {
-        self.model.device()
+impl Grpo {
+    fn eval_path(core: &Core) -> PathBuf {
+        core.dir().join("eval.jsonl")
     }
 
     /// The next `prompts_per_step` prompts of the seeded order (a new order each pass).
-    fn next_prompts(&mut self) -> Vec<Prompt> {
+    fn next_prompts(&mut self, state: &mut TrainState) -> Vec<Prompt> {
         let mut picked = Vec::with_capacity(self.config.prompts_per_step);
         while picked.len() < self.config.prompts_per_step {
-            if self.state.cursor >= self.order.len() {
-                self.state.epoch += 1;
-                self.state.cursor = 0;
-                self.order = prompt_order(self.prompts.len(), self.config.seed, self.state.epoch);
+            if state.cursor >= self.order.len() {
+                state.epoch += 1;
+                state.cursor = 0;
+                self.order = prompt_order(self.prompts.len(), self.config.train.seed, state.epoch);
             }
-            picked.push(self.prompts[self.order[self.state.cursor]].clone());
-            self.state.cursor += 1;
+            picked.push(self.prompts[self.order[state.cursor]].clone());
+            state.cursor += 1;
         }
         picked
     }
 
     /// Plays the held-out tasks greedily with the adapters on and records the result in
     /// `eval.jsonl` under the current step.
-    pub fn evaluate(&self, tokenizer: &Tokenizer) -> Result<GrpoEval> {
+    fn evaluate(&self, core: &Core) -> Result<GrpoEval> {
+        let step = core.state().step;
         let options = self.config.play_options(Sampling::greedy(), 0);
         let played = play_tasks(
-            &self.model,
-            tokenizer,
+            core.model(),
+            &self.tokenizer,
             &self.eval,
             &options,
-            &format!("05 GRPO · held-out eval @ {}", self.state.step),
+            &format!("05 GRPO · held-out eval @ {step}"),
         )?;
-        let eval = GrpoEval::of(self.state.step, &self.eval, &played);
-        append_metrics(&self.eval_path(), eval.step == 0, &eval)?;
+        let eval = GrpoEval::of(step, &self.eval, &played);
+        append_metrics(&Self::eval_path(core), eval.step == 0, &eval)?;
         Ok(eval)
     }
 
     /// Plays one group of episodes per prompt: the step's rollouts, in prompt order.
-    pub fn rollouts(&self, tokenizer: &Tokenizer, prompts: &[Prompt]) -> Result<Vec<PlayedTask>> {
+    fn rollouts(&self, core: &Core, prompts: &[Prompt]) -> Result<Vec<PlayedTask>> {
         let tasks: Vec<Prompt> = prompts
             .iter()
             .flat_map(|p| std::iter::repeat_n(p.clone(), self.config.group_size))
@@ -677,32 +586,26 @@ impl GrpoTrainer {
             top_p: self.config.top_p,
             ..Sampling::greedy()
         };
+        let step = core.state().step;
         let seed = self
             .config
+            .train
             .seed
-            .wrapping_add((self.state.step as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            .wrapping_add((step as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
         play_tasks(
-            &self.model,
-            tokenizer,
+            core.model(),
+            &self.tokenizer,
             &tasks,
             &self.config.play_options(sampling, seed),
-            &format!("05 GRPO · rollouts {}", self.state.step + 1),
+            &format!("05 GRPO · rollouts {}", step + 1),
         )
     }
 
-    /// One step: rollouts of the next prompts, then [`GrpoTrainer::learn`] from them.
-    pub fn step(&mut self, tokenizer: &Tokenizer) -> Result<GrpoMetrics> {
-        let start = Instant::now();
-        let prompts = self.next_prompts();
-        let played = self.rollouts(tokenizer, &prompts)?;
-        self.learn(&prompts, &played, start.elapsed().as_secs_f64())
-    }
-
-    /// The rest of a step, on the `played` rollouts of `prompts` (`group_size` each, as
-    /// [`GrpoTrainer::rollouts`] plays them, which took `rollout_s`): advantages, `iterations`
-    /// optimizer updates, metrics and checkpoint.
-    pub fn learn(
-        &mut self,
+    /// The rest of a step, on the `played` rollouts of `prompts`: advantages, `iterations`
+    /// optimizer updates, and the step's metrics.
+    fn learn(
+        &self,
+        core: &mut Core,
         prompts: &[Prompt],
         played: &[PlayedTask],
         rollout_s: f64,
@@ -748,96 +651,13 @@ impl GrpoTrainer {
         let kept: Vec<usize> = (0..played.len())
             .filter(|&i| !groups.skipped[i / g] && policy_tokens[i] > 0)
             .collect();
-        let (mut loss, mut kl, mut clip, mut grad_norm, mut lr) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        if !kept.is_empty() {
-            let norm = StepNorm {
-                sequences: kept.len(),
-                tokens: kept.iter().map(|&i| policy_tokens[i]).sum(),
-            };
-            let chunks: Vec<Vec<usize>> = kept
-                .chunks(self.config.micro_batch)
-                .map(<[usize]>::to_vec)
-                .collect();
-            let episodes = |chunk: &[usize]| -> Vec<&Episode> {
-                chunk.iter().map(|&i| &played[i].episode).collect()
-            };
-            // Episode passes: the reference's (with a KL penalty) and one per iteration.
-            let passes = self.config.iterations + usize::from(self.config.loss.beta > 0.0);
-            let mut progress = crate::progress::Progress::new(
-                format!("05 GRPO · update {}", self.state.step + 1),
-                Some((passes * kept.len()) as u64),
-            )
-            .with_unit("episodes");
-            let reference: Vec<Option<Tensor>> = chunks
-                .iter()
-                .map(|c| {
-                    if self.config.loss.beta > 0.0 {
-                        let (lp, _) = episode_logprobs(
-                            &self.model,
-                            &episodes(c),
-                            self.pad_id,
-                            Mode::Reference,
-                        )?;
-                        progress.inc(c.len() as u64);
-                        Ok(Some(lp.detach()))
-                    } else {
-                        Ok(None)
-                    }
-                })
-                .collect::<Result<_>>()?;
-            let mut old: Vec<Option<Tensor>> = vec![None; chunks.len()];
-            for iteration in 0..self.config.iterations {
-                let mut grads = GradAccumulator::new(self.vars.len());
-                let (mut step_loss, mut kl_sum, mut clip_sum, mut tokens) = (0.0, 0.0, 0.0, 0);
-                for (c, chunk) in chunks.iter().enumerate() {
-                    let (lp, mask) =
-                        episode_logprobs(&self.model, &episodes(chunk), self.pad_id, Mode::Train)?;
-                    // The rollouts came from these weights: the sampling policy's log-probs are
-                    // this first pass's, without gradient.
-                    let old_lp = match &old[c] {
-                        Some(o) => o.clone(),
-                        None => {
-                            let o = lp.detach();
-                            if self.config.iterations > 1 {
-                                old[c] = Some(o.clone());
-                            }
-                            o
-                        }
-                    };
-                    let advantages: Vec<f32> =
-                        chunk.iter().map(|&i| groups.advantages[i] as f32).collect();
-                    let advantages = Tensor::from_vec(advantages, chunk.len(), self.device())?;
-                    let out = grpo_loss(
-                        &lp,
-                        &old_lp,
-                        reference[c].as_ref(),
-                        &advantages,
-                        &mask,
-                        &self.config.loss,
-                        Some(norm),
-                    )?;
-                    step_loss += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                    kl_sum += out.kl * out.tokens as f64;
-                    clip_sum += out.clip_fraction * out.tokens as f64;
-                    tokens += out.tokens;
-                    grads.add(&self.model.backward(&out.loss)?, &self.vars)?;
-                    progress.inc(chunk.len() as u64);
-                }
-                grad_norm = grads.clip(self.config.max_grad_norm)?;
-                lr = self
-                    .schedule
-                    .lr(self.state.step * self.config.iterations + iteration);
-                self.optimizer.step(grads.grads(), lr)?;
-                loss = step_loss;
-                kl = kl_sum / tokens.max(1) as f64;
-                clip = clip_sum / tokens.max(1) as f64;
-            }
-            progress.finish();
-        }
-        self.state.step += 1;
-        self.state.passes = self.model.train_passes();
-        let metrics = GrpoMetrics {
-            step: self.state.step,
+        let update = if kept.is_empty() {
+            Update::default()
+        } else {
+            self.update(core, played, &kept, &groups, &policy_tokens)?
+        };
+        Ok(GrpoMetrics {
+            step: core.state().step + 1,
             reward_mean,
             reward_std,
             success: played.iter().filter(|p| p.score.success).count() as f64 / n,
@@ -845,59 +665,213 @@ impl GrpoTrainer {
                 .into_iter()
                 .map(|(k, (s, t))| (k, s as f64 / t as f64))
                 .collect(),
-            loss,
-            kl,
-            clip_fraction: clip,
+            loss: update.loss,
+            kl: update.kl,
+            clip_fraction: update.clip_fraction,
             response_tokens: generated as f64 / n,
             turns: played.iter().map(|p| p.episode.turns()).sum::<usize>() as f64 / n,
             skipped_groups: groups.skipped.iter().filter(|&&s| s).count(),
             groups: groups.skipped.len(),
-            lr,
-            grad_norm,
+            lr: update.lr,
+            grad_norm: update.grad_norm,
             rollout_s,
             rollout_tokens_per_s: generated as f64 / rollout_s.max(1e-9),
             train_s: train_start.elapsed().as_secs_f64(),
             memory_mb: peak_memory_mb(),
+            eval: None,
+        })
+    }
+
+    /// `iterations` optimizer updates on the `kept` episodes: the reference's log-probs first
+    /// (with a KL penalty), then per update a forward/backward pass over every micro-batch.
+    fn update(
+        &self,
+        core: &mut Core,
+        played: &[PlayedTask],
+        kept: &[usize],
+        groups: &GroupAdvantages,
+        policy_tokens: &[usize],
+    ) -> Result<Update> {
+        let config = &self.config;
+        let norm = StepNorm {
+            sequences: kept.len(),
+            tokens: kept.iter().map(|&i| policy_tokens[i]).sum(),
         };
-        append_metrics(&self.metrics_path(), metrics.step == 1, &metrics)?;
-        let save = self.config.save_every;
-        if (save > 0 && metrics.step.is_multiple_of(save)) || self.finished() {
-            self.save_checkpoint()?;
-        }
-        Ok(metrics)
-    }
-
-    /// Runs steps until the end (or `limit` more steps), reporting each step to `on_step`
-    /// and each held-out evaluation (at the start, every `eval_every` steps and at the end)
-    /// to `on_eval`.
-    pub fn train(
-        &mut self,
-        tokenizer: &Tokenizer,
-        limit: Option<usize>,
-        mut on_step: impl FnMut(&GrpoMetrics),
-        mut on_eval: impl FnMut(&GrpoEval),
-    ) -> Result<Vec<GrpoMetrics>> {
-        let has_eval = self.config.held_out_eval && !self.eval.is_empty();
-        if has_eval && self.state.step == 0 && self.read_evals()?.is_empty() {
-            on_eval(&self.evaluate(tokenizer)?);
-        }
-        let mut out = Vec::new();
-        while !self.finished() && limit.is_none_or(|l| out.len() < l) {
-            let m = self.step(tokenizer)?;
-            on_step(&m);
-            out.push(m);
-            let every = self.config.eval_every;
-            if has_eval && ((every > 0 && self.state.step.is_multiple_of(every)) || self.finished())
-            {
-                on_eval(&self.evaluate(tokenizer)?);
+        let chunks: Vec<Vec<usize>> = kept
+            .chunks(config.train.micro_batch)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let episodes = |chunk: &[usize]| -> Vec<&Episode> {
+            chunk.iter().map(|&i| &played[i].episode).collect()
+        };
+        // Episode passes: the reference's (with a KL penalty) and one per iteration.
+        let passes = config.iterations + usize::from(config.loss.beta > 0.0);
+        let mut progress = crate::progress::Progress::new(
+            format!("05 GRPO · update {}", core.state().step + 1),
+            Some((passes * kept.len()) as u64),
+        )
+        .with_unit("episodes");
+        let reference: Vec<Option<Tensor>> = chunks
+            .iter()
+            .map(|c| {
+                if config.loss.beta <= 0.0 {
+                    return Ok(None);
+                }
+                let (lp, _) =
+                    episode_logprobs(core.model(), &episodes(c), core.pad_id(), Mode::Reference)?;
+                progress.inc(c.len() as u64);
+                Ok(Some(lp.detach()))
+            })
+            .collect::<Result<_>>()?;
+        let mut old: Vec<Option<Tensor>> = vec![None; chunks.len()];
+        let mut update = Update::default();
+        for iteration in 0..config.iterations {
+            let mut grads = core.grads();
+            let (mut loss, mut kl_sum, mut clip_sum, mut tokens) = (0.0, 0.0, 0.0, 0);
+            for (c, chunk) in chunks.iter().enumerate() {
+                let (lp, mask) =
+                    episode_logprobs(core.model(), &episodes(chunk), core.pad_id(), Mode::Train)?;
+                // The rollouts came from these weights: the sampling policy's log-probs are
+                // this first pass's, without gradient.
+                let old_lp = match &old[c] {
+                    Some(o) => o.clone(),
+                    None => {
+                        let o = lp.detach();
+                        if config.iterations > 1 {
+                            old[c] = Some(o.clone());
+                        }
+                        o
+                    }
+                };
+                let advantages: Vec<f32> =
+                    chunk.iter().map(|&i| groups.advantages[i] as f32).collect();
+                let advantages = Tensor::from_vec(advantages, chunk.len(), core.device())?;
+                let out = grpo_loss(
+                    &lp,
+                    &old_lp,
+                    reference[c].as_ref(),
+                    &advantages,
+                    &mask,
+                    &config.loss,
+                    Some(norm),
+                )?;
+                loss += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                kl_sum += out.kl * out.tokens as f64;
+                clip_sum += out.clip_fraction * out.tokens as f64;
+                tokens += out.tokens;
+                core.backward(&out.loss, &mut grads)?;
+                progress.inc(chunk.len() as u64);
             }
+            let (grad_norm, lr) = core.update(&mut grads, iteration)?;
+            update = Update {
+                loss,
+                kl: kl_sum / tokens.max(1) as f64,
+                clip_fraction: clip_sum / tokens.max(1) as f64,
+                grad_norm,
+                lr,
+            };
         }
-        Ok(out)
+        progress.finish();
+        Ok(update)
+    }
+}
+
+impl Method for Grpo {
+    type Config = GrpoConfig;
+    type Metrics = GrpoMetrics;
+
+    fn config(&self) -> &GrpoConfig {
+        &self.config
     }
 
-    /// Reads the step metrics written so far.
-    pub fn read_metrics(&self) -> Result<Vec<GrpoMetrics>> {
-        read_metrics(&self.metrics_path())
+    fn seek(&mut self, state: &TrainState) -> Result<()> {
+        self.order = prompt_order(self.prompts.len(), self.config.train.seed, state.epoch);
+        Ok(())
+    }
+
+    /// Rollouts of the next prompts, then learning from them.
+    fn step(&mut self, core: &mut Core) -> Result<GrpoMetrics> {
+        let start = Instant::now();
+        let prompts = self.next_prompts(core.state_mut());
+        let played = self.rollouts(core, &prompts)?;
+        self.learn(core, &prompts, &played, start.elapsed().as_secs_f64())
+    }
+
+    fn has_eval(&self) -> bool {
+        self.config.held_out_eval && !self.eval.is_empty()
+    }
+
+    fn evaluate_into(&mut self, core: &Core, metrics: &mut GrpoMetrics) -> Result<()> {
+        metrics.eval = Some(self.evaluate(core)?);
+        Ok(())
+    }
+
+    /// The held-out tasks at the starting point, unless a run that was cut off before its
+    /// first checkpoint already played them.
+    fn start(&mut self, core: &Core) -> Result<()> {
+        if self.has_eval() && read_metrics::<GrpoEval>(&Self::eval_path(core))?.is_empty() {
+            self.evaluate(core)?;
+        }
+        Ok(())
+    }
+
+    fn logs(&self) -> &'static [&'static str] {
+        &["eval.jsonl"]
+    }
+}
+
+impl Trainer<Grpo> {
+    /// A run in `dir` on `model` (the SFT model, adapter merged; with its adapters off it is
+    /// the reference) over training `prompts`, evaluated greedily on held-out `eval` tasks,
+    /// played with `tokenizer`. Call [`Trainer::resume`] to continue from the last checkpoint.
+    pub fn new(
+        model: Decoder,
+        prompts: Vec<Prompt>,
+        eval: Vec<Prompt>,
+        config: GrpoConfig,
+        tokenizer: &Tokenizer,
+        dir: &Path,
+    ) -> Result<Self> {
+        config.validate()?;
+        if prompts.is_empty() {
+            return Err(Error::Batch(
+                "no prompts to train on (run notebook 02_prompts or `abt prompts`)".into(),
+            ));
+        }
+        let prompts = select_tasks(prompts, &config.tasks)?;
+        if model.lora_config().is_some() {
+            return Err(Error::Adapter(
+                "GRPO adds its own adapters: merge the SFT adapter first (Decoder::merge_adapter)"
+                    .into(),
+            ));
+        }
+        let core = Core::new(
+            model,
+            &config.train,
+            config.steps,
+            config.iterations,
+            tokenizer.pad_token_id(),
+            dir,
+        )?;
+        let order = prompt_order(prompts.len(), config.train.seed, 0);
+        let method = Grpo {
+            config,
+            tokenizer: tokenizer.clone(),
+            prompts,
+            eval,
+            order,
+        };
+        Ok(Self::from_parts(core, method))
+    }
+
+    /// The held-out tasks.
+    pub fn eval_tasks(&self) -> &[Prompt] {
+        &self.method().eval
+    }
+
+    /// `eval.jsonl` of the run.
+    pub fn eval_path(&self) -> PathBuf {
+        self.dir().join("eval.jsonl")
     }
 
     /// Reads the held-out evaluations written so far.
@@ -905,54 +879,36 @@ impl GrpoTrainer {
         read_metrics(&self.eval_path())
     }
 
-    /// Writes a checkpoint (see [`Checkpoints::save`]).
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        self.checkpoints().save(
-            self.state.step,
-            &self.vars,
-            &self.optimizer,
-            &self.state,
-            &self.config,
-        )
+    /// Plays the held-out tasks greedily with the adapters on and records the result in
+    /// `eval.jsonl` under the current step.
+    pub fn evaluate(&self) -> Result<GrpoEval> {
+        let (core, grpo) = self.parts();
+        grpo.evaluate(core)
     }
 
-    /// Continues from the last checkpoint in the run directory, if there is one. Returns
-    /// whether it resumed.
-    pub fn resume(&mut self) -> Result<bool> {
-        let Some(state) = self
-            .checkpoints()
-            .load::<TrainState>(&self.vars, &mut self.optimizer)?
-        else {
-            return Ok(false);
-        };
-        self.state = state;
-        self.model.set_train_passes(self.state.passes);
-        self.order = prompt_order(self.prompts.len(), self.config.seed, self.state.epoch);
-        let step = self.state.step;
-        let kept: Vec<GrpoMetrics> = self
-            .read_metrics()?
-            .into_iter()
-            .filter(|m| m.step <= step)
-            .collect();
-        crate::io::write_jsonl(&self.metrics_path(), &kept)?;
-        let evals: Vec<GrpoEval> = self
-            .read_evals()?
-            .into_iter()
-            .filter(|e| e.step <= step)
-            .collect();
-        crate::io::write_jsonl(&self.eval_path(), &evals)?;
-        Ok(true)
+    /// Plays one group of episodes per prompt: a step's rollouts, in prompt order.
+    pub fn rollouts(&self, prompts: &[Prompt]) -> Result<Vec<PlayedTask>> {
+        let (core, grpo) = self.parts();
+        grpo.rollouts(core, prompts)
     }
 
-    /// Saves the adapter in PEFT's layout, stacked with the merged SFT adapter so that it
-    /// applies to the original base model.
-    pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
-        self.model.save_adapter(dir, base_model)
+    /// A step on rollouts played outside ([`Trainer::rollouts`], which took `rollout_s`):
+    /// advantages, `iterations` optimizer updates, then the step's bookkeeping as
+    /// [`Trainer::step`] does it.
+    pub fn learn(
+        &mut self,
+        prompts: &[Prompt],
+        played: &[PlayedTask],
+        rollout_s: f64,
+    ) -> Result<GrpoMetrics> {
+        let (core, grpo) = self.parts_mut();
+        let metrics = grpo.learn(core, prompts, played, rollout_s)?;
+        self.finish_step(metrics)
     }
 }
 
 /// Builds a trainer over `model` (the SFT model, adapter merged) in `dir`, resuming from its
-/// last checkpoint when there is one (`fresh`: delete checkpoints and metrics, and start over).
+/// last checkpoint when there is one (`fresh`: delete checkpoints and logs, and start over).
 pub fn grpo_trainer(
     model: Decoder,
     prompts: Vec<Prompt>,
@@ -962,26 +918,7 @@ pub fn grpo_trainer(
     dir: &Path,
     fresh: bool,
 ) -> Result<GrpoTrainer> {
-    if fresh {
-        Checkpoints::new(dir, 1).clear()?;
-        for name in ["metrics.jsonl", "eval.jsonl"] {
-            let path = dir.join(name);
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-            }
-        }
-    }
-    let mut trainer =
-        GrpoTrainer::new(model, prompts, eval, config, tokenizer.pad_token_id(), dir)?;
-    if !trainer.resume()? {
-        // A run that never reached its first checkpoint starts over.
-        for path in [trainer.metrics_path(), trainer.eval_path()] {
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-            }
-        }
-    }
-    Ok(trainer)
+    GrpoTrainer::new(model, prompts, eval, config, tokenizer, dir)?.open(fresh)
 }
 
 #[cfg(test)]

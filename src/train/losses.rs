@@ -312,57 +312,14 @@ pub fn grpo_loss(
     params: &GrpoParams,
     norm: Option<StepNorm>,
 ) -> Result<GrpoOutput> {
-    let invalid = |reason: String| Error::InvalidConfig {
-        source_name: "GrpoParams".into(),
-        reason,
-    };
-    for (name, v) in [
-        ("epsilon_low", params.epsilon_low),
-        ("epsilon_high", params.epsilon_high),
-        ("beta", params.beta),
-    ] {
-        if !v.is_finite() || v < 0.0 {
-            return Err(invalid(format!(
-                "{name} must be finite and not negative, got {v}"
-            )));
-        }
-    }
-    if params.epsilon_low >= 1.0 {
-        return Err(invalid(format!(
-            "epsilon_low must be below 1, got {}",
-            params.epsilon_low
-        )));
-    }
-    if params.beta > 0.0 && reference_logprobs.is_none() {
-        return Err(invalid(
-            "a KL penalty (beta > 0) needs the reference log-probs".into(),
-        ));
-    }
-    if params.aggregation == LossAggregation::DrGrpo && params.max_completion_tokens == 0 {
-        return Err(invalid(
-            "Dr.GRPO aggregation needs max_completion_tokens > 0".into(),
-        ));
-    }
+    params.validate(reference_logprobs.is_some())?;
     let (n, t) = mask.dims2()?;
-    let mut shapes = vec![("logprobs", logprobs), ("old_logprobs", old_logprobs)];
-    shapes.extend(reference_logprobs.map(|r| ("reference_logprobs", r)));
-    for (name, x) in shapes {
-        if x.dims() != [n, t] {
-            return Err(Error::Batch(format!(
-                "GRPO: {name} has shape {:?}, the mask has [{n}, {t}]",
-                x.dims()
-            )));
-        }
-    }
-    if advantages.dims() != [n] {
-        return Err(Error::Batch(format!(
-            "GRPO: advantages have shape {:?}, expected [{n}]",
-            advantages.dims()
-        )));
-    }
-    if n == 0 {
-        return Err(Error::Batch("GRPO: no sequences".into()));
-    }
+    check_grpo_shapes(
+        n,
+        t,
+        [Some(logprobs), Some(old_logprobs), reference_logprobs],
+        advantages,
+    )?;
     let f = |x: &Tensor| x.to_dtype(DType::F32);
     let mask = f(mask)?;
     let keep = mask.ne(0.0)?;
@@ -412,15 +369,99 @@ pub fn grpo_loss(
         Some(kl) => (kl * &mask)?.sum_all()?.to_scalar::<f32>()? as f64,
         None => 0.0,
     };
-    // Clipped: the ratio left the range on the side the advantage pushes it (elsewhere `min`
-    // keeps the unclipped term and the gradient flows).
+    let clipped_tokens = clipped_tokens(&ratio, &mask, &adv_host, params)?;
+    Ok(GrpoOutput {
+        loss,
+        kl: kl_sum / tokens.max(1) as f64,
+        clip_fraction: clipped_tokens as f64 / tokens.max(1) as f64,
+        tokens,
+    })
+}
+
+impl GrpoParams {
+    /// Checks the settings (`has_reference`: whether reference log-probs are given).
+    fn validate(&self, has_reference: bool) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidConfig {
+            source_name: "GrpoParams".into(),
+            reason,
+        };
+        for (name, v) in [
+            ("epsilon_low", self.epsilon_low),
+            ("epsilon_high", self.epsilon_high),
+            ("beta", self.beta),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(invalid(format!(
+                    "{name} must be finite and not negative, got {v}"
+                )));
+            }
+        }
+        if self.epsilon_low >= 1.0 {
+            return Err(invalid(format!(
+                "epsilon_low must be below 1, got {}",
+                self.epsilon_low
+            )));
+        }
+        if self.beta > 0.0 && !has_reference {
+            return Err(invalid(
+                "a KL penalty (beta > 0) needs the reference log-probs".into(),
+            ));
+        }
+        if self.aggregation == LossAggregation::DrGrpo && self.max_completion_tokens == 0 {
+            return Err(invalid(
+                "Dr.GRPO aggregation needs max_completion_tokens > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that the log-probs (policy, old, reference) are `[n, t]` as the mask is, and the
+/// advantages `[n]` with `n` at least 1.
+fn check_grpo_shapes(
+    n: usize,
+    t: usize,
+    logprobs: [Option<&Tensor>; 3],
+    advantages: &Tensor,
+) -> Result<()> {
+    let names = ["logprobs", "old_logprobs", "reference_logprobs"];
+    for (name, x) in names.iter().zip(logprobs) {
+        if let Some(x) = x
+            && x.dims() != [n, t]
+        {
+            return Err(Error::Batch(format!(
+                "GRPO: {name} has shape {:?}, the mask has [{n}, {t}]",
+                x.dims()
+            )));
+        }
+    }
+    if advantages.dims() != [n] {
+        return Err(Error::Batch(format!(
+            "GRPO: advantages have shape {:?}, expected [{n}]",
+            advantages.dims()
+        )));
+    }
+    if n == 0 {
+        return Err(Error::Batch("GRPO: no sequences".into()));
+    }
+    Ok(())
+}
+
+/// Tokens whose ratio left the clipping range on the side the advantage pushes it (elsewhere
+/// `min` keeps the unclipped term and the gradient flows).
+fn clipped_tokens(
+    ratio: &Tensor,
+    mask: &Tensor,
+    advantages: &[f32],
+    params: &GrpoParams,
+) -> Result<usize> {
     let (low, high) = (1.0 - params.epsilon_low, 1.0 + params.epsilon_high);
-    let ratio_host = ratio.to_vec2::<f32>()?;
-    let mask_host = mask.to_vec2::<f32>()?;
-    let clipped_tokens: usize = ratio_host
+    let ratio = ratio.to_vec2::<f32>()?;
+    let mask = mask.to_vec2::<f32>()?;
+    Ok(ratio
         .iter()
-        .zip(&mask_host)
-        .zip(&adv_host)
+        .zip(&mask)
+        .zip(advantages)
         .map(|((rs, ms), &a)| {
             rs.iter()
                 .zip(ms)
@@ -430,13 +471,7 @@ pub fn grpo_loss(
                 })
                 .count()
         })
-        .sum();
-    Ok(GrpoOutput {
-        loss,
-        kl: kl_sum / tokens.max(1) as f64,
-        clip_fraction: clipped_tokens as f64 / tokens.max(1) as f64,
-        tokens,
-    })
+        .sum())
 }
 
 #[cfg(test)]

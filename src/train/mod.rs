@@ -6,12 +6,14 @@
 //! - [`dpo`]: the DPO trainer (reference log-probs cached, adapters on the merged SFT model).
 //! - [`grpo`]: the multi-turn GRPO trainer (group rollouts in the environments, policy tokens
 //!   trained, observations masked, KL to the SFT model).
+//! - [`trainer`]: the one training loop ([`Trainer`]) and what a training algorithm supplies
+//!   to it ([`Method`]); [`args`]: the settings every trainer shares ([`TrainArgs`]).
 //! - [`optim`]: AdamW with saveable state.
 //! - [`schedule`]: linear warmup + cosine decay, as transformers.
-//! - [`run`]: what every trainer shares (gradient accumulation and clipping, checkpoints,
-//!   the metrics log).
-//! - [`sft`]: the trainer (accumulation, clipping, eval loss, metrics, checkpoints, resume).
+//! - [`run`]: gradient accumulation and clipping, checkpoints, the metrics log.
+//! - [`sft`]: LoRA SFT (assistant-only loss, packing, eval loss).
 
+pub mod args;
 pub mod data;
 pub mod dpo;
 pub mod grpo;
@@ -20,14 +22,16 @@ pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod sft;
+pub mod trainer;
 
+pub use args::TrainArgs;
 pub use data::{LossView, MicroBatch, SftExample, encode_records, epoch_batches};
 pub use dpo::{
-    DpoConfig, DpoEval, DpoExample, DpoMetrics, DpoTrainer, RoundSummary, dpo_chart, dpo_rounds,
-    dpo_trainer, encode_pairs, pair_logprobs,
+    Dpo, DpoConfig, DpoEval, DpoExample, DpoMetrics, DpoTrainer, RoundSummary, dpo_chart,
+    dpo_rounds, dpo_trainer, encode_pairs, pair_logprobs,
 };
 pub use grpo::{
-    GrpoConfig, GrpoEval, GrpoMetrics, GrpoReward, GrpoTrainer, episode_logprobs, grpo_chart,
+    Grpo, GrpoConfig, GrpoEval, GrpoMetrics, GrpoReward, GrpoTrainer, episode_logprobs, grpo_chart,
     grpo_health_chart, grpo_trainer, policy_targets,
 };
 pub use losses::{
@@ -37,5 +41,7 @@ pub use losses::{
 pub use optim::{AdamW, AdamWParams};
 pub use schedule::CosineSchedule;
 pub use sft::{
-    SftConfig, SftTrainer, StepMetrics, loss_chart, schedule_chart, sft_trainer, split_examples,
+    Sft, SftConfig, SftTrainer, StepMetrics, loss_chart, schedule_chart, sft_trainer,
+    split_examples,
 };
+pub use trainer::{Core, Method, Trainer};

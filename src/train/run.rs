@@ -197,10 +197,9 @@ impl Checkpoints {
         vars: &[Var],
         optimizer: &mut AdamW,
     ) -> Result<Option<S>> {
-        let Ok(name) = std::fs::read_to_string(self.root.join("latest")) else {
+        let Some(dir) = self.latest() else {
             return Ok(None);
         };
-        let dir = self.root.join(name.trim());
         let device = vars
             .first()
             .map_or(candle_core::Device::Cpu, |v| v.device().clone());
@@ -221,6 +220,12 @@ impl Checkpoints {
         }
         optimizer.load(&dir.join("optimizer.safetensors"))?;
         Ok(Some(crate::io::read_json(&dir.join("state.json"))?))
+    }
+
+    /// The directory `latest` names, if any.
+    pub fn latest(&self) -> Option<PathBuf> {
+        let name = std::fs::read_to_string(self.root.join("latest")).ok()?;
+        Some(self.root.join(name.trim()))
     }
 
     /// Deletes every checkpoint (a fresh start).
