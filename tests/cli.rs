@@ -285,3 +285,34 @@ fn eval_scores_dbbench_items_with_agentbench_metrics() {
         "{text}"
     );
 }
+
+/// docs/cli.md carries every command's help verbatim (`bash scripts/make_cli_doc.sh` writes it).
+#[test]
+fn the_cli_reference_in_docs_matches_the_help() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md"))
+        .expect("docs/cli.md");
+    let (ok, top) = abt(&["--help"]);
+    assert!(ok, "{top}");
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{top}");
+    let mut helps = vec![("abt".to_string(), top)];
+    for c in &commands {
+        let (ok, help) = abt(&[c, "--help"]);
+        assert!(ok, "{help}");
+        helps.push((format!("abt {c}"), help));
+    }
+    for (name, help) in helps {
+        let block = format!("### {name}\n\n```text\n{help}```");
+        assert!(
+            doc.contains(&block),
+            "docs/cli.md is out of date for `{name} --help`: run `bash scripts/make_cli_doc.sh`"
+        );
+    }
+}

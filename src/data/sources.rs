@@ -12,7 +12,7 @@
 //! Every loader takes a [`crate::data::DataSource`]: a local path, or a hub dataset
 //! (`hf://datasets/<owner>/<name>[@<revision>][/<folder>]`) fetched into the hub cache.
 //!
-//! How to get the full corpora is in the README (section "Data"); tests use the Spider dev set
+//! How to get the full corpora is in `docs/data.md`; tests use the Spider dev set
 //! and a FireAct sample kept in `data/` (see [`crate::paths::spider_dev_dir`]).
 
 use std::path::{Path, PathBuf};
