@@ -11,6 +11,8 @@
 
 use crate::chat::{Conversation, Message};
 use crate::error::Result;
+pub use crate::reward::TaskScore;
+use crate::reward::{DbVerdict, grade_db, grade_household};
 
 pub mod db;
 pub mod household;
@@ -109,70 +111,38 @@ impl Environment for TaskEnv {
     }
 }
 
-/// The graded score of a played task, in [−0.5, 1]: what best-of-N ranks samples by and GRPO
-/// rewards (method.md, 04). Success is 1. A DB answer that is wrong earns half its Jaccard
-/// overlap with the label (queries), a run out of rounds −0.25, a broken reply −0.5. A household
-/// game that is lost earns half the share of sub-goals reached, minus 0.5 when it ended on an
-/// invalid reply or a loop.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TaskScore {
-    /// Whether the environment scored the task solved.
-    pub success: bool,
-    /// The graded score.
-    pub score: f64,
-    /// Whether every reply kept to the protocol (no validation failure).
-    pub valid: bool,
-}
-
 impl TaskEnv {
     /// The graded score of the episode played so far (an episode cut off before the
     /// environment ended it counts as out of rounds / by its progress).
     pub fn score(&self) -> TaskScore {
         match self {
             TaskEnv::Db(env) => {
-                let Some(outcome) = env.outcome() else {
-                    return TaskScore {
-                        success: false,
-                        score: -0.25,
-                        valid: true,
-                    };
+                let verdict = match env.outcome() {
+                    None => DbVerdict::Failed,
+                    Some(outcome) => match outcome.status {
+                        _ if outcome.correct => DbVerdict::Solved,
+                        db::DbStatus::Completed => {
+                            let item = env.item();
+                            // Partial credit for query answers; a wrong modification earns none.
+                            let overlap = if item.answer_md5.is_none() {
+                                db::answer_overlap(&outcome.answer, &item.label)
+                            } else {
+                                0.0
+                            };
+                            DbVerdict::Answered { overlap }
+                        }
+                        db::DbStatus::TaskLimitReached => DbVerdict::Failed,
+                        db::DbStatus::AgentValidationFailed => DbVerdict::Invalid,
+                    },
                 };
-                let (score, valid) = match outcome.status {
-                    _ if outcome.correct => (1.0, true),
-                    db::DbStatus::Completed => {
-                        let item = env.item();
-                        let query = item.answer_md5.is_none();
-                        let overlap = if query {
-                            db::answer_overlap(&outcome.answer, &item.label)
-                        } else {
-                            0.0
-                        };
-                        (0.5 * overlap, true)
-                    }
-                    db::DbStatus::TaskLimitReached => (-0.25, true),
-                    db::DbStatus::AgentValidationFailed => (-0.5, false),
-                };
-                TaskScore {
-                    success: outcome.correct,
-                    score,
-                    valid,
-                }
+                grade_db(verdict)
             }
             TaskEnv::Household(env) => {
                 let success = env.outcome().is_some_and(|o| o.success);
                 let invalid = env
                     .outcome()
                     .is_some_and(|o| o.status == household::HouseholdStatus::AgentInvalidAction);
-                let score = if success {
-                    1.0
-                } else {
-                    0.5 * env.progress() - if invalid { 0.5 } else { 0.0 }
-                };
-                TaskScore {
-                    success,
-                    score,
-                    valid: !invalid,
-                }
+                grade_household(success, env.progress(), invalid)
             }
         }
     }

@@ -1,29 +1,21 @@
 //! The SQL execution reward: run the completion's SQL and the gold SQL on the task's database
 //! and compare results (method.md, 04).
 //!
-//! 1.0 when the results match (as multisets, or as lists when the gold has `ORDER BY`);
-//! 0.5 × the Jaccard overlap of the result rows otherwise; −0.25 when the SQL fails to
-//! execute; −0.5 when no SQL can be found in the completion.
+//! On the shared scale ([`super::grade`]): 1 when the results match (as multisets, or as lists
+//! when the gold has `ORDER BY`); 0.5 × the Jaccard overlap of the result rows otherwise; −0.25
+//! when the SQL fails to execute; −0.5 when no SQL can be found in the completion.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::grade::{DbVerdict, grade_db};
 use crate::chat::parse_tool_calls;
 use crate::env::db::protocol::{TextAction, parse_reply};
 use crate::env::db::{Sandbox, SandboxLimits, SqlResult};
 use crate::error::{Error, Result};
 use crate::python::{PyValue, float_repr, str_repr};
-
-/// Reward for results that match.
-pub const MATCH: f64 = 1.0;
-/// Weight of the row Jaccard overlap for results that differ.
-pub const PARTIAL_WEIGHT: f64 = 0.5;
-/// Reward for SQL that fails to execute.
-pub const EXEC_ERROR: f64 = -0.25;
-/// Reward for a completion without SQL.
-pub const NO_SQL: f64 = -0.5;
 
 /// How a completion fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,11 +165,12 @@ impl SqlReward {
 
     /// The reward of `completion` for the question whose gold SQL is `gold_sql` on `db_id`.
     pub fn score(&mut self, db_id: &str, gold_sql: &str, completion: &str) -> Result<SqlScore> {
+        let scored = |verdict: SqlVerdict, grade: DbVerdict| SqlScore {
+            value: grade_db(grade).score,
+            verdict,
+        };
         let Some(sql) = extract_sql(completion) else {
-            return Ok(SqlScore {
-                value: NO_SQL,
-                verdict: SqlVerdict::NoSql,
-            });
+            return Ok(scored(SqlVerdict::NoSql, DbVerdict::Invalid));
         };
         let key = (db_id.to_string(), gold_sql.to_string());
         if !self.gold.contains_key(&key) {
@@ -189,26 +182,17 @@ impl SqlReward {
                 })?;
             self.gold.insert(key.clone(), rows);
         }
-        let pred = match self.rows(db_id, &sql)? {
-            Ok(rows) => rows,
-            Err(_) => {
-                return Ok(SqlScore {
-                    value: EXEC_ERROR,
-                    verdict: SqlVerdict::ExecError,
-                });
-            }
+        let Ok(pred) = self.rows(db_id, &sql)? else {
+            return Ok(scored(SqlVerdict::ExecError, DbVerdict::Failed));
         };
         let (same, jaccard) = compare(&pred, &self.gold[&key], ordered(gold_sql));
         Ok(if same {
-            SqlScore {
-                value: MATCH,
-                verdict: SqlVerdict::Match,
-            }
+            scored(SqlVerdict::Match, DbVerdict::Solved)
         } else {
-            SqlScore {
-                value: PARTIAL_WEIGHT * jaccard,
-                verdict: SqlVerdict::Partial,
-            }
+            scored(
+                SqlVerdict::Partial,
+                DbVerdict::Answered { overlap: jaccard },
+            )
         })
     }
 }

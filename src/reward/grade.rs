@@ -1,0 +1,102 @@
+//! The grading scale every reward in the project shares (method.md, 04): what an environment
+//! returns for a played task ([`crate::env::TaskEnv::score`]), what best-of-N ranks samples by,
+//! what GRPO rewards, and what the SQL execution reward ([`super::SqlReward`]) gives a single
+//! completion.
+//!
+//! | outcome | score |
+//! |---|---|
+//! | solved | 1 |
+//! | a DB answer that differs from the gold | 0.5 × its Jaccard overlap with it |
+//! | a lost household game | 0.5 × the share of sub-goals reached |
+//! | SQL that does not execute; a DB episode out of rounds | −0.25 |
+//! | no SQL found; a reply that broke the protocol | −0.5 |
+//! | a household game ended by an invalid reply or a loop | 0.5 × progress − 0.5 |
+
+use serde::{Deserialize, Serialize};
+
+/// Score of a solved task.
+pub const SOLVED: f64 = 1.0;
+/// Weight of the partial credit (answer overlap, household progress) of an unsolved task.
+pub const PARTIAL_WEIGHT: f64 = 0.5;
+/// Score of SQL that fails to execute, or of a DB episode that ran out of rounds.
+pub const FAILED: f64 = -0.25;
+/// Score of a completion without SQL, or of a reply that broke the protocol; also what a
+/// household game ended by an invalid reply loses.
+pub const INVALID: f64 = -0.5;
+
+/// The graded score of a played task, in [−0.5, 1] (see the module's table).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TaskScore {
+    /// Whether the task was solved.
+    pub success: bool,
+    /// The graded score.
+    pub score: f64,
+    /// Whether every reply kept to the protocol (no validation failure).
+    pub valid: bool,
+}
+
+/// How a DB task (an episode, or a single completion's SQL) ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DbVerdict {
+    /// The right answer (or result).
+    Solved,
+    /// A wrong answer whose rows overlap the gold by this Jaccard share (0 for a wrong
+    /// modification or an answer that shares nothing).
+    Answered {
+        /// Jaccard overlap with the gold, in [0, 1].
+        overlap: f64,
+    },
+    /// Out of rounds, or SQL that does not execute.
+    Failed,
+    /// A reply that broke the protocol, or no SQL at all.
+    Invalid,
+}
+
+/// The graded score of a DB task.
+pub fn grade_db(verdict: DbVerdict) -> TaskScore {
+    let (success, score, valid) = match verdict {
+        DbVerdict::Solved => (true, SOLVED, true),
+        DbVerdict::Answered { overlap } => (false, PARTIAL_WEIGHT * overlap, true),
+        DbVerdict::Failed => (false, FAILED, true),
+        DbVerdict::Invalid => (false, INVALID, false),
+    };
+    TaskScore {
+        success,
+        score,
+        valid,
+    }
+}
+
+/// The graded score of a household game: solved, or `progress` (the share of sub-goals
+/// reached) for partial credit, less the penalty when it ended on an `invalid` reply or a loop.
+pub fn grade_household(success: bool, progress: f64, invalid: bool) -> TaskScore {
+    let score = if success {
+        SOLVED
+    } else {
+        PARTIAL_WEIGHT * progress + if invalid { INVALID } else { 0.0 }
+    };
+    TaskScore {
+        success,
+        score,
+        valid: !invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_is_the_documented_one() {
+        let score = |v| grade_db(v).score;
+        assert_eq!(score(DbVerdict::Solved), 1.0);
+        assert_eq!(score(DbVerdict::Answered { overlap: 0.5 }), 0.25);
+        assert_eq!(score(DbVerdict::Failed), -0.25);
+        assert_eq!(score(DbVerdict::Invalid), -0.5);
+        assert!(!grade_db(DbVerdict::Invalid).valid && grade_db(DbVerdict::Failed).valid);
+        assert_eq!(grade_household(true, 0.2, false).score, 1.0);
+        assert_eq!(grade_household(false, 0.5, false).score, 0.25);
+        assert_eq!(grade_household(false, 0.5, true).score, -0.25);
+        assert!(!grade_household(false, 0.0, true).valid);
+    }
+}
