@@ -403,7 +403,7 @@ fn check_same_config<C: Serialize + DeserializeOwned>(
     };
     let changed: Vec<String> = now
         .iter()
-        .filter(|(k, v)| saved.get(*k) != Some(*v))
+        .filter(|(k, v)| !saved.get(*k).is_some_and(|s| same_setting(s, v)))
         .map(|(k, v)| {
             let was = saved.get(k).map_or("(absent)".into(), |s| s.to_string());
             format!("{k}: {was} → {v}")
@@ -417,6 +417,27 @@ fn check_same_config<C: Serialize + DeserializeOwned>(
          over (fresh: `--fresh` on the command line)",
         changed.join("; ")
     )))
+}
+
+/// Whether two settings are equal, numbers to 1e-12 relative (a number read back from JSON
+/// may differ from the one written in its last bit).
+fn same_setting(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_setting(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_setting(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 #[cfg(test)]
@@ -451,5 +472,9 @@ mod tests {
         assert!(err.contains("learning_rate: 0.0001 → 0.0002"), "{err}");
         assert!(!err.contains("steps"), "{err}");
         assert!(err.contains("step-000004/config.json"), "{err}");
+        // A number that came back from JSON one bit off is the same setting.
+        let nudged =
+            serde_json::json!({"learning_rate": f64::from_bits(1e-4f64.to_bits() + 1), "steps": 8});
+        check_same_config(&nudged, &same, dir).unwrap();
     }
 }
