@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::display::Show;
 use crate::error::{Error, Result};
 use crate::paths;
+use crate::phase::Phase;
 use crate::table::Table;
 
 /// How much of each phase a run does, on top of its profile.
@@ -183,9 +184,14 @@ impl RunContext {
         })
     }
 
-    /// The directory of one phase inside the run, e.g. `phase_dir("01_data")`.
-    pub fn phase_dir(&self, phase: &str) -> PathBuf {
-        self.run_dir.join(phase)
+    /// The directory of one phase inside the run, e.g. `runs/x/03_sft` for [`Phase::Sft`].
+    pub fn phase_dir(&self, phase: Phase) -> PathBuf {
+        self.run_dir.join(phase.dir_name())
+    }
+
+    /// The adapter a training phase saves (`runs/x/03_sft/adapter`).
+    pub fn adapter(&self, phase: Phase) -> PathBuf {
+        self.phase_dir(phase).join("adapter")
     }
 }
 

@@ -26,6 +26,7 @@ pub mod io;
 pub mod model;
 pub mod pairs;
 pub mod paths;
+pub mod phase;
 pub mod plot;
 pub mod prelude;
 pub mod progress;

@@ -18,6 +18,7 @@ pub use crate::generate::{
     ChatModel, Episode, GenerateOptions, Generation, RolloutOptions, Sampling, rollout,
 };
 pub use crate::model::{Decoder, Mode, ModelSource};
+pub use crate::phase::{Phase, load_policy};
 pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
 pub use crate::progress::Progress;
 pub use crate::system::{SystemReport, default_dtype, device, device_name, matmul_gflops};

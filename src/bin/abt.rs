@@ -10,6 +10,7 @@ use agentbench_tuning::data::{
 };
 use agentbench_tuning::generate::{ChatModel, GenerateOptions, Sampling};
 use agentbench_tuning::model::ModelSource;
+use agentbench_tuning::phase::Phase;
 use agentbench_tuning::system::{self, SystemReport};
 use agentbench_tuning::{Error, Result};
 use clap::{Args, Parser, Subcommand};
@@ -453,7 +454,7 @@ fn data(args: &DataArgs) -> Result<()> {
         Some(Tokenizer::load(&ctx.profile.model_source())?)
     };
     let (records, report) = build_sft(&config, tokenizer.as_ref())?;
-    let dir = ctx.phase_dir("01_data");
+    let dir = ctx.phase_dir(Phase::Data);
     write_sft(&dir, &records, &report)?;
     for s in &report.sources {
         println!(
@@ -489,7 +490,7 @@ fn prompts(args: &PromptsArgs) -> Result<()> {
     config.db = args.db.unwrap_or(config.db);
     config.household = args.household.unwrap_or(config.household);
     let prompts = build_prompts(&config)?;
-    let dir = ctx.phase_dir("02_prompts");
+    let dir = ctx.phase_dir(Phase::Prompts);
     write_prompts(&dir, &prompts)?;
     println!(
         "{} prompts -> {}",
@@ -512,13 +513,13 @@ fn sft(args: &SftArgs) -> Result<()> {
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
     }
-    let records = read_sft(&ctx.phase_dir("01_data"))?;
+    let records = read_sft(&ctx.phase_dir(Phase::Data))?;
     let source = ctx.profile.model_source();
     let tokenizer = Tokenizer::load(&source)?;
     let device = system::device()?;
     let dtype = system::default_dtype(&device);
     let model = Decoder::load(&source, &device, dtype)?;
-    let dir = ctx.phase_dir("03_sft");
+    let dir = ctx.phase_dir(Phase::Sft);
     let (mut trainer, skipped) =
         sft_trainer(model, &records, &tokenizer, config, &dir, args.fresh)?;
     if trainer.step_count() > 0 {
@@ -540,12 +541,8 @@ fn merged_model(
     ctx: &RunContext,
     adapter: &std::path::Path,
 ) -> Result<(agentbench_tuning::model::Decoder, Tokenizer)> {
-    use agentbench_tuning::model::Decoder;
-    let source = ctx.profile.model_source();
-    let tokenizer = Tokenizer::load(&source)?;
-    let device = system::device()?;
-    let mut model = Decoder::load(&source, &device, system::default_dtype(&device))?;
-    model.merge_adapter(adapter)?;
+    let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
+    let model = agentbench_tuning::phase::load_policy(ctx, Some(adapter))?;
     Ok((model, tokenizer))
 }
 
@@ -565,14 +562,14 @@ fn pairs(args: &PairsArgs) -> Result<()> {
     if args.max_prompts.is_some() {
         config.max_prompts = args.max_prompts;
     }
-    let prompts = read_prompts(&ctx.phase_dir("02_prompts"))?;
+    let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
     let adapter = args
         .adapter
         .clone()
-        .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
+        .unwrap_or_else(|| ctx.adapter(Phase::Sft));
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
     let picked = config.pick(&prompts);
-    let dir = ctx.phase_dir("04_pairs");
+    let dir = ctx.phase_dir(Phase::Pairs);
     let fingerprint = sampling_fingerprint(ctx.profile.base_model(), &adapter, &config, &picked)?;
     let (samples, seconds) = saved_samples(&dir, &fingerprint, || {
         sample_prompts(&model, &tokenizer, &picked, &config)
@@ -636,13 +633,13 @@ fn dpo(args: &DpoArgs) -> Result<()> {
         config.max_steps = args.max_steps;
     }
     config.rounds = args.rounds.unwrap_or(config.rounds);
-    let pairs = read_pairs(&ctx.phase_dir("04_pairs"))?;
+    let pairs = read_pairs(&ctx.phase_dir(Phase::Pairs))?;
     let adapter = args
         .adapter
         .clone()
-        .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
+        .unwrap_or_else(|| ctx.adapter(Phase::Sft));
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
-    let dir = ctx.phase_dir("05_dpo");
+    let dir = ctx.phase_dir(Phase::Dpo);
     let (mut trainer, skipped) =
         dpo_trainer(model, &pairs, &tokenizer, config.clone(), &dir, args.fresh)?;
     if trainer.step_count() > 0 {
@@ -659,14 +656,14 @@ fn dpo(args: &DpoArgs) -> Result<()> {
     if config.rounds > 1 {
         use agentbench_tuning::data::read_prompts;
         use agentbench_tuning::pairs::PairsConfig;
-        let prompts = read_prompts(&ctx.phase_dir("02_prompts"))?;
+        let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
         let (last, rounds) = agentbench_tuning::train::dpo_rounds(
             model,
             &tokenizer,
             &prompts,
             &PairsConfig::for_run(&ctx),
             &config,
-            &ctx.phase_dir("04_pairs"),
+            &ctx.phase_dir(Phase::Pairs),
             &dir,
             |round, steps, m| println!("round {round} {}", m.line(steps)),
         )?;
@@ -692,14 +689,14 @@ fn grpo(args: &GrpoArgs) -> Result<()> {
         None => GrpoConfig::for_run(&ctx),
     };
     config.steps = args.steps.unwrap_or(config.steps);
-    let prompts = read_prompts(&ctx.phase_dir("02_prompts"))?;
+    let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
     let eval = QuickConfig::for_notebook(&ctx).tasks()?;
     let adapter = args
         .adapter
         .clone()
-        .unwrap_or_else(|| ctx.phase_dir("03_sft").join("adapter"));
+        .unwrap_or_else(|| ctx.adapter(Phase::Sft));
     let (model, tokenizer) = merged_model(&ctx, &adapter)?;
-    let dir = ctx.phase_dir("05_grpo");
+    let dir = ctx.phase_dir(Phase::Grpo);
     let mut trainer = grpo_trainer(model, prompts, eval, &tokenizer, config, &dir, args.fresh)?;
     if trainer.step_count() > 0 {
         println!("resumed at step {}", trainer.step_count());
@@ -851,7 +848,7 @@ fn compare_stages(args: &CompareArgs) -> Result<()> {
             errors.iter().map(|(l, e)| (l.as_str(), e)).collect();
         print!("{}", ErrorReport::comparison_table(&named)?);
     }
-    let path = ctx.phase_dir("06_eval").join("summary.json");
+    let path = ctx.phase_dir(Phase::Eval).join("summary.json");
     agentbench_tuning::io::write_json(&path, &comparison)?;
     println!("-> {}", path.display());
     Ok(())

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::eval::{DbBenchConfig, DbBenchScore, ErrorReport, QuickScore};
 use crate::io::{read_json, write_json};
 use crate::model::{Decoder, Mode};
+use crate::phase::Phase;
 use crate::table::Table;
 
 /// The stages in pipeline order; other labels follow in the order they were added.
@@ -189,7 +190,7 @@ pub fn quick_score_path(run_dir: &Path, label: &str) -> PathBuf {
 /// Where a run keeps the DB Bench score labelled `label`: `<run>/06_eval/dbbench_<label>.json`.
 pub fn dbbench_score_path(run_dir: &Path, label: &str) -> PathBuf {
     run_dir
-        .join("06_eval")
+        .join(Phase::Eval.dir_name())
         .join(format!("dbbench_{label}.json"))
 }
 
@@ -251,8 +252,12 @@ pub fn saved_dbbench(
 /// `sft`, `dpo`, `grpo` whose `adapter/` directory exists.
 pub fn stage_adapters(run_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
     let mut stages = vec![("base".to_string(), None)];
-    for (stage, phase) in [("sft", "03_sft"), ("dpo", "05_dpo"), ("grpo", "05_grpo")] {
-        let dir = run_dir.join(phase).join("adapter");
+    for (stage, phase) in [
+        ("sft", Phase::Sft),
+        ("dpo", Phase::Dpo),
+        ("grpo", Phase::Grpo),
+    ] {
+        let dir = run_dir.join(phase.dir_name()).join("adapter");
         if dir.join("adapter_config.json").is_file() {
             stages.push((stage.to_string(), Some(dir)));
         }
@@ -318,7 +323,7 @@ impl RunScores {
             quick.push(read_json::<QuickScore>(&path)?);
         }
         let mut dbbench = Vec::new();
-        for path in scores_in(&run_dir.join("06_eval"), "dbbench_")? {
+        for path in scores_in(&run_dir.join(Phase::Eval.dir_name()), "dbbench_")? {
             dbbench.push(read_dbbench(&path)?);
         }
         quick.sort_by_key(|s: &QuickScore| stage_rank(&s.label));

@@ -1,0 +1,124 @@
+//! The pipeline's phases: the name each one has as a notebook, an `abt` command and a
+//! directory of the run, and the policy the phases after SFT start from.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunContext;
+use crate::error::Result;
+use crate::model::Decoder;
+
+/// A phase of the pipeline that writes into the run directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// 01: the SFT set.
+    Data,
+    /// 02: the RL and pair prompts.
+    Prompts,
+    /// 03: LoRA SFT.
+    Sft,
+    /// 04: preference pairs.
+    Pairs,
+    /// 05: DPO.
+    Dpo,
+    /// 05: GRPO.
+    Grpo,
+    /// 06: the evaluation of every stage.
+    Eval,
+}
+
+impl Phase {
+    /// Every phase, in pipeline order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Data,
+        Phase::Prompts,
+        Phase::Sft,
+        Phase::Pairs,
+        Phase::Dpo,
+        Phase::Grpo,
+        Phase::Eval,
+    ];
+
+    /// Its directory in a run (`03_sft`).
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Phase::Data => "01_data",
+            Phase::Prompts => "02_prompts",
+            Phase::Sft => "03_sft",
+            Phase::Pairs => "04_pairs",
+            Phase::Dpo => "05_dpo",
+            Phase::Grpo => "05_grpo",
+            Phase::Eval => "06_eval",
+        }
+    }
+
+    /// The notebook that runs it.
+    pub fn notebook(self) -> &'static str {
+        match self {
+            Phase::Data => "01_data.ipynb",
+            Phase::Prompts => "02_prompts.ipynb",
+            Phase::Sft => "03_sft.ipynb",
+            Phase::Pairs => "04_pairs.ipynb",
+            Phase::Dpo | Phase::Grpo => "05_dpo_grpo.ipynb",
+            Phase::Eval => "06_eval.ipynb",
+        }
+    }
+
+    /// The `abt` command that runs it.
+    pub fn command(self) -> &'static str {
+        match self {
+            Phase::Data => "data",
+            Phase::Prompts => "prompts",
+            Phase::Sft => "sft",
+            Phase::Pairs => "pairs",
+            Phase::Dpo => "dpo",
+            Phase::Grpo => "grpo",
+            Phase::Eval => "eval",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir_name())
+    }
+}
+
+/// The profile's base model on the default device, with `adapter` (usually the SFT adapter,
+/// [`RunContext::adapter`]) merged into its weights: the policy pairs are sampled from, and
+/// the base DPO and GRPO add their own adapters to.
+pub fn load_policy(ctx: &RunContext, adapter: Option<&Path>) -> Result<Decoder> {
+    let device = crate::system::device()?;
+    let dtype = crate::system::default_dtype(&device);
+    let mut model = Decoder::load(&ctx.profile.model_source(), &device, dtype)?;
+    if let Some(adapter) = adapter {
+        model.merge_adapter(adapter)?;
+    }
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_name_their_directories_in_pipeline_order() {
+        let names: Vec<&str> = Phase::ALL.iter().map(|p| p.dir_name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(Phase::Sft.to_string(), "03_sft");
+        let ctx = RunContext {
+            profile: crate::config::Profile::Tiny,
+            run_dir: "runs/x".into(),
+            scale: crate::config::Scale::Smoke,
+        };
+        assert_eq!(
+            ctx.adapter(Phase::Grpo),
+            Path::new("runs/x/05_grpo/adapter")
+        );
+    }
+}
