@@ -14,6 +14,8 @@ use crate::model::Decoder;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// 00: the set-up check.
+    Setup,
     /// 01: the SFT set.
     Data,
     /// 02: the RL and pair prompts.
@@ -32,7 +34,8 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in pipeline order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
+        Phase::Setup,
         Phase::Data,
         Phase::Prompts,
         Phase::Sft,
@@ -45,6 +48,7 @@ impl Phase {
     /// Its directory in a run (`03_sft`).
     pub fn dir_name(self) -> &'static str {
         match self {
+            Phase::Setup => "00_setup",
             Phase::Data => "01_data",
             Phase::Prompts => "02_prompts",
             Phase::Sft => "03_sft",
@@ -58,6 +62,7 @@ impl Phase {
     /// The notebook that runs it.
     pub fn notebook(self) -> &'static str {
         match self {
+            Phase::Setup => "00_setup.ipynb",
             Phase::Data => "01_data.ipynb",
             Phase::Prompts => "02_prompts.ipynb",
             Phase::Sft => "03_sft.ipynb",
@@ -70,6 +75,7 @@ impl Phase {
     /// The `abt` command that runs it.
     pub fn command(self) -> &'static str {
         match self {
+            Phase::Setup => "env",
             Phase::Data => "data",
             Phase::Prompts => "prompts",
             Phase::Sft => "sft",
