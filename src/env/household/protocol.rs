@@ -1,6 +1,8 @@
 //! How the agent talks to the household: AgentBench's ALFWorld reply rules (v0.2 text with
 //! `THOUGHT:`/`ACTION:`, and a `take_action` tool), with this project's own wording.
 
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use crate::chat::Tool;
@@ -70,9 +72,11 @@ pub fn match_action(action: &str, choices: &[String]) -> String {
     if choices.is_empty() || choices.contains(&action) {
         return action;
     }
+    // The action's n-grams are counted once; each choice then costs its own few words.
+    let hypothesis = Hypothesis::new(&action);
     let mut best: Option<(usize, f64)> = None;
     for (i, choice) in choices.iter().enumerate() {
-        let score = sentence_bleu(choice, &action);
+        let score = hypothesis.bleu(choice);
         if best.is_none_or(|(_, b)| score > b) {
             best = Some((i, score));
         }
@@ -88,72 +92,77 @@ pub fn match_action(action: &str, choices: &[String]) -> String {
 /// zero precision that method 4 leaves unsmoothed (one-word hypotheses) is left out of the
 /// geometric mean.
 pub fn sentence_bleu(reference: &str, hypothesis: &str) -> f64 {
-    let refs: Vec<&str> = python_split(reference);
-    let hyp: Vec<&str> = python_split(hypothesis);
-    let mut precisions = [(0usize, 0usize); 4];
-    for (n, p) in precisions.iter_mut().enumerate() {
-        *p = modified_precision(&refs, &hyp, n + 1);
-    }
-    if precisions[0].0 == 0 {
-        return 0.0;
-    }
-    let hyp_len = hyp.len();
-    let (r, c) = (refs.len() as f64, hyp_len as f64);
-    let brevity = if hyp_len > refs.len() {
-        1.0
-    } else {
-        (1.0 - r / c).exp()
-    };
-    let mut increment = 1i32;
-    let mut sum = 0.0;
-    for &(num, den) in &precisions {
-        let p = if num == 0 && hyp_len > 1 {
-            let numerator = 1.0 / (2f64.powi(increment) * 5.0 / c.ln());
-            increment += 1;
-            numerator / den as f64
-        } else {
-            num as f64 / den as f64
-        };
-        if p > 0.0 {
-            sum += 0.25 * p.ln();
-        }
-    }
-    brevity * sum.exp()
+    Hypothesis::new(hypothesis).bleu(reference)
 }
 
-/// Clipped n-gram matches and the number of hypothesis n-grams (at least 1).
-fn modified_precision(reference: &[&str], hypothesis: &[&str], n: usize) -> (usize, usize) {
-    let grams = |words: &[&str]| -> Vec<Vec<String>> {
-        if words.len() < n {
-            return Vec::new();
+/// A hypothesis split into words, with the count of each of its 1- to 4-grams (NLTK's
+/// `Counter`s), so that scoring it against a reference takes time in the reference's length.
+struct Hypothesis<'a> {
+    len: usize,
+    grams: [HashMap<Vec<&'a str>, usize>; 4],
+}
+
+impl<'a> Hypothesis<'a> {
+    fn new(text: &'a str) -> Self {
+        let words = python_split(text);
+        let mut grams: [HashMap<Vec<&'a str>, usize>; 4] = Default::default();
+        for (n, counts) in grams.iter_mut().enumerate() {
+            for gram in words.windows(n + 1) {
+                *counts.entry(gram.to_vec()).or_default() += 1;
+            }
         }
-        words
-            .windows(n)
-            .map(|w| w.iter().map(|s| s.to_string()).collect())
-            .collect()
-    };
-    let hyp = grams(hypothesis);
-    let available = grams(reference);
-    let mut matched = 0;
-    let mut counted: Vec<(Vec<String>, usize)> = Vec::new();
-    for g in &hyp {
-        // Clip each distinct n-gram's count at its count in the reference.
-        let seen = counted.iter_mut().find(|(k, _)| k == g);
-        let used = match seen {
-            Some((_, c)) => {
-                *c += 1;
-                *c
-            }
-            None => {
-                counted.push((g.clone(), 1));
-                1
-            }
-        };
-        if available.iter().filter(|a| *a == g).count() >= used {
-            matched += 1;
+        Self {
+            len: words.len(),
+            grams,
         }
     }
-    (matched, hyp.len().max(1))
+
+    /// [`sentence_bleu`] of this hypothesis against `reference`.
+    fn bleu(&self, reference: &str) -> f64 {
+        let refs: Vec<&str> = python_split(reference);
+        let precisions: [(usize, usize); 4] =
+            std::array::from_fn(|n| self.modified_precision(&refs, n + 1));
+        if precisions[0].0 == 0 {
+            return 0.0;
+        }
+        let hyp_len = self.len;
+        let (r, c) = (refs.len() as f64, hyp_len as f64);
+        let brevity = if hyp_len > refs.len() {
+            1.0
+        } else {
+            (1.0 - r / c).exp()
+        };
+        let mut increment = 1i32;
+        let mut sum = 0.0;
+        for &(num, den) in &precisions {
+            let p = if num == 0 && hyp_len > 1 {
+                let numerator = 1.0 / (2f64.powi(increment) * 5.0 / c.ln());
+                increment += 1;
+                numerator / den as f64
+            } else {
+                num as f64 / den as f64
+            };
+            if p > 0.0 {
+                sum += 0.25 * p.ln();
+            }
+        }
+        brevity * sum.exp()
+    }
+
+    /// Clipped n-gram matches (each distinct n-gram counts at most as often as the reference
+    /// has it) and the number of hypothesis n-grams (at least 1).
+    fn modified_precision(&self, reference: &[&str], n: usize) -> (usize, usize) {
+        let mut available: HashMap<&[&str], usize> = HashMap::new();
+        for gram in reference.windows(n) {
+            *available.entry(gram).or_default() += 1;
+        }
+        let counts = &self.grams[n - 1];
+        let matched = available
+            .iter()
+            .map(|(gram, &have)| counts.get(*gram).map_or(0, |&c| c.min(have)))
+            .sum();
+        (matched, (self.len + 1).saturating_sub(n).max(1))
+    }
 }
 
 /// Python's `str.isspace` for one character: Unicode white space plus the separators
@@ -190,6 +199,62 @@ pub fn strip_old_action_lists(messages: &mut [crate::chat::Message]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NLTK's `modified_precision`, as written before the n-gram counts: clipped matches
+    /// counted one hypothesis n-gram at a time.
+    fn naive_precision(reference: &[&str], hypothesis: &[&str], n: usize) -> (usize, usize) {
+        let grams = |words: &[&str]| -> Vec<Vec<String>> {
+            words
+                .windows(n)
+                .map(|w| w.iter().map(|s| s.to_string()).collect())
+                .collect()
+        };
+        let (hyp, available) = (grams(hypothesis), grams(reference));
+        let mut matched = 0;
+        for (k, g) in hyp.iter().enumerate() {
+            let used = hyp[..=k].iter().filter(|h| *h == g).count();
+            if available.iter().filter(|a| *a == g).count() >= used {
+                matched += 1;
+            }
+        }
+        (matched, hyp.len().max(1))
+    }
+
+    #[test]
+    fn counted_ngrams_clip_as_the_one_at_a_time_definition() {
+        let mut rng = crate::rng::Rng::new(7);
+        let vocab = ["go", "to", "cabinet", "1", "2", "the", "open", "put"];
+        let words = |rng: &mut crate::rng::Rng, len: usize| -> Vec<&str> {
+            (0..len).map(|_| vocab[rng.below(vocab.len())]).collect()
+        };
+        for _ in 0..500 {
+            let (rl, hl) = (rng.below(9), rng.below(12));
+            let reference = words(&mut rng, rl);
+            let hypothesis = words(&mut rng, hl);
+            let text = hypothesis.join(" ");
+            let counted = Hypothesis::new(&text);
+            for n in 1..=4 {
+                assert_eq!(
+                    counted.modified_precision(&reference, n),
+                    naive_precision(&reference, &hypothesis, n),
+                    "{reference:?} / {hypothesis:?}, n = {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_action_is_matched_like_any_other() {
+        // 100 KB of words: counted once, then each choice costs its own few words.
+        let action = format!("go to {}cabinet 1", "the very long way ".repeat(5_600));
+        let c = choices(&["go to cabinet 1", "open drawer 2"]);
+        assert!(action.len() > 100_000);
+        assert_eq!(match_action(&action, &c), action.to_lowercase());
+        assert_eq!(
+            process_action(&format!("ACTION: {action}"), &c).as_deref(),
+            Some(action.as_str())
+        );
+    }
 
     fn choices(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
