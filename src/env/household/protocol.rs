@@ -72,6 +72,9 @@ pub fn match_action(action: &str, choices: &[String]) -> String {
     if choices.is_empty() || choices.contains(&action) {
         return action;
     }
+    if beyond_any_match(&action, choices) {
+        return action;
+    }
     // The action's n-grams are counted once; each choice then costs its own few words.
     let hypothesis = Hypothesis::new(&action);
     let mut best: Option<(usize, f64)> = None;
@@ -85,6 +88,21 @@ pub fn match_action(action: &str, choices: &[String]) -> String {
         Some((i, score)) if score > 0.01 => choices[i].clone(),
         _ => action,
     }
+}
+
+/// Whether `action` is so much longer than every choice that no choice can score above 0.01,
+/// so that its n-grams need not be counted. With c action words (c > 100) and at most m words
+/// in a choice, each n-gram precision is at most m / (c − 3) and method 4's smoothed value at
+/// most ln(c) / (10 (c − 3)), both below 0.01 once c − 3 > 100 m; the brevity penalty is 1 and
+/// the geometric mean is below its largest term.
+fn beyond_any_match(action: &str, choices: &[String]) -> bool {
+    let words = python_split(action).len();
+    let longest = choices
+        .iter()
+        .map(|c| python_split(c).len())
+        .max()
+        .unwrap_or(0);
+    words > 100 && words - 3 > 100 * longest
 }
 
 /// NLTK's (3.10) `sentence_bleu([reference.split()], hypothesis.split())` with uniform 4-gram
@@ -241,6 +259,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_action_past_the_length_bound_scores_below_the_threshold_with_every_choice() {
+        let c = choices(&["go to cabinet 1", "put the mug in drawer 2", "look"]);
+        let mut rng = crate::rng::Rng::new(11);
+        let vocab: Vec<&str> = c.iter().flat_map(|s| s.split(' ')).collect();
+        for _ in 0..50 {
+            // Just past the bound (6 words in the longest choice: 604 words), from the
+            // choices' own words, so as many n-grams match as can.
+            let len = 604 + rng.below(50);
+            let action: Vec<&str> = (0..len).map(|_| vocab[rng.below(vocab.len())]).collect();
+            let action = action.join(" ");
+            assert!(beyond_any_match(&action, &c));
+            let hypothesis = Hypothesis::new(&action);
+            for choice in &c {
+                assert!(hypothesis.bleu(choice) <= 0.01, "{choice}");
+            }
+        }
+        assert!(!beyond_any_match(&"look ".repeat(603), &c));
     }
 
     #[test]
