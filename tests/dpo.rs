@@ -2,67 +2,15 @@
 //! (loss ln 2), sequence log-probs are the sums of the trained tokens' log-probs, training
 //! ranks held-out pairs right, and an interrupted run resumes exactly.
 
-use agentbench_tuning::model::{
-    Architecture, Decoder, LoraConfig, Mode, ModelConfig, Padding, TokenBatch,
-};
-use agentbench_tuning::rng::Rng;
+mod common;
+
+use common::{echo_pairs as pairs, small_model as model};
+
+use agentbench_tuning::model::{LoraConfig, Mode, Padding, TokenBatch};
 use agentbench_tuning::train::{
-    DpoConfig, DpoExample, DpoLoss, DpoParams, DpoTrainer, SftExample, TrainArgs, pair_logprobs,
+    DpoConfig, DpoExample, DpoLoss, DpoParams, DpoTrainer, TrainArgs, pair_logprobs,
 };
-use candle_core::{DType, Device};
-
-fn config() -> ModelConfig {
-    ModelConfig {
-        architecture: Architecture::Qwen2,
-        vocab_size: 97,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
-        max_position_embeddings: 512,
-        tie_word_embeddings: false,
-        qkv_bias: true,
-        qk_norm: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-    }
-}
-
-fn model() -> Decoder {
-    Decoder::random(config(), 3, &Device::Cpu, DType::F32).unwrap()
-}
-
-/// Pairs over a shared random prompt (masked): the chosen answer echoes the prompt's first
-/// token then a fixed phrase; the rejected one is random tokens. A trailing untrained token
-/// stands for the next turn's header.
-fn pairs(n: usize, seed: u64) -> Vec<DpoExample> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let len = 4 + rng.below(5);
-            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
-            let side = |answer: Vec<u32>, rng: &mut Rng| {
-                let mut ids = prompt.clone();
-                ids.push(1);
-                ids.extend(&answer);
-                ids.push(3 + rng.below(90) as u32);
-                let mut mask = vec![0u8; len + 1];
-                mask.extend(vec![1u8; answer.len()]);
-                mask.push(0);
-                SftExample { ids, mask }
-            };
-            let chosen = side(vec![prompt[0], 10, 11, 12, 2], &mut rng);
-            let random: Vec<u32> = (0..4).map(|_| 3 + rng.below(90) as u32).collect();
-            let rejected = side([random, vec![2]].concat(), &mut rng);
-            DpoExample { chosen, rejected }
-        })
-        .collect()
-}
+use candle_core::Device;
 
 fn dpo_config() -> DpoConfig {
     DpoConfig {

@@ -14,13 +14,11 @@ use std::path::PathBuf;
 use agentbench_tuning::config::Profile;
 use agentbench_tuning::data::held_out_prompts;
 use agentbench_tuning::env::Protocol;
-use agentbench_tuning::model::{Architecture, Decoder, LoraConfig, ModelConfig};
-use agentbench_tuning::rng::Rng;
+use agentbench_tuning::model::{Decoder, LoraConfig};
 use agentbench_tuning::train::{
-    DpoConfig, DpoExample, DpoTrainer, GrpoConfig, GrpoTrainer, SftConfig, SftExample, SftTrainer,
-    TrainArgs,
+    DpoConfig, DpoTrainer, GrpoConfig, GrpoTrainer, SftConfig, SftTrainer, TrainArgs,
 };
-use candle_core::{DType, Device};
+use candle_core::DType;
 use serde_json::Value;
 
 /// Fields that measure the machine, not the method.
@@ -31,74 +29,6 @@ const TIMINGS: [&str; 5] = [
     "rollout_tokens_per_s",
     "train_s",
 ];
-
-fn small_model() -> Decoder {
-    let config = ModelConfig {
-        architecture: Architecture::Qwen2,
-        vocab_size: 97,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
-        max_position_embeddings: 512,
-        tie_word_embeddings: false,
-        qkv_bias: true,
-        qk_norm: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-    };
-    Decoder::random(config, 3, &Device::Cpu, DType::F32).unwrap()
-}
-
-/// A masked random prompt, then a trained answer that echoes its first token and a fixed
-/// phrase, then one untrained token.
-fn sft_examples(n: usize, seed: u64) -> Vec<SftExample> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let len = 4 + rng.below(6);
-            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
-            let mut ids = prompt.clone();
-            ids.push(1);
-            ids.extend([prompt[0], 10, 11, 12, 2]);
-            ids.push(3 + rng.below(90) as u32);
-            let mut mask = vec![0u8; len + 1];
-            mask.extend([1u8; 5]);
-            mask.push(0);
-            SftExample { ids, mask }
-        })
-        .collect()
-}
-
-/// Pairs whose chosen side is such an answer and whose rejected side is random tokens.
-fn dpo_pairs(n: usize, seed: u64) -> Vec<DpoExample> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let len = 4 + rng.below(5);
-            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
-            let side = |answer: Vec<u32>, rng: &mut Rng| {
-                let mut ids = prompt.clone();
-                ids.push(1);
-                ids.extend(&answer);
-                ids.push(3 + rng.below(90) as u32);
-                let mut mask = vec![0u8; len + 1];
-                mask.extend(vec![1u8; answer.len()]);
-                mask.push(0);
-                SftExample { ids, mask }
-            };
-            let chosen = side(vec![prompt[0], 10, 11, 12, 2], &mut rng);
-            let random: Vec<u32> = (0..4).map(|_| 3 + rng.below(90) as u32).collect();
-            let rejected = side([random, vec![2]].concat(), &mut rng);
-            DpoExample { chosen, rejected }
-        })
-        .collect()
-}
 
 /// The trained values, summed and squared-summed var by var in f64.
 fn checksum(model: &Decoder) -> Value {
@@ -221,9 +151,9 @@ fn sft_follows_its_golden_curve() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = SftTrainer::new(
-        small_model(),
-        sft_examples(24, 1),
-        sft_examples(4, 2),
+        common::small_model(),
+        common::echo_examples(24, 1),
+        common::echo_examples(4, 2),
         config,
         0,
         dir.path(),
@@ -266,9 +196,9 @@ fn dpo_follows_its_golden_curve() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = DpoTrainer::new(
-        small_model(),
-        dpo_pairs(12, 5),
-        dpo_pairs(4, 6),
+        common::small_model(),
+        common::echo_pairs(12, 5),
+        common::echo_pairs(4, 6),
         config,
         0,
         dir.path(),

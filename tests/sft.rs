@@ -4,60 +4,11 @@
 
 mod common;
 
-use agentbench_tuning::model::{
-    Architecture, Decoder, LoraConfig, Mode, ModelConfig, Padding, TokenBatch,
-};
-use agentbench_tuning::rng::Rng;
-use agentbench_tuning::train::{SftConfig, SftExample, SftTrainer, TrainArgs, epoch_batches};
-use candle_core::{DType, Device};
+use common::{echo_examples as examples, small_model as model};
 
-fn config() -> ModelConfig {
-    ModelConfig {
-        architecture: Architecture::Qwen2,
-        vocab_size: 97,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
-        max_position_embeddings: 512,
-        tie_word_embeddings: false,
-        qkv_bias: true,
-        qk_norm: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-    }
-}
-
-fn model() -> Decoder {
-    Decoder::random(config(), 3, &Device::Cpu, DType::F32).unwrap()
-}
-
-/// Examples with a learnable pattern: a prompt of random tokens (masked), an answer that
-/// echoes the prompt's first token and then a fixed phrase (trained), and one trailing token
-/// that is not trained on (as the next turn's header would be).
-fn examples(n: usize, seed: u64) -> Vec<SftExample> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let len = 4 + rng.below(6);
-            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
-            let mut ids = prompt.clone();
-            ids.push(1);
-            ids.extend([prompt[0], 10, 11, 12]);
-            ids.push(2);
-            ids.push(3 + rng.below(90) as u32);
-            let mut mask = vec![0u8; len + 1];
-            mask.extend([1u8; 5]);
-            mask.push(0);
-            SftExample { ids, mask }
-        })
-        .collect()
-}
+use agentbench_tuning::model::{LoraConfig, Mode, Padding, TokenBatch};
+use agentbench_tuning::train::{SftConfig, SftTrainer, TrainArgs, epoch_batches};
+use candle_core::Device;
 
 fn sft_config() -> SftConfig {
     SftConfig {

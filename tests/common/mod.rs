@@ -59,3 +59,79 @@ pub fn qwen_tokenizer(name: &str) -> Option<PathBuf> {
 pub fn dbbench_dev() -> PathBuf {
     paths::dbbench_dev_items()
 }
+
+/// A small random Qwen2-shaped model (vocabulary 97, 2 layers, width 32), for the trainers'
+/// tests.
+pub fn small_model() -> agentbench_tuning::model::Decoder {
+    let config = agentbench_tuning::model::ModelConfig {
+        architecture: agentbench_tuning::model::Architecture::Qwen2,
+        vocab_size: 97,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 8,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 512,
+        tie_word_embeddings: false,
+        qkv_bias: true,
+        qk_norm: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    };
+    agentbench_tuning::model::Decoder::random(
+        config,
+        3,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap()
+}
+
+/// A masked random prompt, then a trained answer that echoes its first token and a fixed
+/// phrase, then one untrained token.
+pub fn echo_examples(n: usize, seed: u64) -> Vec<agentbench_tuning::train::SftExample> {
+    let mut rng = agentbench_tuning::rng::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let len = 4 + rng.below(6);
+            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
+            let mut ids = prompt.clone();
+            ids.push(1);
+            ids.extend([prompt[0], 10, 11, 12, 2]);
+            ids.push(3 + rng.below(90) as u32);
+            let mut mask = vec![0u8; len + 1];
+            mask.extend([1u8; 5]);
+            mask.push(0);
+            agentbench_tuning::train::SftExample { ids, mask }
+        })
+        .collect()
+}
+
+/// Pairs whose chosen side is such an answer and whose rejected side is random tokens.
+pub fn echo_pairs(n: usize, seed: u64) -> Vec<agentbench_tuning::train::DpoExample> {
+    let mut rng = agentbench_tuning::rng::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let len = 4 + rng.below(5);
+            let prompt: Vec<u32> = (0..len).map(|_| 3 + rng.below(90) as u32).collect();
+            let side = |answer: Vec<u32>, rng: &mut agentbench_tuning::rng::Rng| {
+                let mut ids = prompt.clone();
+                ids.push(1);
+                ids.extend(&answer);
+                ids.push(3 + rng.below(90) as u32);
+                let mut mask = vec![0u8; len + 1];
+                mask.extend(vec![1u8; answer.len()]);
+                mask.push(0);
+                agentbench_tuning::train::SftExample { ids, mask }
+            };
+            let chosen = side(vec![prompt[0], 10, 11, 12, 2], &mut rng);
+            let random: Vec<u32> = (0..4).map(|_| 3 + rng.below(90) as u32).collect();
+            let rejected = side([random, vec![2]].concat(), &mut rng);
+            agentbench_tuning::train::DpoExample { chosen, rejected }
+        })
+        .collect()
+}
