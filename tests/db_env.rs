@@ -332,3 +332,252 @@ fn the_default_model_plays_db_episodes_in_a_rollout() {
         }
     }
 }
+
+/// A modification item over a table whose declared types are numeric (as some AgentBench items
+/// declare them), with values whose text a numeric column would change.
+fn numeric_item() -> DbItem {
+    serde_json::from_value(json!({
+        "description": "Add the row 011, 0.50, c.",
+        "add_description": "The name of this table is t, and the headers of this table are id,score,name.",
+        "table": {"table_name": "t", "table_info": {
+            "columns": [{"name": "id", "type": "INT"}, {"name": "score", "type": "FLOAT"},
+                        {"name": "name", "type": "TEXT"}],
+            "rows": [["007", "1.50", "a"], [10, "2.0", "b"], ["9", "10.25", null]]}},
+        "type": ["INSERT"],
+        "label": ["INSERT INTO t VALUES ('011', '0.50', 'c')"],
+        // By hand, MySQL's hash over TEXT columns: rows "007,1.50,a", "10,2.0,b", "9,10.25"
+        // (NULL skipped by CONCAT_WS), "011,0.50,c"; MD5 of the sorted 5-digit row prefixes.
+        // With numeric columns (7, 1.5, 2, 11, 0.5) it would be de45515548e88020940fcddb8fdae1ca.
+        "answer_md5": "[('b19bcaf267b34003bb964223465fc32c',)]"
+    }))
+    .unwrap()
+}
+
+#[test]
+fn numeric_declared_columns_keep_mysql_text_semantics() {
+    let item = numeric_item();
+    let gold = item.label[0].as_str().unwrap().to_string();
+    for protocol in [Protocol::Text, Protocol::Tools] {
+        let mut env = DbEnv::new(item.clone()).with_protocol(protocol);
+        env.reset().unwrap();
+        let observe = |env: &mut DbEnv, sql: &str| match protocol {
+            Protocol::Text => env.step(&operation(sql)).unwrap().observation[0]
+                .content
+                .clone(),
+            Protocol::Tools => env
+                .step(&call("execute_sql", json!({ "query": sql })))
+                .unwrap()
+                .observation[0]
+                .content
+                .clone(),
+        };
+        // Strings as stored, text order and text comparison, as AgentBench's MySQL shows them.
+        assert_eq!(
+            observe(&mut env, "SELECT id FROM t ORDER BY id"),
+            "[('007',), ('10',), ('9',)]"
+        );
+        assert_eq!(
+            observe(&mut env, "SELECT MAX(id), MIN(score) FROM t"),
+            "[('9', '1.50')]"
+        );
+        assert_eq!(observe(&mut env, &gold), "[]");
+        let end = match protocol {
+            Protocol::Text => env.step(&answer("[\"done\"]")).unwrap(),
+            Protocol::Tools => env
+                .step(&call("commit_final_answer", json!({"answers": ["done"]})))
+                .unwrap(),
+        };
+        assert_eq!(end.reward, 1.0, "{protocol:?}");
+    }
+}
+
+/// Plays `replies` through a fresh episode in a thread and returns the last step's reward and
+/// the time it took; panics when the episode takes past `limit` (a hang) or returns an error.
+fn play_bounded(
+    item: DbItem,
+    protocol: Protocol,
+    limits: SandboxLimits,
+    replies: Vec<Message>,
+    limit: Duration,
+) -> (f64, Duration) {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut env = DbEnv::new(item).with_protocol(protocol).with_limits(limits);
+        env.reset().unwrap();
+        let start = Instant::now();
+        let mut reward = None;
+        for reply in &replies {
+            let step = env.step(reply).map_err(|e| e.to_string());
+            let step = match step {
+                Ok(step) => step,
+                Err(e) => {
+                    let _ = send.send(Err(e));
+                    return;
+                }
+            };
+            reward = Some(step.reward);
+        }
+        let _ = send.send(Ok((reward.unwrap_or(f64::NAN), start.elapsed())));
+    });
+    match receive.recv_timeout(limit) {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => panic!("the episode returned an error: {e}"),
+        Err(_) => panic!("the episode did not finish within {limit:?}"),
+    }
+}
+
+fn short_limits() -> SandboxLimits {
+    SandboxLimits {
+        timeout: Duration::from_millis(300),
+        reply_timeout: Duration::from_millis(300),
+        ..SandboxLimits::default()
+    }
+}
+
+fn text_and_tools(sql: &[&str], answer_text: &str) -> [(Protocol, Vec<Message>); 2] {
+    let mut text: Vec<Message> = sql.iter().map(|s| operation(s)).collect();
+    text.push(answer(answer_text));
+    let mut tools: Vec<Message> = sql
+        .iter()
+        .map(|s| call("execute_sql", json!({ "query": s })))
+        .collect();
+    tools.push(call(
+        "commit_final_answer",
+        json!({ "answers": [answer_text] }),
+    ));
+    [(Protocol::Text, text), (Protocol::Tools, tools)]
+}
+
+#[test]
+fn scoring_a_table_replaced_by_an_endless_view_is_bounded_and_wrong() {
+    let endless = "CREATE VIEW t AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x, x, x FROM c";
+    for (protocol, replies) in text_and_tools(&["DROP TABLE t", endless], "done") {
+        let (reward, took) = play_bounded(
+            numeric_item(),
+            protocol,
+            short_limits(),
+            replies,
+            Duration::from_secs(60),
+        );
+        assert_eq!(reward, 0.0, "{protocol:?}");
+        // The statements and the hash each stop at 0.3 s; slack for a loaded machine.
+        assert!(took < Duration::from_secs(10), "{protocol:?}: {took:?}");
+    }
+}
+
+#[test]
+fn a_dropped_or_renamed_table_scores_wrong_instead_of_failing_the_run() {
+    for sql in ["DROP TABLE t", "ALTER TABLE t RENAME TO u"] {
+        for (protocol, replies) in text_and_tools(&[sql], "done") {
+            let (reward, _) = play_bounded(
+                numeric_item(),
+                protocol,
+                short_limits(),
+                replies,
+                Duration::from_secs(60),
+            );
+            assert_eq!(reward, 0.0, "{sql} ({protocol:?})");
+        }
+    }
+}
+
+/// Files this process holds open in a temporary directory (SQLite's spilled temp databases
+/// are unlinked at once but stay open, `/var/tmp/etilqs_… (deleted)`).
+fn open_temp_files() -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|t| t.contains("etilqs") || t.starts_with("/var/tmp") || t.starts_with("/usr/tmp"))
+        .collect()
+}
+
+#[test]
+fn temporary_tables_live_in_memory_under_their_cap() {
+    let limits = SandboxLimits {
+        timeout: Duration::from_secs(20),
+        ..SandboxLimits::default()
+    };
+    let cap = u64::from(limits.max_temp_pages) * 4096;
+    let sb = Sandbox::new(limits, |conn| {
+        conn.execute_batch("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(matches!(
+        sb.execute("CREATE TEMP TABLE big (b BLOB)"),
+        SqlResult::Done(_)
+    ));
+    // 200 MB asked for, 1 MB a row: the temp database must stop at its cap.
+    let bomb = "INSERT INTO big WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) SELECT randomblob(1000000) FROM c";
+    let result = sb.execute(bomb);
+    assert!(
+        matches!(&result, SqlResult::Error(e) if e.contains("full")),
+        "{result:?}"
+    );
+    let SqlResult::Rows { rows, .. } =
+        sb.execute("SELECT COALESCE(SUM(length(b)), 0) FROM temp.big")
+    else {
+        panic!("the temp table is readable")
+    };
+    let stored = match rows[0][0] {
+        agentbench_tuning::python::PyValue::Int(n) => n as u64,
+        ref other => panic!("{other:?}"),
+    };
+    assert!(stored <= cap, "{stored} bytes in temp tables, cap {cap}");
+    // Nothing was spilled to a file.
+    assert_eq!(open_temp_files(), Vec::<String>::new());
+    // The cap cannot be lifted, nor temp storage moved to a file.
+    for pragma in [
+        "PRAGMA temp.max_page_count = 1000000",
+        "PRAGMA temp_store = FILE",
+    ] {
+        assert!(
+            matches!(sb.execute(pragma), SqlResult::Error(_)),
+            "{pragma}"
+        );
+    }
+}
+
+#[test]
+fn one_reply_runs_its_statements_within_one_time_budget() {
+    let endless =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c";
+    let limits = SandboxLimits {
+        timeout: Duration::from_secs(1),
+        reply_timeout: Duration::from_secs(1),
+        ..SandboxLimits::default()
+    };
+    let mut env = DbEnv::new(numeric_item())
+        .with_protocol(Protocol::Tools)
+        .with_limits(limits);
+    env.reset().unwrap();
+    let five = Message::assistant("").with_tool_calls(
+        (0..5)
+            .map(|_| ToolCall::new("execute_sql", json!({ "query": endless })))
+            .collect(),
+    );
+    let start = Instant::now();
+    let step = env.step(&five).unwrap();
+    let took = start.elapsed();
+    // Five statements of 1 s each would take 5 s; the reply's budget is 1 s in all.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(step.observation.len(), 5);
+    for message in &step.observation[1..] {
+        assert!(
+            message.content.contains("1 s in all"),
+            "{}",
+            message.content
+        );
+    }
+    // The next reply has its own budget.
+    let next = env
+        .step(&call(
+            "execute_sql",
+            json!({"query": "SELECT COUNT(*) FROM t"}),
+        ))
+        .unwrap();
+    assert_eq!(next.observation[0].content, "[(3,)]");
+}

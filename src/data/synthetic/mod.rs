@@ -16,7 +16,7 @@ pub use vocab::{ColumnDef, Domain, Pools, TableDef, ValueKind, Vocabulary};
 
 use super::episodes::{DbEpisode, DbEpisodeOptions, answer_turn, negative_turn, operation, replay};
 use crate::env::Protocol;
-use crate::env::db::{DbItem, Sandbox, SandboxLimits, SqlResult, table_hash};
+use crate::env::db::{DbItem, Sandbox, SandboxLimits, SqlResult};
 use crate::error::{Error, Result};
 use crate::python::PyValue;
 use crate::rng::Rng;
@@ -113,10 +113,10 @@ fn execute_gold(
     let sandbox = Sandbox::new(SandboxLimits::default(), |conn| spec.materialise(conn))?;
     let result = sandbox.execute(sql);
     Ok(match (kind.is_modification(), result) {
-        (true, SqlResult::Done(n)) if n > 0 => {
-            let hash = table_hash(sandbox.connection(), &table.def.name)?;
-            Some((vec![], Some(hash)))
-        }
+        (true, SqlResult::Done(n)) if n > 0 => sandbox
+            .table_hash(&table.def.name)
+            .ok()
+            .map(|hash| (vec![], Some(hash))),
         (
             false,
             SqlResult::Rows {

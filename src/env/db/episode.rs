@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::hash::table_hash;
 use super::item::DbItem;
 use super::protocol::{FC_SYSTEM_PROMPT, INSTRUCTIONS, TextAction, fc_tools, parse_reply};
 use super::sandbox::{Sandbox, SandboxLimits};
@@ -126,10 +125,12 @@ impl DbEnv {
             .ok_or_else(|| Error::Chat("DbEnv::step called before reset".into()))
     }
 
-    /// Whether the table's state is the expected one (modification items).
+    /// Whether the table's state is the expected one (modification items). A table the agent
+    /// dropped or renamed, or one whose read fails or runs out of time, is wrong, as in
+    /// AgentBench, where the hash query's error text never equals the expected hash.
     fn table_matches(&self) -> Result<bool> {
-        let hash = table_hash(self.sandbox()?.connection(), &self.item.table.table_name)?;
-        Ok(self.item.answer_md5.as_deref() == Some(hash.as_str()))
+        let hash = self.sandbox()?.table_hash(&self.item.table.table_name);
+        Ok(hash.is_ok_and(|h| self.item.answer_md5.as_deref() == Some(h.as_str())))
     }
 
     fn finish(&mut self, status: DbStatus, answer: String) -> Result<Step> {
@@ -157,7 +158,10 @@ impl DbEnv {
     fn step_text(&mut self, reply: &Message) -> Result<Step> {
         match parse_reply(&reply.content, self.rounds < self.max_rounds) {
             TextAction::Operation(sql) => {
-                let observation = self.sandbox()?.execute(&sql).observation();
+                let sandbox = self.sandbox()?;
+                sandbox.begin_reply();
+                let observation = sandbox.execute(&sql).observation();
+                sandbox.end_reply();
                 self.rounds += 1;
                 Ok(Step::observe(observation))
             }
@@ -171,8 +175,16 @@ impl DbEnv {
     }
 
     /// A function-calling reply: its tool calls (parsed from the text when the message has
-    /// none) run in order; `commit_final_answer` ends the episode. Every reply is a round.
+    /// none) run in order, their statements within one reply's time budget;
+    /// `commit_final_answer` ends the episode. Every reply is a round.
     fn step_tools(&mut self, reply: &Message) -> Result<Step> {
+        self.sandbox()?.begin_reply();
+        let step = self.run_tool_calls(reply);
+        self.sandbox()?.end_reply();
+        step
+    }
+
+    fn run_tool_calls(&mut self, reply: &Message) -> Result<Step> {
         let calls = if reply.tool_calls.is_empty() {
             parse_tool_calls(&reply.content).1
         } else {

@@ -33,7 +33,8 @@ fn as_text(value: ValueRef<'_>) -> Option<String> {
 pub fn table_hash(conn: &Connection, table: &str) -> Result<String> {
     let mut stmt = conn.prepare(&format!("SELECT * FROM {}", quote_ident(table)))?;
     let n = stmt.column_count();
-    let mut row_hashes = Vec::new();
+    // Five hex digits per row, kept as bytes: a table of millions of rows stays small.
+    let mut row_hashes: Vec<[u8; 5]> = Vec::new();
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let mut fields = Vec::with_capacity(n);
@@ -42,13 +43,14 @@ pub fn table_hash(conn: &Connection, table: &str) -> Result<String> {
                 fields.push(text);
             }
         }
-        row_hashes.push(md5_hex(fields.join(",").as_bytes())[..5].to_string());
+        let hex = md5_hex(fields.join(",").as_bytes());
+        let mut prefix = [0u8; 5];
+        prefix.copy_from_slice(&hex.as_bytes()[..5]);
+        row_hashes.push(prefix);
     }
-    row_hashes.sort();
-    Ok(format!(
-        "[('{}',)]",
-        md5_hex(row_hashes.join(",").as_bytes())
-    ))
+    row_hashes.sort_unstable();
+    let joined = row_hashes.join(&b',');
+    Ok(format!("[('{}',)]", md5_hex(&joined)))
 }
 
 #[cfg(test)]

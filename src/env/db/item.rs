@@ -32,7 +32,7 @@ pub struct DbItem {
     pub database: Option<PathBuf>,
 }
 
-/// A table given inline: name, columns and rows (DB Bench stores every column as TEXT).
+/// A table given inline: name, columns and rows (DB Bench creates every column as TEXT).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TableSpec {
     /// Table name (often with spaces).
@@ -55,7 +55,8 @@ pub struct TableInfo {
 pub struct Column {
     /// Column name.
     pub name: String,
-    /// Declared type (DB Bench: always `TEXT`).
+    /// The type the item declares (`TEXT`, `INT`, `DATE`…). Kept as read; the episode's
+    /// table declares every column `TEXT`, as AgentBench does.
     #[serde(rename = "type", default = "text_type")]
     pub kind: String,
 }
@@ -102,29 +103,93 @@ impl DbItem {
     }
 }
 
+/// A row value as the text a MySQL `TEXT` column holds after AgentBench inserts it with
+/// pymysql: strings as they are, integers in decimal, booleans as `1`/`0`, other numbers as
+/// [`mysql_double`] prints them; `None` for null.
+fn mysql_text(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(if *b { "1" } else { "0" }.into()),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(mysql_double),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A double as text the way MySQL converts it: the shortest digits that read back, no
+/// trailing `.0` (`2.5`, `3`), exponent form for huge or tiny magnitudes (`1e20`; the cut-off
+/// at 1e15 and 1e-15 approximates MySQL's). AgentBench's items hold strings and integers only.
+fn mysql_double(x: f64) -> String {
+    let magnitude = x.abs();
+    if x == 0.0 || (1e-15..1e15).contains(&magnitude) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 impl TableSpec {
-    /// Creates the table in `conn` and inserts its rows (values stored as text, NULL for null).
+    /// Creates the table in `conn` as AgentBench does, every column `TEXT` whatever type
+    /// the item declares (so values keep their text: `'07'`, `'1.50'`, text order), and
+    /// inserts its rows (see [`mysql_text`]).
     pub fn materialise(&self, conn: &Connection) -> Result<()> {
         let columns = &self.table_info.columns;
         let defs: Vec<String> = columns
             .iter()
-            .map(|c| format!("{} {}", quote_ident(&c.name), c.kind))
+            .map(|c| format!("{} TEXT", quote_ident(&c.name)))
             .collect();
         let table = quote_ident(&self.table_name);
         conn.execute_batch(&format!("CREATE TABLE {table} ({});", defs.join(", ")))?;
         let marks = vec!["?"; columns.len()].join(", ");
         let mut insert = conn.prepare(&format!("INSERT INTO {table} VALUES ({marks})"))?;
         for row in &self.table_info.rows {
-            let values: Vec<Option<String>> = row
-                .iter()
-                .map(|v| match v {
-                    serde_json::Value::Null => None,
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    other => Some(other.to_string()),
-                })
-                .collect();
+            let values: Vec<Option<String>> = row.iter().map(mysql_text).collect();
             insert.execute(rusqlite::params_from_iter(values))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn row_values_become_the_text_mysql_stores() {
+        let text = |v: serde_json::Value| mysql_text(&v);
+        assert_eq!(text(json!("007")), Some("007".into()));
+        assert_eq!(text(json!(12)), Some("12".into()));
+        assert_eq!(text(json!(-3)), Some("-3".into()));
+        assert_eq!(text(json!(2.5)), Some("2.5".into()));
+        assert_eq!(text(json!(2.0)), Some("2".into()));
+        assert_eq!(text(json!(1e20)), Some("1e20".into()));
+        assert_eq!(text(json!(true)), Some("1".into()));
+        assert_eq!(text(json!(null)), None);
+    }
+
+    #[test]
+    fn every_column_is_created_text() {
+        let spec: TableSpec = serde_json::from_value(json!({
+            "table_name": "t",
+            "table_info": {"columns": [{"name": "n", "type": "INT"}, {"name": "d", "type": "DECIMAL"}],
+                           "rows": [["010", 3]]}
+        }))
+        .unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        spec.materialise(&conn).unwrap();
+        let (n, d): (String, String) = conn
+            .query_row("SELECT n, d FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((n.as_str(), d.as_str()), ("010", "3"));
+        let types: String = conn
+            .query_row(
+                "SELECT group_concat(type) FROM pragma_table_info('t')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(types, "TEXT,TEXT");
     }
 }

@@ -3,10 +3,13 @@
 //! Each episode gets its own in-memory database. After the task's tables are loaded the
 //! connection is locked down: defensive mode, no attached databases (so no `ATTACH` and no
 //! `VACUUM INTO`), an authorizer that refuses `ATTACH`/`DETACH`, extension loading and every
-//! `PRAGMA` but a few read-only schema ones, caps on string, SQL and database size, and a
-//! progress handler that interrupts any statement running past its time limit. Results are
-//! read only as far as the observation needs, so an endless query costs no memory.
+//! `PRAGMA` but a few read-only schema ones, caps on string, SQL and database size (temporary
+//! tables live in memory under their own cap, so nothing reaches the disk), and a progress
+//! handler that interrupts any statement running past its time limit, or past the time budget
+//! of the reply it belongs to. Results are read only as far as the observation needs, so an
+//! endless query costs no memory; the scorer's reads (the table hash) run under the same limit.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,14 +30,19 @@ pub const OBSERVATION_CHARS: usize = 800;
 /// Bounds on what one statement may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
-    /// Wall-clock time per statement.
+    /// Wall-clock time per statement (and for the scorer's read of the table).
     pub timeout: Duration,
+    /// Wall-clock time for all the statements of one reply (a function-calling reply may
+    /// run several); a statement past it is stopped, and the reply's later ones are not run.
+    pub reply_timeout: Duration,
     /// Largest string or blob, in bytes.
     pub max_value_bytes: i32,
     /// Longest SQL text, in bytes.
     pub max_sql_bytes: i32,
     /// Largest database, in 4 KiB pages.
     pub max_pages: u32,
+    /// Largest temporary database (`CREATE TEMP TABLE`, kept in memory), in 4 KiB pages.
+    pub max_temp_pages: u32,
     /// Most rows read from one result (the observation needs far fewer).
     pub max_rows: usize,
     /// Reading stops once the rows' repr passes this many characters (an observation shows
@@ -46,9 +54,11 @@ impl Default for SandboxLimits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(5),
+            reply_timeout: Duration::from_secs(5),
             max_value_bytes: 1 << 20,
             max_sql_bytes: 100_000,
             max_pages: 25_600,
+            max_temp_pages: 2_560,
             max_rows: 10_000,
             max_result_chars: 4 * OBSERVATION_CHARS,
         }
@@ -115,6 +125,8 @@ pub struct Sandbox {
     limits: SandboxLimits,
     /// Nanoseconds after `epoch` at which the running statement is interrupted.
     deadline: Arc<AtomicU64>,
+    /// When the current reply's time budget ends (after `epoch`); `None` outside a reply.
+    reply_deadline: Cell<Option<Duration>>,
     epoch: Instant,
 }
 
@@ -186,7 +198,12 @@ impl Sandbox {
     ) -> Result<Self> {
         let mut conn = Connection::open_in_memory()?;
         setup(&mut conn)?;
-        conn.execute_batch(&format!("PRAGMA max_page_count = {};", limits.max_pages))?;
+        // Temporary objects in memory (SQLite would spill them to a file in /var/tmp), capped;
+        // naming the `temp` schema opens it now, so the cap holds from the first temp table.
+        conn.execute_batch(&format!(
+            "PRAGMA temp_store = MEMORY; PRAGMA max_page_count = {}; PRAGMA temp.max_page_count = {};",
+            limits.max_pages, limits.max_temp_pages
+        ))?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
@@ -206,8 +223,33 @@ impl Sandbox {
             conn,
             limits,
             deadline,
+            reply_deadline: Cell::new(None),
             epoch,
         })
+    }
+
+    /// Starts a reply: the statements run until [`Sandbox::end_reply`] share one time budget,
+    /// `reply_timeout`.
+    pub fn begin_reply(&self) {
+        self.reply_deadline
+            .set(Some(self.epoch.elapsed() + self.limits.reply_timeout));
+    }
+
+    /// Ends the reply [`Sandbox::begin_reply`] started.
+    pub fn end_reply(&self) {
+        self.reply_deadline.set(None);
+    }
+
+    /// The table's hash in AgentBench's printed form (see [`super::hash`]), read within the
+    /// statement time limit; the error text when the table is gone or the read fails or
+    /// runs out of time (the scorer then counts the episode wrong, as AgentBench does).
+    pub fn table_hash(&self, table: &str) -> std::result::Result<String, String> {
+        let until = self.epoch.elapsed() + self.limits.timeout;
+        self.deadline
+            .store(until.as_nanos() as u64, Ordering::Relaxed);
+        let hash = super::hash::table_hash(&self.conn, table);
+        self.deadline.store(u64::MAX, Ordering::Relaxed);
+        hash.map_err(|e| e.to_string())
     }
 
     /// The connection (for scoring: the table hash).
@@ -220,7 +262,13 @@ impl Sandbox {
         if sql.trim().is_empty() {
             return SqlResult::Error("Query was empty".into());
         }
-        let until = self.epoch.elapsed() + self.limits.timeout;
+        let now = self.epoch.elapsed();
+        let statement_end = now + self.limits.timeout;
+        let reply_end = self.reply_deadline.get();
+        let until = reply_end.map_or(statement_end, |r| r.min(statement_end));
+        if until <= now {
+            return SqlResult::Error(self.reply_spent());
+        }
         self.deadline
             .store(until.as_nanos() as u64, Ordering::Relaxed);
         let result = self.run(sql);
@@ -231,14 +279,25 @@ impl Sandbox {
                 rusqlite::Error::SqliteFailure(f, _)
                     if f.code == rusqlite::ErrorCode::OperationInterrupted =>
                 {
-                    format!(
-                        "the statement was stopped after {} s",
-                        self.limits.timeout.as_secs_f64()
-                    )
+                    if until < statement_end {
+                        self.reply_spent()
+                    } else {
+                        format!(
+                            "the statement was stopped after {} s",
+                            self.limits.timeout.as_secs_f64()
+                        )
+                    }
                 }
                 other => other.to_string(),
             }),
         }
+    }
+
+    fn reply_spent(&self) -> String {
+        format!(
+            "the statement was stopped: the statements of one reply may run {} s in all",
+            self.limits.reply_timeout.as_secs_f64()
+        )
     }
 
     fn run(&self, sql: &str) -> rusqlite::Result<SqlResult> {
