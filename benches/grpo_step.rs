@@ -16,9 +16,10 @@
 mod common;
 
 use agentbench_tuning::chat::Tokenizer;
-use agentbench_tuning::config::Profile;
-use agentbench_tuning::data::{PromptConfig, build_prompts};
+use agentbench_tuning::config::{Profile, Scale};
+use agentbench_tuning::data::build_prompts;
 use agentbench_tuning::model::Decoder;
+use agentbench_tuning::presets::Presets;
 use agentbench_tuning::system;
 use agentbench_tuning::train::{GrpoConfig, GrpoTrainer, group_advantages};
 
@@ -67,7 +68,9 @@ fn main() {
         return;
     };
     let tokenizer = Tokenizer::load(&source).expect("tokenizer");
-    let mut config = GrpoConfig::for_profile(Profile::Tiny);
+    let mut config = Presets::resolve(Profile::Tiny, Scale::Full)
+        .expect("tiny presets")
+        .grpo;
     let (steps, per_step) = if args.bench {
         (args.warmup + args.steps, args.prompts)
     } else {
@@ -84,7 +87,12 @@ fn main() {
     config.train.save_every = 0;
 
     // Prompts spread evenly over the tiny prompt set (DB difficulties and household types).
-    let all = build_prompts(&PromptConfig::for_profile(Profile::Tiny)).expect("tiny prompts");
+    let all = build_prompts(
+        &Presets::resolve(Profile::Tiny, Scale::Full)
+            .expect("tiny presets")
+            .prompts,
+    )
+    .expect("tiny prompts");
     let wanted = steps * per_step;
     let picked: Vec<_> = (0..wanted)
         .map(|k| all[k * all.len() / wanted].clone())

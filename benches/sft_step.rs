@@ -14,11 +14,12 @@
 mod common;
 
 use agentbench_tuning::chat::Tokenizer;
-use agentbench_tuning::config::Profile;
-use agentbench_tuning::data::{DataConfig, build_sft};
+use agentbench_tuning::config::{Profile, Scale};
+use agentbench_tuning::data::build_sft;
 use agentbench_tuning::model::Decoder;
+use agentbench_tuning::presets::Presets;
 use agentbench_tuning::system;
-use agentbench_tuning::train::{SftConfig, sft_trainer};
+use agentbench_tuning::train::sft_trainer;
 
 struct Args {
     steps: usize,
@@ -59,8 +60,12 @@ fn main() {
         return;
     };
     let tokenizer = Tokenizer::load(&source).expect("tokenizer");
-    let mut data = DataConfig::for_profile(Profile::Tiny);
-    let mut config = SftConfig::for_profile(Profile::Tiny);
+    let mut data = Presets::resolve(Profile::Tiny, Scale::Full)
+        .expect("tiny presets")
+        .data;
+    let mut config = Presets::resolve(Profile::Tiny, Scale::Full)
+        .expect("tiny presets")
+        .sft;
     if !args.bench {
         // The smoke run: a handful of short records, two steps.
         data.synthetic_sql = 8;

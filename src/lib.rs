@@ -29,6 +29,7 @@ pub mod paths;
 pub mod phase;
 pub mod plot;
 pub mod prelude;
+pub mod presets;
 pub mod progress;
 pub mod python;
 pub mod reward;

@@ -20,6 +20,7 @@ pub use crate::generate::{
 pub use crate::model::{Decoder, Mode, ModelSource};
 pub use crate::phase::{Phase, load_policy};
 pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
+pub use crate::presets::Presets;
 pub use crate::progress::Progress;
 pub use crate::system::{SystemReport, default_dtype, device, device_name, matmul_gflops};
 pub use crate::table::Table;

@@ -132,7 +132,7 @@ fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
     if common::default_model().is_none() {
         return;
     }
-    use agentbench_tuning::config::Profile;
+
     use agentbench_tuning::train::{SftConfig, TrainArgs};
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().to_str().unwrap();
@@ -141,11 +141,11 @@ fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
     let config = SftConfig {
         train: TrainArgs {
             micro_batch: 1,
-            ..SftConfig::for_profile(Profile::Tiny).train
+            ..common::tiny().sft.train
         },
         max_len: 640,
         max_steps: Some(1),
-        ..SftConfig::for_profile(Profile::Tiny)
+        ..common::tiny().sft
     };
     let config_path = dir.path().join("sft.json");
     agentbench_tuning::io::write_json(&config_path, &config).unwrap();
@@ -315,4 +315,36 @@ fn the_cli_reference_in_docs_matches_the_help() {
             "docs/cli.md is out of date for `{name} --help`: run `bash scripts/make_cli_doc.sh`"
         );
     }
+}
+
+/// `abt config` prints the settings every phase resolves to, as TOML the presets read back.
+#[test]
+fn config_prints_the_resolved_settings_of_every_phase() {
+    let (ok, smoke) = abt(&["config", "--profile", "tiny", "--scale", "smoke"]);
+    assert!(ok, "{smoke}");
+    for section in [
+        "[data]",
+        "[prompts]",
+        "[sft]",
+        "[sft.lora]",
+        "[pairs]",
+        "[step_level]",
+        "[dpo]",
+        "[grpo]",
+        "[quick]",
+        "[dbbench]",
+    ] {
+        assert!(
+            smoke.contains(&format!("\n{section}\n")),
+            "{section}: {smoke}"
+        );
+    }
+    // The scale's values replace the profile's; the rest is the profile's.
+    let sft = smoke.split("\n[sft]\n").nth(1).unwrap();
+    assert!(sft.contains("\nmax_steps = 4\n") && sft.contains("learning_rate = 0.002\n"));
+    let (ok, full) = abt(&["config", "--profile", "colab-qwen3-4b", "--scale", "full"]);
+    assert!(ok, "{full}");
+    assert!(full.contains("learning_rate = 0.00005\n"), "{full}");
+    let (ok, err) = abt(&["config", "--profile", "huge"]);
+    assert!(!ok && err.contains("tiny"), "{err}");
 }

@@ -17,7 +17,12 @@ fn small() -> DataConfig {
         household: 12,
         household_negatives: 6,
         protocols: vec![Protocol::Text, Protocol::Tools],
-        ..DataConfig::for_profile(Profile::Tiny)
+        ..agentbench_tuning::presets::Presets::resolve(
+            Profile::Tiny,
+            agentbench_tuning::config::Scale::Full,
+        )
+        .unwrap()
+        .data
     }
 }
 
@@ -99,7 +104,12 @@ fn prompts_are_balanced_and_their_gold_sql_replays_correct() {
         db: 30,
         household: 12,
         protocols: vec![Protocol::Text, Protocol::Tools],
-        ..PromptConfig::for_profile(Profile::Tiny)
+        ..agentbench_tuning::presets::Presets::resolve(
+            Profile::Tiny,
+            agentbench_tuning::config::Scale::Full,
+        )
+        .unwrap()
+        .prompts
     };
     let prompts = build_prompts(&config).unwrap();
     assert_eq!(prompts.len(), 2 * (30 + 12));
@@ -146,7 +156,12 @@ fn held_out_tasks_are_disjoint_from_prompts_and_play_through_task_env() {
     let prompts = build_prompts(&PromptConfig {
         db: 24,
         household: 12,
-        ..PromptConfig::for_profile(Profile::Tiny)
+        ..agentbench_tuning::presets::Presets::resolve(
+            Profile::Tiny,
+            agentbench_tuning::config::Scale::Full,
+        )
+        .unwrap()
+        .prompts
     })
     .unwrap();
     let held = held_out_prompts(24, 12, Protocol::Text, false).unwrap();

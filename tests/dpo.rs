@@ -27,13 +27,13 @@ fn dpo_config() -> DpoConfig {
             eval_every: 5,
             save_every: 3,
             checkpointing: false,
-            ..DpoConfig::for_profile(agentbench_tuning::config::Profile::Tiny).train
+            ..common::tiny().dpo.train
         },
         grad_accum: 2,
         max_len: 40,
         epochs: 1,
         max_steps: Some(10),
-        ..DpoConfig::for_profile(agentbench_tuning::config::Profile::Tiny)
+        ..common::tiny().dpo
     }
 }
 

@@ -5,7 +5,6 @@
 mod common;
 
 use agentbench_tuning::chat::Tokenizer;
-use agentbench_tuning::config::Profile;
 use agentbench_tuning::eval::{QuickConfig, compare, quick_score};
 use agentbench_tuning::model::{Decoder, Mode};
 
@@ -25,7 +24,7 @@ fn quick_score_plays_every_task_once_in_order() {
         max_new_tokens: 24,
         db_turns: 2,
         household_turns: 2,
-        ..QuickConfig::for_profile(Profile::Tiny)
+        ..common::tiny().quick
     };
     let tasks = config.tasks().unwrap();
     assert_eq!(tasks.len(), 5);

@@ -11,7 +11,6 @@ mod common;
 
 use std::path::PathBuf;
 
-use agentbench_tuning::config::Profile;
 use agentbench_tuning::data::held_out_prompts;
 use agentbench_tuning::env::Protocol;
 use agentbench_tuning::model::{Decoder, LoraConfig};
@@ -142,12 +141,12 @@ fn sft_follows_its_golden_curve() {
             eval_every: 2,
             save_every: 3,
             checkpointing: false,
-            ..SftConfig::for_profile(Profile::Tiny).train
+            ..common::tiny().sft.train
         },
         grad_accum: 2,
         max_len: 40,
         max_steps: Some(6),
-        ..SftConfig::for_profile(Profile::Tiny)
+        ..common::tiny().sft
     };
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = SftTrainer::new(
@@ -186,13 +185,13 @@ fn dpo_follows_its_golden_curve() {
             eval_every: 2,
             save_every: 3,
             checkpointing: false,
-            ..DpoConfig::for_profile(Profile::Tiny).train
+            ..common::tiny().dpo.train
         },
         grad_accum: 2,
         max_len: 40,
         epochs: 1,
         max_steps: Some(6),
-        ..DpoConfig::for_profile(Profile::Tiny)
+        ..common::tiny().dpo
     };
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = DpoTrainer::new(
@@ -229,7 +228,7 @@ fn grpo_follows_its_golden_curve() {
             learning_rate: 2e-4,
             eval_every: 1,
             save_every: 1,
-            ..GrpoConfig::for_profile(Profile::Tiny).train
+            ..common::tiny().grpo.train
         },
         group_size: 2,
         prompts_per_step: 1,
@@ -242,7 +241,7 @@ fn grpo_follows_its_golden_curve() {
         iterations: 2,
         held_out_eval: true,
         temperature: 1.0,
-        ..GrpoConfig::for_profile(Profile::Tiny)
+        ..common::tiny().grpo
     };
     let prompts = held_out_prompts(0, 1, Protocol::Text, false).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,6 @@
 mod common;
 
 use agentbench_tuning::chat::Tokenizer;
-use agentbench_tuning::config::Profile;
 use agentbench_tuning::data::{Prompt, held_out_prompts};
 use agentbench_tuning::env::Protocol;
 use agentbench_tuning::model::{Decoder, Mode, Padding, TokenBatch};
@@ -27,7 +26,7 @@ fn config() -> GrpoConfig {
             micro_batch: 2,
             eval_every: 0,
             save_every: 1,
-            ..GrpoConfig::for_profile(Profile::Tiny).train
+            ..common::tiny().grpo.train
         },
         group_size: 2,
         prompts_per_step: 2,
@@ -39,7 +38,7 @@ fn config() -> GrpoConfig {
         steps: 2,
         held_out_eval: true,
         temperature: 1.0,
-        ..GrpoConfig::for_profile(Profile::Tiny)
+        ..common::tiny().grpo
     }
 }
 

@@ -35,7 +35,7 @@ fn pairs_config() -> PairsConfig {
         max_context: 1536,
         min_gap: -1.0,
         min_chars: 0,
-        ..PairsConfig::for_profile(Profile::Tiny)
+        ..common::tiny().pairs
     }
 }
 
@@ -183,7 +183,7 @@ fn dpo_rounds_fold_each_round_in_and_stop_when_a_round_finds_no_pair() {
             eval_every: 0,
             save_every: 0,
             checkpointing: false,
-            ..DpoConfig::for_profile(Profile::Tiny).train
+            ..common::tiny().dpo.train
         },
         grad_accum: 2,
         max_len: 1024,
@@ -191,7 +191,7 @@ fn dpo_rounds_fold_each_round_in_and_stop_when_a_round_finds_no_pair() {
         rounds: 3,
         max_steps: Some(1),
         eval_share: 0.0,
-        ..DpoConfig::for_profile(Profile::Tiny)
+        ..common::tiny().dpo
     };
     // Round 3 samples greedy-like, identical episodes: no pair passes a positive gap.
     let sampling = PairsConfig {

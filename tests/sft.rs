@@ -25,13 +25,13 @@ fn sft_config() -> SftConfig {
             eval_every: 4,
             save_every: 4,
             checkpointing: false,
-            ..SftConfig::for_profile(agentbench_tuning::config::Profile::Tiny).train
+            ..common::tiny().sft.train
         },
         grad_accum: 2,
         max_len: 40,
         packing: true,
         max_steps: Some(12),
-        ..SftConfig::for_profile(agentbench_tuning::config::Profile::Tiny)
+        ..common::tiny().sft
     }
 }
 

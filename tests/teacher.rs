@@ -197,7 +197,12 @@ fn teacher_pairs_put_the_teachers_episode_against_the_students_worst() {
     ];
     let filter = PairFilter::new(&PairsConfig {
         eval_files: vec![],
-        ..PairsConfig::for_profile(Profile::Tiny)
+        ..agentbench_tuning::presets::Presets::resolve(
+            Profile::Tiny,
+            agentbench_tuning::config::Scale::Full,
+        )
+        .unwrap()
+        .pairs
     })
     .unwrap();
     let mut client = TeacherClient::new(config(url, cache.path()), "unused".into()).unwrap();

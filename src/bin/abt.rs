@@ -4,13 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentbench_tuning::chat::{Conversation, Message, Tokenizer};
-use agentbench_tuning::config::{Profile, RunContext};
-use agentbench_tuning::data::{
-    DataConfig, PromptConfig, build_prompts, build_sft, write_prompts, write_sft,
-};
+use agentbench_tuning::config::{Profile, RunContext, Scale};
+use agentbench_tuning::data::{build_prompts, build_sft, write_prompts, write_sft};
 use agentbench_tuning::generate::{ChatModel, GenerateOptions, Sampling};
 use agentbench_tuning::model::ModelSource;
 use agentbench_tuning::phase::Phase;
+use agentbench_tuning::presets::Presets;
 use agentbench_tuning::system::{self, SystemReport};
 use agentbench_tuning::{Error, Result};
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +32,9 @@ enum Command {
     },
     /// Generate a reply with a model (and optionally a LoRA adapter) to a prompt or messages.
     Generate(GenerateArgs),
+    /// Print the settings every phase resolves to under a profile and scale (from
+    /// `configs/profiles/*.toml` and `configs/scales/*.toml`), as TOML.
+    Config(ConfigArgs),
     /// Phase 01: build the SFT set (`<run>/01_data/sft.jsonl` and `report.json`).
     Data(DataArgs),
     /// Phase 02: build the RL / pair prompts (`<run>/02_prompts/prompts.jsonl`).
@@ -245,6 +247,9 @@ struct RunArgs {
     /// Run directory (`runs/<name>`).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Scale: full, short or smoke (default `ABT_SCALE`, else full).
+    #[arg(long)]
+    scale: Option<Scale>,
 }
 
 impl RunArgs {
@@ -255,6 +260,9 @@ impl RunArgs {
         }
         if let Some(dir) = &self.run_dir {
             ctx.run_dir = agentbench_tuning::paths::resolve(dir);
+        }
+        if let Some(scale) = self.scale {
+            ctx.scale = scale;
         }
         Ok(ctx)
     }
@@ -352,6 +360,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Env { json } => env(json),
         Command::Generate(args) => generate(&args),
+        Command::Config(args) => print_config(&args),
         Command::Data(args) => data(&args),
         Command::Prompts(args) => prompts(&args),
         Command::Pairs(args) => pairs(&args),
@@ -437,12 +446,32 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `abt config`.
+fn print_config(args: &ConfigArgs) -> Result<()> {
+    let ctx = args.run.context()?;
+    println!(
+        "# profile {}, scale {}: configs/profiles/{}.toml + configs/scales/{}.toml",
+        ctx.profile,
+        ctx.scale.name(),
+        ctx.profile,
+        ctx.scale.name()
+    );
+    print!("{}", Presets::for_run(&ctx)?.to_toml()?);
+    Ok(())
+}
+
 /// `abt data`.
 fn data(args: &DataArgs) -> Result<()> {
     let ctx = args.run.context()?;
     let mut config = match &args.config {
         Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => DataConfig::for_profile(ctx.profile),
+        None => Presets::for_run(&ctx)?.data,
     };
     config.spider = args.spider.clone().or(config.spider);
     config.react = args.react.clone().or(config.react);
@@ -486,7 +515,7 @@ fn data(args: &DataArgs) -> Result<()> {
 /// `abt prompts`.
 fn prompts(args: &PromptsArgs) -> Result<()> {
     let ctx = args.run.context()?;
-    let mut config = PromptConfig::for_profile(ctx.profile);
+    let mut config = Presets::for_run(&ctx)?.prompts;
     config.db = args.db.unwrap_or(config.db);
     config.household = args.household.unwrap_or(config.household);
     let prompts = build_prompts(&config)?;
@@ -504,11 +533,11 @@ fn prompts(args: &PromptsArgs) -> Result<()> {
 fn sft(args: &SftArgs) -> Result<()> {
     use agentbench_tuning::data::read_sft;
     use agentbench_tuning::model::Decoder;
-    use agentbench_tuning::train::{SftConfig, sft_trainer};
+    use agentbench_tuning::train::sft_trainer;
     let ctx = args.run.context()?;
     let mut config = match &args.config {
         Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => SftConfig::for_run(&ctx),
+        None => Presets::for_run(&ctx)?.sft,
     };
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
@@ -550,13 +579,12 @@ fn merged_model(
 fn pairs(args: &PairsArgs) -> Result<()> {
     use agentbench_tuning::data::read_prompts;
     use agentbench_tuning::pairs::{
-        PairsConfig, best_of_n_pairs, sample_prompts, sampling_fingerprint, saved_samples,
-        write_pairs,
+        best_of_n_pairs, sample_prompts, sampling_fingerprint, saved_samples, write_pairs,
     };
     let ctx = args.run.context()?;
     let mut config = match &args.config {
         Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => PairsConfig::for_run(&ctx),
+        None => Presets::for_run(&ctx)?.pairs,
     };
     config.samples = args.samples.unwrap_or(config.samples);
     if args.max_prompts.is_some() {
@@ -599,8 +627,8 @@ fn pairs(args: &PairsArgs) -> Result<()> {
         samples.extend(teacher_samples);
     }
     if args.step_level {
-        use agentbench_tuning::pairs::{StepLevelConfig, saved_step_level_pairs, step_level_pairs};
-        let step = StepLevelConfig::for_profile(ctx.profile);
+        use agentbench_tuning::pairs::{saved_step_level_pairs, step_level_pairs};
+        let step = Presets::for_run(&ctx)?.step_level;
         let (extra, step_report) =
             saved_step_level_pairs(&dir, &fingerprint, &step, &samples, || {
                 step_level_pairs(
@@ -623,11 +651,11 @@ fn pairs(args: &PairsArgs) -> Result<()> {
 /// `abt dpo`.
 fn dpo(args: &DpoArgs) -> Result<()> {
     use agentbench_tuning::pairs::read_pairs;
-    use agentbench_tuning::train::{DpoConfig, dpo_trainer};
+    use agentbench_tuning::train::dpo_trainer;
     let ctx = args.run.context()?;
     let mut config = match &args.config {
         Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => DpoConfig::for_run(&ctx),
+        None => Presets::for_run(&ctx)?.dpo,
     };
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
@@ -655,13 +683,13 @@ fn dpo(args: &DpoArgs) -> Result<()> {
     let mut model = trainer.into_model();
     if config.rounds > 1 {
         use agentbench_tuning::data::read_prompts;
-        use agentbench_tuning::pairs::PairsConfig;
+
         let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
         let (last, rounds) = agentbench_tuning::train::dpo_rounds(
             model,
             &tokenizer,
             &prompts,
-            &PairsConfig::for_run(&ctx),
+            &Presets::for_run(&ctx)?.pairs,
             &config,
             &ctx.phase_dir(Phase::Pairs),
             &dir,
@@ -681,16 +709,16 @@ fn dpo(args: &DpoArgs) -> Result<()> {
 /// `abt grpo`.
 fn grpo(args: &GrpoArgs) -> Result<()> {
     use agentbench_tuning::data::read_prompts;
-    use agentbench_tuning::eval::QuickConfig;
-    use agentbench_tuning::train::{GrpoConfig, grpo_trainer};
+
+    use agentbench_tuning::train::grpo_trainer;
     let ctx = args.run.context()?;
     let mut config = match &args.config {
         Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => GrpoConfig::for_run(&ctx),
+        None => Presets::for_run(&ctx)?.grpo,
     };
     config.steps = args.steps.unwrap_or(config.steps);
     let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
-    let eval = QuickConfig::for_notebook(&ctx).tasks()?;
+    let eval = Presets::for_run(&ctx)?.quick.tasks()?;
     let adapter = args
         .adapter
         .clone()
@@ -747,12 +775,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
 
 /// `abt quick-score`.
 fn quick_score(args: &QuickScoreArgs) -> Result<()> {
-    use agentbench_tuning::eval::{
-        QuickConfig, QuickScore, compare, saved_quick_score, stage_model,
-    };
+    use agentbench_tuning::eval::{QuickScore, compare, saved_quick_score, stage_model};
     use agentbench_tuning::io::read_json;
     let ctx = args.run.context()?;
-    let mut config = QuickConfig::for_profile(ctx.profile);
+    let mut config = Presets::for_run(&ctx)?.quick;
     config.db = args.db.unwrap_or(config.db);
     config.household = args.household.unwrap_or(config.household);
     let label = score_label(args.adapter.as_deref(), args.label.as_deref());

@@ -18,7 +18,6 @@ use super::record::{SftRecord, household_negative_record, household_records};
 use super::sources::{load_chat, load_interactions, load_react, load_spider};
 use super::synthetic::{SqlTaskKind, SyntheticOptions, Vocabulary, sql_task, synthetic_episode};
 use crate::chat::Tokenizer;
-use crate::config::Profile;
 use crate::env::db::{DbEnv, DbItem};
 use crate::env::household::{ExpertOptions, HouseholdEnv, TaskKind};
 use crate::env::{Protocol, TaskEnv};
@@ -90,46 +89,6 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
-    /// The defaults of a profile: small and fast for `tiny`, the method's sizes for Colab.
-    pub fn for_profile(profile: Profile) -> Self {
-        let (synthetic_sql, household, household_negatives, max_tokens) = match profile {
-            Profile::Tiny => (240, 96, 24, 4096),
-            // The method's target: about 2,000 agent episodes over both protocols, 300-500
-            // negatives (household ones plus the DB tool-protocol share).
-            Profile::ColabQwen25_7b | Profile::ColabQwen3_4b => (700, 300, 100, 4096),
-        };
-        // SmolLM2's chat template has no tool calls (they would vanish from the rendered
-        // tokens), so the tiny profile writes the text protocol only; Qwen's templates do both.
-        let protocols = match profile {
-            Profile::Tiny => vec![Protocol::Text],
-            _ => vec![Protocol::Text, Protocol::Tools],
-        };
-        Self {
-            seed: 0,
-            protocols,
-            synthetic_sql,
-            household,
-            household_negatives,
-            // SmolLM2 trains on 1,024-token rows: with the example, the household opening
-            // alone is longer than that.
-            household_example: profile != Profile::Tiny,
-            state_notes_share: 0.5,
-            repair_share: 0.2,
-            negative_share: 0.1,
-            spider: None,
-            spider_split: "dev.json".into(),
-            bird: None,
-            interactions: None,
-            interactions_split: "train.json".into(),
-            react: None,
-            chat: None,
-            general_per_agent: 4.0,
-            max_tokens,
-            dedup_threshold: 0.9,
-            eval_files: vec![crate::paths::dbbench_dev_items()],
-        }
-    }
-
     fn episode_options(&self, protocol: Protocol) -> DbEpisodeOptions {
         DbEpisodeOptions {
             protocol,
@@ -749,25 +708,6 @@ pub struct PromptConfig {
     pub household_example: bool,
     /// First seed ([`PROMPT_SEED`] by default, away from SFT and evaluation seeds).
     pub seed: u64,
-}
-
-impl PromptConfig {
-    /// The defaults of a profile.
-    pub fn for_profile(profile: Profile) -> Self {
-        let (db, household) = match profile {
-            Profile::Tiny => (48, 24),
-            // The method's 500-800 DB and 300-500 environment prompts over both protocols.
-            _ => (320, 200),
-        };
-        let data = DataConfig::for_profile(profile);
-        Self {
-            db,
-            household,
-            protocols: data.protocols,
-            household_example: data.household_example,
-            seed: PROMPT_SEED,
-        }
-    }
 }
 
 /// Builds the prompts: DB tasks balanced by difficulty (kinds in turn within each), household

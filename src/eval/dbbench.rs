@@ -19,7 +19,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{Conversation, Tokenizer};
-use crate::config::{RunContext, Scale};
 use crate::data::{DbPrompt, Difficulty, Prompt};
 use crate::display::Show;
 use crate::env::Protocol;
@@ -74,28 +73,6 @@ impl Default for DbBenchConfig {
 }
 
 impl DbBenchConfig {
-    /// The settings a notebook uses: AgentBench's, except at the short scale (the main job),
-    /// 8 items (one batch) with up to 4 replies of up to 256 tokens (a tiny model's episode either
-    /// answers in two or loops to the limit), and in a smoke run (CI), 3 short episodes.
-    pub fn for_run(ctx: &RunContext) -> Self {
-        let base = Self::default();
-        match ctx.scale {
-            Scale::Full => base,
-            Scale::Short => Self {
-                max_items: Some(8),
-                max_new_tokens: 256,
-                turns: 4,
-                ..base
-            },
-            Scale::Smoke => Self {
-                max_items: Some(3),
-                max_new_tokens: 64,
-                turns: 3,
-                ..base
-            },
-        }
-    }
-
     /// The items played: all, or `max_items` evenly spaced ones.
     pub fn pick<'a>(&self, items: &'a [DbItem]) -> Vec<&'a DbItem> {
         crate::data::evenly_spaced(items, self.max_items)

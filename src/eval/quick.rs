@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{Fingerprint, reuse_or};
 use crate::chat::{Conversation, Tokenizer};
-use crate::config::{Profile, RunContext, Scale};
+use crate::config::RunContext;
 use crate::data::{Difficulty, Prompt};
 use crate::display::Show;
 use crate::env::Protocol;
@@ -54,55 +54,6 @@ pub struct QuickConfig {
 }
 
 impl QuickConfig {
-    /// The defaults of a profile: ≥ 100 tasks everywhere; short episodes on `tiny` so that the
-    /// score takes minutes on two CPU cores.
-    pub fn for_profile(profile: Profile) -> Self {
-        let data = crate::data::DataConfig::for_profile(profile);
-        match profile {
-            Profile::Tiny => Self {
-                db: 84,
-                household: 24,
-                protocol: data.protocols[0],
-                household_example: data.household_example,
-                batch: 12,
-                max_new_tokens: 160,
-                db_turns: 4,
-                household_turns: 10,
-                max_context: 2048,
-            },
-            _ => Self {
-                db: 120,
-                household: 60,
-                protocol: data.protocols[0],
-                household_example: data.household_example,
-                batch: 16,
-                max_new_tokens: 384,
-                db_turns: 8,
-                household_turns: 35,
-                max_context: 8192,
-            },
-        }
-    }
-
-    /// The quick score a notebook plays: the profile's, except on `tiny`, where two CPU cores
-    /// play a 30-task slice (`abt quick-score` plays all 108); at the short scale (the main
-    /// job) 12 tasks (one batch on `tiny`) of at most 6 household replies, in a smoke run (CI) 8.
-    pub fn for_notebook(ctx: &RunContext) -> Self {
-        let mut config = Self::for_profile(ctx.profile);
-        match ctx.scale {
-            Scale::Smoke => (config.db, config.household) = (6, 2),
-            Scale::Short => {
-                (config.db, config.household) = (8, 4);
-                config.household_turns = config.household_turns.min(6);
-            }
-            Scale::Full if ctx.profile == Profile::Tiny => {
-                (config.db, config.household) = (24, 6);
-            }
-            Scale::Full => {}
-        }
-        config
-    }
-
     /// The held-out tasks: DB tasks and household games from [`crate::data::HELD_OUT_SEED`] on.
     pub fn tasks(&self) -> Result<Vec<Prompt>> {
         crate::data::held_out_prompts(

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Pair, PairDrop, PairSource, PairsReport, reply_text};
 use crate::chat::{Conversation, Tokenizer};
-use crate::config::{Profile, RunContext, Scale};
 use crate::data::Prompt;
 use crate::data::contamination::ContaminationGuard;
 use crate::env::{Protocol, TaskScore};
@@ -50,57 +49,6 @@ pub struct PairsConfig {
 }
 
 impl PairsConfig {
-    /// The method's settings (K 8, temperature 0.8, gap ≥ 0.1); `tiny` samples 4 episodes for
-    /// 24 prompts, short ones, so that two CPU cores finish in minutes.
-    pub fn for_profile(profile: Profile) -> Self {
-        let quick = crate::eval::QuickConfig::for_profile(profile);
-        let data = crate::data::DataConfig::for_profile(profile);
-        let base = Self {
-            samples: 8,
-            temperature: 0.8,
-            top_p: 1.0,
-            max_prompts: None,
-            batch: quick.batch,
-            max_new_tokens: quick.max_new_tokens,
-            db_turns: quick.db_turns,
-            household_turns: quick.household_turns,
-            max_context: quick.max_context,
-            min_gap: 0.1,
-            min_chars: 10,
-            eval_files: data.eval_files,
-            seed: 4,
-        };
-        match profile {
-            Profile::Tiny => Self {
-                samples: 4,
-                max_prompts: Some(24),
-                ..base
-            },
-            _ => base,
-        }
-    }
-
-    /// The profile's settings for a run: at the short scale (the main job) 4 samples of 8
-    /// prompts with at most 6 household replies, played 16 at a time (two batches, not
-    /// three), in a smoke run (CI) 2 of 4.
-    pub fn for_run(ctx: &RunContext) -> Self {
-        let mut config = Self::for_profile(ctx.profile);
-        match ctx.scale {
-            Scale::Full => {}
-            Scale::Short => {
-                config.samples = config.samples.min(4);
-                config.max_prompts = Some(8);
-                config.household_turns = config.household_turns.min(6);
-                config.batch = config.batch.max(16);
-            }
-            Scale::Smoke => {
-                config.samples = 2;
-                config.max_prompts = Some(4);
-            }
-        }
-        config
-    }
-
     /// The prompts used: all, or `max_prompts` evenly spaced ones (so every kind keeps its
     /// share).
     pub fn pick<'a>(&self, prompts: &'a [Prompt]) -> Vec<&'a Prompt> {
@@ -334,6 +282,8 @@ pub fn best_of_n_pairs(
 mod tests {
     use super::*;
     use crate::chat::Message;
+    use crate::config::{Profile, Scale};
+    use crate::presets::Presets;
 
     fn sample(prompt: usize, i: usize, score: f64, valid: bool, reply: &str) -> Sample {
         Sample {
@@ -361,7 +311,7 @@ mod tests {
     fn config() -> PairsConfig {
         PairsConfig {
             eval_files: vec![],
-            ..PairsConfig::for_profile(Profile::Tiny)
+            ..Presets::resolve(Profile::Tiny, Scale::Full).unwrap().pairs
         }
     }
 

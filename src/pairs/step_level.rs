@@ -43,20 +43,6 @@ impl Default for StepLevelConfig {
     }
 }
 
-impl StepLevelConfig {
-    /// The settings for a profile: `tiny` values 2 candidates by one rollout each.
-    pub fn for_profile(profile: crate::config::Profile) -> Self {
-        match profile {
-            crate::config::Profile::Tiny => Self {
-                candidates: 2,
-                rollouts: 1,
-                ..Self::default()
-            },
-            _ => Self::default(),
-        }
-    }
-}
-
 /// An environment replayed through a recorded history: `reset` starts the inner environment
 /// and steps it with the history's replies, checking that it answers as it did then, and
 /// returns the whole conversation so far; the agent continues from there.

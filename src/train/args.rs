@@ -86,10 +86,10 @@ impl TrainArgs {
     }
 }
 
-/// Implements `AsRef<TrainArgs>` (its `train` field) and `Default` (its `for_profile` settings
-/// for Qwen2.5-7B-Instruct, the method's recipe) for a trainer's configuration.
+/// Implements `AsRef<TrainArgs>` (its `train` field) and `Default` (its `section` of the
+/// Qwen2.5-7B-Instruct profile, the method's recipe) for a trainer's configuration.
 macro_rules! trainer_config {
-    ($config:ty) => {
+    ($config:ty, $section:ident) => {
         impl AsRef<$crate::train::TrainArgs> for $config {
             fn as_ref(&self) -> &$crate::train::TrainArgs {
                 &self.train
@@ -97,9 +97,14 @@ macro_rules! trainer_config {
         }
 
         impl Default for $config {
-            /// The method's settings for Qwen2.5-7B-Instruct.
+            /// The method's settings for Qwen2.5-7B-Instruct (`configs/profiles/colab-qwen2.5-7b.toml`).
             fn default() -> Self {
-                Self::for_profile($crate::config::Profile::ColabQwen25_7b)
+                $crate::presets::Presets::resolve(
+                    $crate::config::Profile::ColabQwen25_7b,
+                    $crate::config::Scale::Full,
+                )
+                .expect("the built-in profile files are valid (presets' tests check them)")
+                .$section
             }
         }
     };

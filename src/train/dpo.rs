@@ -20,10 +20,9 @@ use super::losses::{DpoLoss, DpoParams, dpo_loss};
 use super::run::{TrainState, peak_memory_mb};
 use super::trainer::{Core, Method, Trainer};
 use crate::chat::{EncodeOptions, Tokenizer, Truncation};
-use crate::config::{Profile, RunContext, Scale};
 use crate::error::{Error, Result};
 use crate::io::create_dir_all;
-use crate::model::{Decoder, LoraConfig, Mode, Padding, Target, TokenBatch};
+use crate::model::{Decoder, Mode, Padding, TokenBatch};
 use crate::pairs::Pair;
 use crate::rng::Rng;
 
@@ -51,87 +50,7 @@ pub struct DpoConfig {
     pub eval_share: f64,
 }
 
-super::args::trainer_config!(DpoConfig);
-
-impl DpoConfig {
-    /// The method's settings (LoRA r 32, lr 5e-7, β 0.1, sigmoid loss, batch 4, 4096 tokens,
-    /// one epoch a round); `tiny` trains SmolLM2-135M on a few dozen pairs on CPU, with a
-    /// learning rate to match.
-    pub fn for_profile(profile: Profile) -> Self {
-        let base = Self {
-            train: TrainArgs {
-                lora: LoraConfig {
-                    r: 32,
-                    alpha: 64.0,
-                    dropout: 0.05,
-                    targets: Target::ALL.to_vec(),
-                    use_rslora: false,
-                    seed: 0,
-                },
-                learning_rate: 5e-7,
-                micro_batch: 1,
-                warmup_ratio: 0.1,
-                max_grad_norm: 1.0,
-                eval_every: 20,
-                save_every: 20,
-                keep_checkpoints: 2,
-                checkpointing: true,
-                seed: 0,
-                ..TrainArgs::default()
-            },
-            loss: DpoParams::default(),
-            grad_accum: 4,
-            max_len: 4096,
-            epochs: 1,
-            rounds: 2,
-            max_steps: None,
-            eval_share: 0.1,
-        };
-        match profile {
-            Profile::Tiny => Self {
-                train: TrainArgs {
-                    lora: LoraConfig {
-                        r: 16,
-                        alpha: 32.0,
-                        ..base.train.lora.clone()
-                    },
-                    learning_rate: 2e-4,
-                    eval_every: 4,
-                    save_every: 4,
-                    ..base.train.clone()
-                },
-                grad_accum: 2,
-                max_len: 2048,
-                epochs: 2,
-                rounds: 1,
-                ..base
-            },
-            _ => base,
-        }
-    }
-
-    /// The profile's settings for a run: at the short scale (the main job) 2 steps of one
-    /// round without warmup, in a smoke run (CI) 2.
-    pub fn for_run(ctx: &RunContext) -> Self {
-        let mut config = Self::for_profile(ctx.profile);
-        match ctx.scale {
-            Scale::Full => {}
-            Scale::Short => {
-                config.max_steps = Some(2);
-                config.rounds = 1;
-                config.train.warmup_ratio = 0.0;
-                config.train.eval_every = 2;
-                config.train.save_every = 2;
-            }
-            Scale::Smoke => {
-                config.max_steps = Some(2);
-                config.train.eval_every = 1;
-                config.train.save_every = 1;
-            }
-        }
-        config
-    }
-}
+super::args::trainer_config!(DpoConfig, dpo);
 
 /// One pair as token sequences.
 #[derive(Debug, Clone, PartialEq)]

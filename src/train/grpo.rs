@@ -30,11 +30,10 @@ use super::losses::{
 use super::run::{TrainState, append_metrics, peak_memory_mb, read_metrics};
 use super::trainer::{Core, Method, Trainer};
 use crate::chat::Tokenizer;
-use crate::config::{Profile, RunContext, Scale};
 use crate::data::Prompt;
 use crate::error::{Error, Result};
 use crate::generate::{Episode, PlayOptions, PlayedTask, Sampling, play_tasks};
-use crate::model::{Decoder, LoraConfig, Mode, Padding, Target, TokenBatch};
+use crate::model::{Decoder, Mode, Padding, TokenBatch};
 use crate::rng::Rng;
 
 /// How GRPO trains.
@@ -85,7 +84,7 @@ pub struct GrpoConfig {
     pub tasks: Vec<String>,
 }
 
-super::args::trainer_config!(GrpoConfig);
+super::args::trainer_config!(GrpoConfig, grpo);
 
 /// What a GRPO episode is rewarded with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -112,101 +111,8 @@ impl GrpoReward {
 }
 
 impl GrpoConfig {
-    /// The method's settings (lr 1e-6, KL 0.05, 4 generations per prompt, 1024 new tokens,
-    /// temperature 0.8, LoRA r 32); `tiny` trains SmolLM2-135M for 16 steps of 4 prompts on
-    /// CPU, with short episodes and a learning rate to match.
-    pub fn for_profile(profile: Profile) -> Self {
-        let quick = crate::eval::QuickConfig::for_profile(profile);
-        let base = Self {
-            train: TrainArgs {
-                lora: LoraConfig {
-                    r: 32,
-                    alpha: 64.0,
-                    dropout: 0.0,
-                    targets: Target::ALL.to_vec(),
-                    use_rslora: false,
-                    seed: 0,
-                },
-                learning_rate: 1e-6,
-                micro_batch: 2,
-                warmup_ratio: 0.05,
-                max_grad_norm: 1.0,
-                eval_every: 25,
-                save_every: 25,
-                keep_checkpoints: 2,
-                checkpointing: true,
-                seed: 0,
-                ..TrainArgs::default()
-            },
-            loss: GrpoParams::default(),
-            advantage: AdvantageScale::Std,
-            group_size: 4,
-            prompts_per_step: 8,
-            iterations: 1,
-            temperature: 0.8,
-            top_p: 1.0,
-            rollout_batch: quick.batch,
-            max_new_tokens: 1024,
-            db_turns: quick.db_turns,
-            household_turns: quick.household_turns,
-            max_context: quick.max_context,
-            steps: 200,
-            held_out_eval: true,
-            reward: GrpoReward::Graded,
-            tasks: Vec::new(),
-        };
-        match profile {
-            Profile::Tiny => Self {
-                train: TrainArgs {
-                    lora: LoraConfig {
-                        r: 16,
-                        alpha: 32.0,
-                        ..base.train.lora.clone()
-                    },
-                    learning_rate: 5e-5,
-                    // Two whole multi-turn episodes per pass, with activation checkpointing:
-                    // four without it took 23.5 GB on the SFT policy's episodes and were
-                    // OOM-killed.
-                    micro_batch: 2,
-                    warmup_ratio: 0.0,
-                    eval_every: 8,
-                    save_every: 4,
-                    ..base.train.clone()
-                },
-                prompts_per_step: 4,
-                rollout_batch: 16,
-                max_new_tokens: quick.max_new_tokens,
-                steps: 16,
-                ..base
-            },
-            _ => base,
-        }
-    }
-
-    /// The profile's settings for a run: at the short scale (the main job) 2 steps of 2
-    /// prompts × 2 with short episodes, in a smoke run (CI) 2 steps of shorter ones; neither
-    /// plays the held-out tasks (the quick scores before and after play them).
-    pub fn for_run(ctx: &RunContext) -> Self {
-        let mut config = Self::for_profile(ctx.profile);
-        // (steps, new tokens per reply, DB replies, household replies), each a ceiling
-        let (steps, new_tokens, db_turns, household_turns) = match ctx.scale {
-            Scale::Full => return config,
-            Scale::Short => (2, 128, 3, 5),
-            Scale::Smoke => (2, 64, 2, 3),
-        };
-        config.steps = steps;
-        config.prompts_per_step = 2;
-        config.group_size = 2;
-        config.max_new_tokens = config.max_new_tokens.min(new_tokens);
-        config.db_turns = config.db_turns.min(db_turns);
-        config.household_turns = config.household_turns.min(household_turns);
-        config.held_out_eval = false;
-        config.train.eval_every = 0;
-        config.train.save_every = 1;
-        config
-    }
-
-    fn validate(&self) -> Result<()> {
+    /// Checks the settings (group size, temperatures, loss, training arguments).
+    pub fn validate(&self) -> Result<()> {
         let invalid = |reason: &str| {
             Err(Error::InvalidConfig {
                 source_name: "GrpoConfig".into(),
@@ -924,7 +830,9 @@ pub fn grpo_trainer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Profile, Scale};
     use crate::generate::EpisodeEnd;
+    use crate::presets::Presets;
     use crate::train::LossAggregation;
 
     #[test]
@@ -946,13 +854,13 @@ mod tests {
     #[test]
     fn smoke_and_tiny_settings_are_valid() {
         for profile in [Profile::Tiny, Profile::ColabQwen25_7b] {
-            let config = GrpoConfig::for_profile(profile);
+            let config = Presets::resolve(profile, Scale::Full).unwrap().grpo;
             config.validate().unwrap();
             assert_eq!(config.group_size, 4);
             assert!((config.temperature - 0.8).abs() < 1e-6);
             assert_eq!(config.loss.aggregation, LossAggregation::Grpo);
         }
-        let mut bad = GrpoConfig::for_profile(Profile::Tiny);
+        let mut bad = Presets::resolve(Profile::Tiny, Scale::Full).unwrap().grpo;
         bad.group_size = 1;
         assert!(bad.validate().is_err());
     }
@@ -980,7 +888,9 @@ mod tests {
         let groups = group_advantages(&rewards, 4, AdvantageScale::Std).unwrap();
         assert_eq!(groups.skipped, vec![true]);
         // Old configuration files, without the new fields, still read.
-        let mut json = serde_json::to_value(GrpoConfig::for_profile(Profile::Tiny)).unwrap();
+        let mut json =
+            serde_json::to_value(Presets::resolve(Profile::Tiny, Scale::Full).unwrap().grpo)
+                .unwrap();
         let object = json.as_object_mut().unwrap();
         object.remove("reward");
         object.remove("tasks");

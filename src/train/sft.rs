@@ -12,9 +12,8 @@ use super::args::TrainArgs;
 use super::data::{MicroBatch, SftExample, epoch_batches};
 use super::run::{TrainState, peak_memory_mb};
 use super::trainer::{Core, Method, Trainer};
-use crate::config::{Profile, RunContext, Scale};
 use crate::error::{Error, Result};
-use crate::model::{Decoder, LoraConfig, Mode, Target};
+use crate::model::{Decoder, Mode};
 use crate::rng::Rng;
 
 /// Everything an SFT run is configured by.
@@ -38,90 +37,7 @@ pub struct SftConfig {
     pub eval_share: f64,
 }
 
-super::args::trainer_config!(SftConfig);
-
-impl SftConfig {
-    /// The method's hyper-parameters per profile (Qwen2.5-7B: r 64 / α 128, lr 2e-5, effective
-    /// batch 16, 4096 tokens, warmup 0.05; Qwen3-4B the same with lr 5e-5); `tiny` is sized to
-    /// finish in minutes on 2 CPU cores.
-    pub fn for_profile(profile: Profile) -> Self {
-        let colab = |lr: f64| Self {
-            train: TrainArgs {
-                lora: LoraConfig {
-                    r: 64,
-                    alpha: 128.0,
-                    dropout: 0.05,
-                    targets: Target::ALL.to_vec(),
-                    use_rslora: false,
-                    seed: 0,
-                },
-                learning_rate: lr,
-                micro_batch: 2,
-                warmup_ratio: 0.05,
-                max_grad_norm: 1.0,
-                eval_every: 50,
-                save_every: 50,
-                keep_checkpoints: 2,
-                checkpointing: true,
-                seed: 0,
-                ..TrainArgs::default()
-            },
-            grad_accum: 8,
-            max_len: 4096,
-            packing: true,
-            epochs: 1,
-            max_steps: None,
-            eval_share: 0.05,
-        };
-        match profile {
-            Profile::ColabQwen25_7b => colab(2e-5),
-            Profile::ColabQwen3_4b => colab(5e-5),
-            // A 135M model with few steps: a high LoRA lr, one 2 × 1024-token pass per step. On
-            // two cores 48 steps take ~11 min; lr 2e-3 reached eval loss 0.56 at step 12 where
-            // 1e-3 reached 0.88, and 48 steps beat 24 on the quick score (7 vs 3 of 108).
-            Profile::Tiny => {
-                let colab = colab(2e-3);
-                Self {
-                    train: TrainArgs {
-                        lora: LoraConfig {
-                            r: 16,
-                            alpha: 32.0,
-                            ..colab.train.lora.clone()
-                        },
-                        micro_batch: 2,
-                        eval_every: 12,
-                        save_every: 12,
-                        ..colab.train
-                    },
-                    grad_accum: 1,
-                    max_len: 1024,
-                    max_steps: Some(48),
-                    ..colab
-                }
-            }
-        }
-    }
-
-    /// The profile's configuration for a run: at the short scale (the main job) 10 steps (a
-    /// whole schedule), in a smoke run (CI) 4 steps, eval and checkpoint every 2.
-    pub fn for_run(ctx: &RunContext) -> Self {
-        let mut config = Self::for_profile(ctx.profile);
-        match ctx.scale {
-            Scale::Full => {}
-            Scale::Short => {
-                config.max_steps = Some(config.max_steps.map_or(10, |m| m.min(10)));
-                config.train.eval_every = 5;
-                config.train.save_every = 5;
-            }
-            Scale::Smoke => {
-                config.max_steps = Some(4);
-                config.train.eval_every = 2;
-                config.train.save_every = 2;
-            }
-        }
-        config
-    }
-}
+super::args::trainer_config!(SftConfig, sft);
 
 /// What one optimizer step did (a line of `metrics.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -135,3 +135,12 @@ pub fn echo_pairs(n: usize, seed: u64) -> Vec<agentbench_tuning::train::DpoExamp
         })
         .collect()
 }
+
+/// The `tiny` profile's settings at the full scale (`configs/profiles/tiny.toml`).
+pub fn tiny() -> agentbench_tuning::presets::Presets {
+    agentbench_tuning::presets::Presets::resolve(
+        agentbench_tuning::config::Profile::Tiny,
+        agentbench_tuning::config::Scale::Full,
+    )
+    .expect("the tiny profile resolves")
+}

@@ -1,0 +1,397 @@
+//! Presets as data: the settings of every phase under a profile and a scale, read from
+//! `configs/profiles/<profile>.toml` (a profile may `extends` another and replace some of its
+//! keys) and `configs/scales/<scale>.toml` (whose keys replace the profile's), validated in one
+//! place: a key no phase knows is an error naming the file and the key.
+//!
+//! The files are built into the library, so a notebook or `abt` reads the same settings from any
+//! directory; `abt config --profile P --scale S` prints what a run resolves to, and notebook 00
+//! shows the same table.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use toml::{Table, Value};
+
+use crate::config::{Profile, RunContext, Scale};
+use crate::data::{DataConfig, PromptConfig};
+use crate::display::Show;
+use crate::error::{Error, Result};
+use crate::eval::{DbBenchConfig, QuickConfig};
+use crate::pairs::{PairsConfig, StepLevelConfig};
+use crate::table::Table as HtmlTable;
+use crate::train::{DpoConfig, GrpoConfig, SftConfig};
+
+/// The profile files, by profile name.
+const PROFILES: [(&str, &str); 3] = [
+    ("tiny", include_str!("../configs/profiles/tiny.toml")),
+    (
+        "colab-qwen2.5-7b",
+        include_str!("../configs/profiles/colab-qwen2.5-7b.toml"),
+    ),
+    (
+        "colab-qwen3-4b",
+        include_str!("../configs/profiles/colab-qwen3-4b.toml"),
+    ),
+];
+
+/// The scale files, by scale name.
+const SCALES: [(&str, &str); 3] = [
+    ("full", include_str!("../configs/scales/full.toml")),
+    ("short", include_str!("../configs/scales/short.toml")),
+    ("smoke", include_str!("../configs/scales/smoke.toml")),
+];
+
+/// What every phase does in a run: one section per phase, as in the files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presets {
+    /// Phase 01: the SFT corpus.
+    pub data: DataConfig,
+    /// Phase 02: the prompts pairs and GRPO sample from.
+    pub prompts: PromptConfig,
+    /// Phase 03: supervised fine-tuning.
+    pub sft: SftConfig,
+    /// Phase 04: best-of-N preference pairs.
+    pub pairs: PairsConfig,
+    /// Phase 04: step-level pairs.
+    pub step_level: StepLevelConfig,
+    /// Phase 05: DPO.
+    pub dpo: DpoConfig,
+    /// Phase 05: GRPO.
+    pub grpo: GrpoConfig,
+    /// The held-out quick score (notebooks 03-06, `abt quick-score`).
+    pub quick: QuickConfig,
+    /// Phase 06: AgentBench's DB Bench dev items.
+    pub dbbench: DbBenchConfig,
+}
+
+/// One file of a resolution: where it is and what it says.
+struct Layer {
+    file: String,
+    table: Table,
+}
+
+fn invalid(source_name: &str, reason: impl ToString) -> Error {
+    Error::InvalidConfig {
+        source_name: source_name.into(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse(file: &str, text: &str) -> Result<Table> {
+    text.parse::<Table>().map_err(|e| Error::InvalidConfig {
+        source_name: file.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The profile's file and those it extends, base first.
+fn profile_layers(name: &str, depth: usize) -> Result<Vec<Layer>> {
+    let Some((_, text)) = PROFILES.iter().find(|(n, _)| *n == name) else {
+        return Err(Error::UnknownProfile {
+            name: name.into(),
+            known: PROFILES.map(|(n, _)| n).join(", "),
+        });
+    };
+    let file = format!("configs/profiles/{name}.toml");
+    let mut table = parse(&file, text)?;
+    let mut layers = match table.remove("extends") {
+        None => Vec::new(),
+        Some(Value::String(parent)) if depth < PROFILES.len() => {
+            profile_layers(&parent, depth + 1)?
+        }
+        Some(other) => {
+            return Err(Error::InvalidConfig {
+                source_name: file,
+                reason: format!("`extends` must name another profile, not {other}"),
+            });
+        }
+    };
+    layers.push(Layer { file, table });
+    Ok(layers)
+}
+
+/// `over`'s keys replace `base`'s; tables merge key by key.
+fn merge(base: &mut Table, over: &Table) {
+    for (key, value) in over {
+        match (base.get_mut(key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// The dotted keys of `table` (leaves only).
+fn leaf_keys(table: &Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match value {
+            Value::Table(t) => leaf_keys(t, &format!("{path}."), out),
+            _ => out.push(path),
+        }
+    }
+}
+
+/// Whether the dotted `key` names a value in `value` (a serialized [`Presets`]).
+fn has_key(value: &Json, key: &str) -> bool {
+    key.split('.')
+        .try_fold(value, |v, part| v.get(part))
+        .is_some()
+}
+
+impl Presets {
+    /// The settings of `profile` at `scale`.
+    pub fn resolve(profile: Profile, scale: Scale) -> Result<Self> {
+        let mut layers = profile_layers(profile.name(), 0)?;
+        let (_, text) = SCALES
+            .iter()
+            .find(|(n, _)| *n == scale.name())
+            .ok_or_else(|| Error::InvalidConfig {
+                source_name: "configs/scales".into(),
+                reason: format!("no file for the scale {}", scale.name()),
+            })?;
+        let file = format!("configs/scales/{}.toml", scale.name());
+        layers.push(Layer {
+            table: parse(&file, text)?,
+            file,
+        });
+        Self::from_layers(&layers)
+    }
+
+    /// The settings of a run's profile and scale.
+    pub fn for_run(ctx: &RunContext) -> Result<Self> {
+        Self::resolve(ctx.profile, ctx.scale)
+    }
+
+    fn from_layers(layers: &[Layer]) -> Result<Self> {
+        let mut merged = Table::new();
+        for layer in layers {
+            merge(&mut merged, &layer.table);
+        }
+        let names = layers
+            .iter()
+            .map(|l| l.file.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let mut presets: Presets =
+            Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::InvalidConfig {
+                    source_name: names.clone(),
+                    reason: e.to_string(),
+                })?;
+        // A key the settings do not read (a misspelling inside a phase's section, whose
+        // flattened training arguments keep serde from refusing it) names its file.
+        let known = serde_json::to_value(&presets).map_err(|e| invalid(&names, e))?;
+        for layer in layers {
+            let mut keys = Vec::new();
+            leaf_keys(&layer.table, "", &mut keys);
+            if let Some(unknown) = keys.iter().find(|k| !has_key(&known, k)) {
+                return Err(Error::InvalidConfig {
+                    source_name: layer.file.clone(),
+                    reason: format!("unknown key `{unknown}`"),
+                });
+            }
+        }
+        let checked = presets
+            .sft
+            .train
+            .validate("sft")
+            .and_then(|()| presets.dpo.train.validate("dpo"))
+            .and_then(|()| presets.grpo.validate());
+        checked.map_err(|e| invalid(&names, e))?;
+        for path in presets
+            .data
+            .eval_files
+            .iter_mut()
+            .chain(presets.pairs.eval_files.iter_mut())
+        {
+            *path = crate::paths::resolve(&*path);
+        }
+        Ok(presets)
+    }
+
+    /// Every setting as `(section.key, value)`, in the files' order of sections.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(Json::Object(sections)) = serde_json::to_value(self) {
+            for (section, value) in sections {
+                flatten(&section, &value, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The settings as a TOML document (the form of the files, every key given).
+    pub fn to_toml(&self) -> Result<String> {
+        let value = serde_json::to_value(self).map_err(|e| invalid("presets", e))?;
+        let table: Table =
+            serde_json::from_value(tidy(value)).map_err(|e| invalid("presets", e))?;
+        toml::to_string(&table).map_err(|e| invalid("presets", e))
+    }
+}
+
+/// A float stored as `f32` (say 0.05) read back at its shortest, not as 0.05000000074505806.
+fn tidy_number(x: f64) -> f64 {
+    let short = x as f32;
+    if f64::from(short) == x {
+        format!("{short}").parse().unwrap_or(x)
+    } else {
+        x
+    }
+}
+
+fn tidy(value: Json) -> Json {
+    match value {
+        Json::Number(n) if n.is_f64() => n
+            .as_f64()
+            .and_then(|x| serde_json::Number::from_f64(tidy_number(x)))
+            .map_or(Json::Null, Json::Number),
+        Json::Array(items) => Json::Array(items.into_iter().map(tidy).collect()),
+        Json::Object(map) => Json::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, tidy(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn flatten(prefix: &str, value: &Json, out: &mut Vec<(String, String)>) {
+    match value {
+        Json::Object(map) => {
+            for (key, v) in map {
+                flatten(&format!("{prefix}.{key}"), v, out);
+            }
+        }
+        Json::Null => out.push((prefix.to_string(), "—".into())),
+        Json::String(s) => out.push((prefix.to_string(), s.clone())),
+        Json::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|v| match tidy(v.clone()) {
+                    Json::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect();
+            out.push((prefix.to_string(), items.join(", ")));
+        }
+        other => out.push((prefix.to_string(), tidy(other.clone()).to_string())),
+    }
+}
+
+impl Show for Presets {
+    fn mime_bundle(&self) -> Vec<(&'static str, String)> {
+        HtmlTable::settings("settings of every phase", self.settings()).mime_bundle()
+    }
+}
+
+/// The files presets are read from, for documentation and tests.
+pub fn files() -> Vec<PathBuf> {
+    PROFILES
+        .iter()
+        .map(|(n, _)| PathBuf::from(format!("configs/profiles/{n}.toml")))
+        .chain(
+            SCALES
+                .iter()
+                .map(|(n, _)| PathBuf::from(format!("configs/scales/{n}.toml"))),
+        )
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(file: &str, text: &str) -> Layer {
+        Layer {
+            file: file.into(),
+            table: parse(file, text).unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_profile_resolves_at_every_scale() {
+        for profile in Profile::ALL {
+            for scale in [Scale::Full, Scale::Short, Scale::Smoke] {
+                let presets = Presets::resolve(profile, scale)
+                    .unwrap_or_else(|e| panic!("{profile} {}: {e}", scale.name()));
+                assert!(presets.data.eval_files.iter().all(|p| p.is_absolute()));
+            }
+        }
+    }
+
+    #[test]
+    fn scales_replace_the_profiles_values() {
+        let full = Presets::resolve(Profile::Tiny, Scale::Full).unwrap();
+        let short = Presets::resolve(Profile::Tiny, Scale::Short).unwrap();
+        assert_eq!(full.sft.max_steps, Some(48));
+        assert_eq!(short.sft.max_steps, Some(10));
+        assert_eq!(short.sft.train.learning_rate, full.sft.train.learning_rate);
+        let qwen3 = Presets::resolve(Profile::ColabQwen3_4b, Scale::Full).unwrap();
+        let qwen25 = Presets::resolve(Profile::ColabQwen25_7b, Scale::Full).unwrap();
+        assert_eq!(qwen3.sft.train.learning_rate, 5e-5);
+        assert_eq!(qwen25.sft.train.learning_rate, 2e-5);
+        assert_eq!(qwen3.grpo, qwen25.grpo);
+    }
+
+    #[test]
+    fn unknown_keys_name_their_file_and_key() {
+        let (_, base) = PROFILES[1];
+        let layers = [
+            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("mine.toml", "[sft]\nlearning_rat = 1e-4\n"),
+        ];
+        let err = Presets::from_layers(&layers).unwrap_err().to_string();
+        assert!(
+            err.contains("mine.toml") && err.contains("sft.learning_rat"),
+            "{err}"
+        );
+        let layers = [
+            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("mine.toml", "[sft.lora]\nrank = 8\n"),
+        ];
+        let err = Presets::from_layers(&layers).unwrap_err().to_string();
+        assert!(err.contains("sft.lora.rank"), "{err}");
+        let layers = [
+            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("mine.toml", "[sftt]\nmax_steps = 3\n"),
+        ];
+        let err = Presets::from_layers(&layers).unwrap_err().to_string();
+        assert!(err.contains("sftt"), "{err}");
+        // A value a run cannot start with is refused here, not at the run's first step.
+        let layers = [
+            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("mine.toml", "[grpo]\ngroup_size = 1\n"),
+        ];
+        let err = Presets::from_layers(&layers).unwrap_err().to_string();
+        assert!(
+            err.contains("mine.toml") && err.contains("group_size"),
+            "{err}"
+        );
+        // A wrong type is refused too.
+        let layers = [
+            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("mine.toml", "[sft]\nmax_steps = \"ten\"\n"),
+        ];
+        assert!(Presets::from_layers(&layers).is_err());
+    }
+
+    #[test]
+    fn the_printed_toml_reads_back_as_the_same_settings() {
+        let presets = Presets::resolve(Profile::Tiny, Scale::Short).unwrap();
+        let text = presets.to_toml().unwrap();
+        assert!(text.contains("dropout = 0.05\n"), "{text}");
+        let again = Presets::from_layers(&[layer("printed.toml", &text)]).unwrap();
+        assert_eq!(again, presets);
+        let settings = presets.settings();
+        assert!(settings.contains(&("sft.learning_rate".into(), "0.002".into())));
+        assert!(settings.contains(&(
+            "sft.lora.targets".into(),
+            "q, k, v, o, gate, up, down".into()
+        )));
+    }
+}
