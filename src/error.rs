@@ -83,10 +83,11 @@ pub enum Error {
     /// A SQL statement failed or a database could not be set up.
     #[error("sqlite: {0}")]
     Sql(#[from] rusqlite::Error),
-    /// A model configuration (config.json or GGUF metadata) is missing a field or holds a bad value.
-    #[error("model config {source_name}: {reason}")]
+    /// A configuration (a model's config.json or GGUF metadata, a preset file, a phase's
+    /// settings) is missing a field or holds a bad value.
+    #[error("invalid configuration {source_name}: {reason}")]
     InvalidConfig {
-        /// Where the config came from (a path or repo id).
+        /// Where the config came from (a path, a repo id, a settings type).
         source_name: String,
         /// What is wrong.
         reason: String,

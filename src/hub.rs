@@ -4,6 +4,7 @@
 //! `snapshots/<commit>/<path>` the files. A file already in the cache is read without a network
 //! call; a missing one is downloaded unless `HF_HUB_OFFLINE=1`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -36,6 +37,8 @@ pub struct HubRepo {
     cache_dir: PathBuf,
     offline: bool,
     api: Option<hf_hub::api::sync::ApiRepo>,
+    /// File sizes from the hub's listing, asked for once.
+    sizes: std::sync::OnceLock<std::result::Result<BTreeMap<String, u64>, String>>,
 }
 
 impl std::fmt::Debug for HubRepo {
@@ -87,6 +90,7 @@ impl HubRepo {
             cache_dir: cache_dir.to_path_buf(),
             offline,
             api,
+            sizes: std::sync::OnceLock::new(),
         })
     }
 
@@ -160,6 +164,43 @@ impl HubRepo {
                 )
             })
         })
+    }
+
+    /// The size of a repo file in bytes and whether it is cached: from the cached snapshot,
+    /// else from the hub's listing (`?blobs=true`); `None` offline for a file not cached, or
+    /// when the hub lists no such file.
+    pub fn file_size(&self, name: &str) -> Result<Option<(u64, bool)>> {
+        if let Some(path) = self.snapshot_dir().map(|d| d.join(name))
+            && let Ok(meta) = std::fs::metadata(&path)
+        {
+            return Ok(Some((meta.len(), true)));
+        }
+        let Some(api) = &self.api else {
+            return Ok(None);
+        };
+        let listing = self.sizes.get_or_init(|| {
+            let text = api
+                .info_request()
+                .query("blobs", "true")
+                .call()
+                .map_err(|e| e.to_string())?
+                .into_string()
+                .map_err(|e| e.to_string())?;
+            let info: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let files = info["siblings"].as_array().cloned().unwrap_or_default();
+            Ok(files
+                .iter()
+                .filter_map(|f| {
+                    let name = f["rfilename"].as_str()?.to_string();
+                    let size = f["lfs"]["size"].as_u64().or_else(|| f["size"].as_u64())?;
+                    Some((name, size))
+                })
+                .collect())
+        });
+        match listing {
+            Ok(sizes) => Ok(sizes.get(name).map(|&size| (size, false))),
+            Err(e) => Err(self.error(format!("listing the repo's file sizes: {e}"))),
+        }
     }
 
     /// Every file of the repo at this revision, sorted: listed by the hub, or, offline, the

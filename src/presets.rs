@@ -1,13 +1,11 @@
 //! Presets as data: the settings of every phase under a profile and a scale, read from
-//! `configs/profiles/<profile>.toml` (a profile may `extends` another and replace some of its
-//! keys) and `configs/scales/<scale>.toml` (whose keys replace the profile's), validated in one
+//! `configs/profiles/<profile>.toml` (a profile `extends` another, or `recipe.toml`, the
+//! method's settings, and replaces some of its keys) and `configs/scales/<scale>.toml` (whose keys replace the profile's), validated in one
 //! place: a key no phase knows is an error naming the file and the key.
 //!
 //! The files are built into the library, so a notebook or `abt` reads the same settings from any
 //! directory; `abt config --profile P --scale S` prints what a run resolves to, and notebook 00
 //! shows the same table.
-
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -22,8 +20,9 @@ use crate::pairs::{PairsConfig, StepLevelConfig};
 use crate::table::Table as HtmlTable;
 use crate::train::{DpoConfig, GrpoConfig, SftConfig};
 
-/// The profile files, by profile name.
-const PROFILES: [(&str, &str); 3] = [
+/// The profile files by name: the profiles, and `recipe`, the base they extend.
+const PROFILES: [(&str, &str); 4] = [
+    ("recipe", include_str!("../configs/profiles/recipe.toml")),
     ("tiny", include_str!("../configs/profiles/tiny.toml")),
     (
         "colab-qwen2.5-7b",
@@ -88,10 +87,13 @@ fn parse(file: &str, text: &str) -> Result<Table> {
 /// The profile's file and those it extends, base first.
 fn profile_layers(name: &str, depth: usize) -> Result<Vec<Layer>> {
     let Some((_, text)) = PROFILES.iter().find(|(n, _)| *n == name) else {
-        return Err(Error::UnknownProfile {
-            name: name.into(),
-            known: PROFILES.map(|(n, _)| n).join(", "),
-        });
+        return Err(invalid(
+            "configs/profiles",
+            format!(
+                "no profile file {name}.toml to extend (there are {})",
+                PROFILES.map(|(n, _)| n).join(", ")
+            ),
+        ));
     };
     let file = format!("configs/profiles/{name}.toml");
     let mut table = parse(&file, text)?;
@@ -158,6 +160,16 @@ impl Presets {
             file,
         });
         Self::from_layers(&layers)
+    }
+
+    /// The files the settings of `profile` at `scale` are read from, base first.
+    pub fn files(profile: Profile, scale: Scale) -> Result<Vec<String>> {
+        let mut files: Vec<String> = profile_layers(profile.name(), 0)?
+            .into_iter()
+            .map(|l| l.file)
+            .collect();
+        files.push(format!("configs/scales/{}.toml", scale.name()));
+        Ok(files)
     }
 
     /// The settings of a run's profile and scale.
@@ -269,6 +281,7 @@ fn flatten(prefix: &str, value: &Json, out: &mut Vec<(String, String)>) {
         }
         Json::Null => out.push((prefix.to_string(), "—".into())),
         Json::String(s) => out.push((prefix.to_string(), s.clone())),
+        Json::Array(items) if items.is_empty() => out.push((prefix.to_string(), "—".into())),
         Json::Array(items) => {
             let items: Vec<String> = items
                 .iter()
@@ -287,19 +300,6 @@ impl Show for Presets {
     fn mime_bundle(&self) -> Vec<(&'static str, String)> {
         HtmlTable::settings("settings of every phase", self.settings()).mime_bundle()
     }
-}
-
-/// The files presets are read from, for documentation and tests.
-pub fn files() -> Vec<PathBuf> {
-    PROFILES
-        .iter()
-        .map(|(n, _)| PathBuf::from(format!("configs/profiles/{n}.toml")))
-        .chain(
-            SCALES
-                .iter()
-                .map(|(n, _)| PathBuf::from(format!("configs/scales/{n}.toml"))),
-        )
-        .collect()
 }
 
 #[cfg(test)]
@@ -336,13 +336,20 @@ mod tests {
         assert_eq!(qwen3.sft.train.learning_rate, 5e-5);
         assert_eq!(qwen25.sft.train.learning_rate, 2e-5);
         assert_eq!(qwen3.grpo, qwen25.grpo);
+        // The Colab profiles read the real corpora; `tiny` downloads nothing.
+        assert!(qwen25.data.spider.is_some() && qwen25.data.chat.is_some());
+        assert_eq!(qwen25.data.react.len(), 2);
+        assert_eq!(qwen3.data, qwen25.data);
+        assert!(
+            full.data.spider.is_none() && full.data.react.is_empty() && full.data.chat.is_none()
+        );
     }
 
     #[test]
     fn unknown_keys_name_their_file_and_key() {
-        let (_, base) = PROFILES[1];
+        let (_, base) = PROFILES[0];
         let layers = [
-            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("configs/profiles/recipe.toml", base),
             layer("mine.toml", "[sft]\nlearning_rat = 1e-4\n"),
         ];
         let err = Presets::from_layers(&layers).unwrap_err().to_string();
@@ -351,20 +358,20 @@ mod tests {
             "{err}"
         );
         let layers = [
-            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("configs/profiles/recipe.toml", base),
             layer("mine.toml", "[sft.lora]\nrank = 8\n"),
         ];
         let err = Presets::from_layers(&layers).unwrap_err().to_string();
         assert!(err.contains("sft.lora.rank"), "{err}");
         let layers = [
-            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("configs/profiles/recipe.toml", base),
             layer("mine.toml", "[sftt]\nmax_steps = 3\n"),
         ];
         let err = Presets::from_layers(&layers).unwrap_err().to_string();
         assert!(err.contains("sftt"), "{err}");
         // A value a run cannot start with is refused here, not at the run's first step.
         let layers = [
-            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("configs/profiles/recipe.toml", base),
             layer("mine.toml", "[grpo]\ngroup_size = 1\n"),
         ];
         let err = Presets::from_layers(&layers).unwrap_err().to_string();
@@ -374,7 +381,7 @@ mod tests {
         );
         // A wrong type is refused too.
         let layers = [
-            layer("configs/profiles/colab-qwen2.5-7b.toml", base),
+            layer("configs/profiles/recipe.toml", base),
             layer("mine.toml", "[sft]\nmax_steps = \"ten\"\n"),
         ];
         assert!(Presets::from_layers(&layers).is_err());

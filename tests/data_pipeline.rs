@@ -84,7 +84,7 @@ fn planted_evaluation_items_are_all_caught() {
         .collect();
     std::fs::write(&react, lines.join("\n")).unwrap();
     let config = DataConfig {
-        react: Some(react.into()),
+        react: vec![react.into()],
         ..small()
     };
     let (records, report) = build_sft(&config, None).unwrap();
@@ -287,4 +287,60 @@ fn general_chat_is_read_as_far_as_the_mix_needs() {
     assert_eq!(report.general_records, records.len() - report.agent_records);
     let ratio = report.general_records as f64 / report.agent_records as f64;
     assert!((ratio - 4.0).abs() < 0.05, "{ratio}");
+}
+
+/// Several trajectory files read as one source, capped by `max_examples`, with the licence of
+/// their folder's card; a source listed in `optional` that cannot be read is skipped with a
+/// note, and one that is not stops the build naming it.
+#[test]
+fn sources_are_capped_licensed_and_optional_ones_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let trajectories = |name: &str, n: usize| {
+        let path = dir.path().join(name);
+        let lines: Vec<String> = (0..n)
+            .map(|i| {
+                serde_json::json!({"conversations": [
+                    {"from": "human", "value": format!("Task {name} {i}: find the red mug.")},
+                    {"from": "gpt", "value": format!("Thought: look around {i}.\nAction: look")}
+                ]})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path
+    };
+    std::fs::write(
+        dir.path().join("README.md"),
+        "---\nlicense: apache-2.0\n---\n# Trajectories\n",
+    )
+    .unwrap();
+    let config = DataConfig {
+        react: vec![
+            trajectories("webshop.jsonl", 30).into(),
+            trajectories("sciworld.jsonl", 10).into(),
+        ],
+        max_examples: [("react".to_string(), 20)].into(),
+        chat: Some(dir.path().join("missing-chat").into()),
+        optional: vec!["chat".into()],
+        ..small()
+    };
+    let (_, report) = build_sft(&config, None).unwrap();
+    let react = report.sources.iter().find(|s| s.source == "react").unwrap();
+    assert_eq!(react.attempted, 20);
+    assert_eq!(react.licence.as_deref(), Some("apache-2.0"));
+    assert!(report.sources.iter().all(|s| s.source != "chat"));
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("chat skipped (optional)") && n.contains("missing-chat")),
+        "{:?}",
+        report.notes
+    );
+    let required = DataConfig {
+        optional: Vec::new(),
+        ..config
+    };
+    let err = build_sft(&required, None).unwrap_err().to_string();
+    assert!(err.contains("missing-chat"), "{err}");
 }

@@ -7,7 +7,7 @@ use agentbench_tuning::paths;
 #[test]
 fn spider_dev_loads_972_examples_over_19_databases() {
     let dir = paths::spider_dev_dir();
-    let examples = load_spider(&dir, "dev.json").unwrap();
+    let examples = load_spider(&dir, "dev.json", None).unwrap();
     assert_eq!(examples.len(), 972);
     let mut dbs: Vec<&str> = examples.iter().map(|e| e.db_id.as_str()).collect();
     dbs.sort_unstable();
@@ -43,7 +43,7 @@ fn spider_dev_examples_become_replayed_db_episodes() {
     use agentbench_tuning::rng::Rng;
     use std::collections::BTreeMap;
     let dir = paths::spider_dev_dir();
-    let examples = load_spider(&dir, "dev.json").unwrap();
+    let examples = load_spider(&dir, "dev.json", None).unwrap();
     for protocol in [Protocol::Text, Protocol::Tools] {
         let options = DbEpisodeOptions {
             protocol,
@@ -156,7 +156,11 @@ fn the_contamination_guard_catches_planted_dev_items() {
     let spider = paths::spider_dev_dir();
     let mut rng = Rng::new(0);
     let mut records = Vec::new();
-    for example in load_spider(&spider, "dev.json").unwrap().iter().take(300) {
+    for example in load_spider(&spider, "dev.json", None)
+        .unwrap()
+        .iter()
+        .take(300)
+    {
         if let Ok(e) = db_episode(example, &DbEpisodeOptions::default(), &mut rng).unwrap() {
             records.push(e.into_record("spider", "select", Protocol::Text));
         }

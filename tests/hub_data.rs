@@ -105,6 +105,7 @@ fn spider_sparc_and_bird_folders_load_from_the_hub_cache_fetching_only_what_they
     let examples = load_spider(
         open(cache.path(), "hf://datasets/yale/spider-like/spider"),
         "dev.json",
+        None,
     )
     .unwrap();
     assert_eq!(examples.len(), concert.len());
@@ -139,6 +140,7 @@ fn spider_sparc_and_bird_folders_load_from_the_hub_cache_fetching_only_what_they
     let interactions = load_interactions(
         open(cache.path(), "hf://datasets/yale/sparc-like"),
         "train.json",
+        None,
     )
     .unwrap();
     assert_eq!(interactions[0].turns.len(), 2);
@@ -164,6 +166,7 @@ fn spider_sparc_and_bird_folders_load_from_the_hub_cache_fetching_only_what_they
     let examples = load_bird(
         open(cache.path(), "hf://datasets/bird/bird-like/train"),
         "train",
+        None,
     )
     .unwrap();
     assert_eq!(examples[0].evidence, "age is in years");
@@ -183,6 +186,7 @@ fn spider_sparc_and_bird_folders_load_from_the_hub_cache_fetching_only_what_they
     let err = load_spider(
         open(cache.path(), "hf://datasets/yale/spider-like/spider"),
         "dev.json",
+        None,
     )
     .unwrap_err()
     .to_string();
@@ -318,8 +322,119 @@ fn revisions_are_pinned_and_missing_repos_or_files_are_clear_errors() {
         .to_string();
     assert!(err.contains("no JSON, JSONL or parquet file"), "{err}");
     // A named file the snapshot lacks.
-    let err = load_spider(open(cache.path(), "hf://datasets/o/chat"), "dev.json")
+    let err = load_spider(open(cache.path(), "hf://datasets/o/chat"), "dev.json", None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("o/chat") && err.contains("dev.json"), "{err}");
+}
+
+/// `abt data --dry-run` on the Colab profile, offline, against a hub cache holding the
+/// profile's own repos at its pinned revisions: every corpus with its card's licence, the
+/// files its loader needs (UltraChat's `train_sft` shards only), what is cached and what is
+/// left to fetch.
+#[test]
+fn the_colab_profiles_corpora_are_planned_from_the_hub_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let db = read(&paths::spider_dev_dir().join("database/concert_singer/concert_singer.sqlite"));
+    let spider = serde_json::json!([
+        {"db_id": "concert_singer", "question": "How many singers?", "query": "SELECT count(*) FROM singer"},
+        {"db_id": "concert_singer", "question": "Oldest age?", "query": "SELECT max(age) FROM singer"},
+        {"db_id": "pets_1", "question": "How many pets?", "query": "SELECT count(*) FROM pets"},
+    ]);
+    let spider_rev = "40b5d04cb3836188ea7bf0ac9ed810e1ff432acf";
+    seed(
+        cache.path(),
+        "lklimkiewicz/Spider-Raw",
+        spider_rev,
+        spider_rev,
+        &[
+            ("train_spider.json", serde_json::to_vec(&spider).unwrap()),
+            ("database/concert_singer/concert_singer.sqlite", db),
+        ],
+    );
+    let trajectory = serde_json::json!([{"id": "w0", "conversations": [
+        {"from": "human", "value": "Buy a red mug."},
+        {"from": "gpt", "value": "Thought: search.\nAction: search[red mug]"}
+    ]}]);
+    let eto_rev = "a8f745ef799a5201d2288b9c2a47e40a0ff70a4c";
+    seed(
+        cache.path(),
+        "agent-eto/eto-sft-trajectory",
+        eto_rev,
+        eto_rev,
+        &[
+            (
+                "README.md",
+                b"---\nlicense: apache-2.0\n---\n# ETO\n".to_vec(),
+            ),
+            (
+                "data/webshop_sft.json",
+                serde_json::to_vec(&trajectory).unwrap(),
+            ),
+            (
+                "data/sciworld_sft.json",
+                serde_json::to_vec(&trajectory).unwrap(),
+            ),
+            (
+                "data/alfworld_sft.json",
+                serde_json::to_vec(&trajectory).unwrap(),
+            ),
+        ],
+    );
+    let shard = |from: usize| {
+        parquet(
+            &(from..from + 3)
+                .map(chat_line)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    };
+    let chat_rev = "8049631c405ae6576f93f445c6b8166f76f5505a";
+    seed(
+        cache.path(),
+        "HuggingFaceH4/ultrachat_200k",
+        chat_rev,
+        chat_rev,
+        &[
+            (
+                "README.md",
+                b"---\nlicense: mit\nlanguage:\n- en\n---\n".to_vec(),
+            ),
+            ("data/train_sft-00000-of-00002.parquet", shard(0)),
+            ("data/train_sft-00001-of-00002.parquet", shard(3)),
+            ("data/test_sft-00000-of-00001.parquet", shard(6)),
+        ],
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_abt"))
+        .args(["data", "--dry-run", "--profile", "colab-qwen2.5-7b"])
+        .env("HF_HUB_CACHE", cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // Spider: the split file and the two databases its examples use, one not cached yet.
+    assert!(
+        text.contains(&format!(
+            "spider hf://datasets/lklimkiewicz/Spider-Raw@{spider_rev}\n  licence: not stated on its card\n  3 files"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("database/pets_1/pets_1.sqlite") && text.contains("(+ 1 of unknown size)"),
+        "{text}"
+    );
+    // ETO: the two files the profile names, not its ALFWorld file, with the card's licence.
+    assert_eq!(text.matches("licence: apache-2.0").count(), 2, "{text}");
+    assert!(!text.contains("alfworld"), "{text}");
+    // UltraChat: its SFT shards only, all cached.
+    assert!(
+        text.contains("licence: mit\n  2 files, 0 B to fetch"),
+        "{text}"
+    );
+    assert!(
+        text.contains("train_sft-00001-of-00002.parquet") && !text.contains("test_sft"),
+        "{text}"
+    );
 }

@@ -281,7 +281,8 @@ struct DataArgs {
     /// Add a SParC- or CoSQL-format folder (multi-turn episodes), local or hf://datasets/....
     #[arg(long)]
     interactions: Option<agentbench_tuning::data::DataSource>,
-    /// Add ReAct trajectories (FireAct's multitask.jsonl), local or hf://datasets/....
+    /// Use these agent trajectories instead of the profile's (OpenAI messages or ShareGPT;
+    /// FireAct's multitask.jsonl), local or hf://datasets/....
     #[arg(long)]
     react: Option<agentbench_tuning::data::DataSource>,
     /// Add general chat (OpenAI messages or ShareGPT; JSON, JSONL or parquet), local or
@@ -291,6 +292,10 @@ struct DataArgs {
     /// Skip the token-length filter (no tokenizer is loaded).
     #[arg(long)]
     no_length_filter: bool,
+    /// Print each corpus, its licence, the files the build would read and how much is left to
+    /// fetch, then stop (only small index files are fetched).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -456,13 +461,67 @@ struct ConfigArgs {
 fn print_config(args: &ConfigArgs) -> Result<()> {
     let ctx = args.run.context()?;
     println!(
-        "# profile {}, scale {}: configs/profiles/{}.toml + configs/scales/{}.toml",
+        "# profile {}, scale {}: {}",
         ctx.profile,
         ctx.scale.name(),
-        ctx.profile,
-        ctx.scale.name()
+        Presets::files(ctx.profile, ctx.scale)?.join(" + ")
     );
     print!("{}", Presets::for_run(&ctx)?.to_toml()?);
+    Ok(())
+}
+
+/// `abt data --dry-run`: each corpus, its licence, its files and what is left to fetch.
+fn print_data_plan(config: &agentbench_tuning::data::DataConfig) -> Result<()> {
+    use agentbench_tuning::data::plan::{human_bytes, plan_sources};
+    let planned = plan_sources(config);
+    if planned.is_empty() {
+        println!("no corpus configured: the build uses the generated data only");
+    }
+    let mut stops = 0;
+    for p in &planned {
+        let (fetch, unknown) = p.to_fetch();
+        println!(
+            "{} {}{}\n  licence: {}\n  {} files, {} to fetch{}, {} cached",
+            p.source,
+            p.location,
+            if p.optional { " (optional)" } else { "" },
+            p.licence.as_deref().unwrap_or("not stated on its card"),
+            p.files.len(),
+            human_bytes(fetch),
+            if unknown > 0 {
+                format!(" (+ {unknown} of unknown size)")
+            } else {
+                String::new()
+            },
+            human_bytes(p.cached_bytes())
+        );
+        let shown = if p.files.len() > 10 { 5 } else { p.files.len() };
+        for f in &p.files[..shown] {
+            println!(
+                "    {:<60} {:>10} {}",
+                f.path,
+                f.bytes.map_or("?".into(), human_bytes),
+                if f.cached { "cached" } else { "to fetch" }
+            );
+        }
+        if shown < p.files.len() {
+            println!("    … and {} more", p.files.len() - shown);
+        }
+        if let Some(e) = &p.error {
+            if p.optional {
+                println!("  would be skipped: {e}");
+            } else {
+                stops += 1;
+                println!("  would stop the build: {e}");
+            }
+        }
+    }
+    if stops > 0 {
+        return Err(Error::InvalidConfig {
+            source_name: "abt data --dry-run".into(),
+            reason: format!("{stops} required corpus(es) cannot be read; see above"),
+        });
+    }
     Ok(())
 }
 
@@ -474,9 +533,14 @@ fn data(args: &DataArgs) -> Result<()> {
         None => Presets::for_run(&ctx)?.data,
     };
     config.spider = args.spider.clone().or(config.spider);
-    config.react = args.react.clone().or(config.react);
+    if let Some(react) = &args.react {
+        config.react = vec![react.clone()];
+    }
     config.interactions = args.interactions.clone().or(config.interactions);
     config.chat = args.chat.clone().or(config.chat);
+    if args.dry_run {
+        return print_data_plan(&config);
+    }
     let tokenizer = if args.no_length_filter {
         None
     } else {

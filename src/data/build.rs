@@ -17,7 +17,7 @@ use super::mix::{DedupReport, MixOptions, dedup, length_filter, mix};
 use super::record::{SftRecord, household_negative_record, household_records};
 use super::sources::{load_chat, load_interactions, load_react, load_spider};
 use super::synthetic::{SqlTaskKind, SyntheticOptions, Vocabulary, sql_task, synthetic_episode};
-use crate::chat::Tokenizer;
+use crate::chat::{Conversation, Tokenizer};
 use crate::env::db::{DbEnv, DbItem};
 use crate::env::household::{ExpertOptions, HouseholdEnv, TaskKind};
 use crate::env::{Protocol, TaskEnv};
@@ -72,8 +72,10 @@ pub struct DataConfig {
     pub interactions: Option<DataSource>,
     /// The interaction file inside it (`train.json`).
     pub interactions_split: String,
-    /// ReAct trajectories in OpenAI form (FireAct's `multitask.jsonl`), local or on the hub.
-    pub react: Option<DataSource>,
+    /// Agent trajectories (ReAct: FireAct's `multitask.jsonl`, ETO's WebShop/ScienceWorld
+    /// sets), in OpenAI `messages` or ShareGPT form, local or on the hub; one source or several.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub react: Vec<DataSource>,
     /// General chat (OpenAI `messages` or ShareGPT records), local or on the hub; only as
     /// many records as the mix needs are read.
     pub chat: Option<DataSource>,
@@ -86,9 +88,61 @@ pub struct DataConfig {
     /// DB Bench-format evaluation files the guard checks against (by default AgentBench's dev
     /// items, kept in the tree).
     pub eval_files: Vec<PathBuf>,
+    /// Most examples read from a source (`spider`, `bird`, `interactions`, `react`), evenly
+    /// spaced over it; a source not named is read whole.
+    #[serde(default)]
+    pub max_examples: BTreeMap<String, usize>,
+    /// Sources (`spider`, `bird`, `interactions`, `react`, `chat`) the build may go without:
+    /// when one cannot be fetched or read, it is skipped with a note in the report. Any other
+    /// source's failure stops the build with its error.
+    #[serde(default)]
+    pub optional: Vec<String>,
+}
+
+/// A field that holds one value (or none) or a list of them, read as a list.
+fn one_or_many<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        One(T),
+        None(()),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(items) => items,
+        OneOrMany::One(item) => vec![item],
+        OneOrMany::None(()) => Vec::new(),
+    })
 }
 
 impl DataConfig {
+    /// Runs `load` for `source`: its value, or, when it fails and the source is optional,
+    /// `None` with a note (the source is then left out of every later protocol too).
+    fn load_source<T>(
+        &self,
+        source: &str,
+        skipped: &mut Vec<String>,
+        notes: &mut Vec<String>,
+        load: impl FnOnce() -> Result<T>,
+    ) -> Result<Option<T>> {
+        if skipped.iter().any(|s| s == source) {
+            return Ok(None);
+        }
+        match load() {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if self.optional.iter().any(|o| o == source) => {
+                notes.push(format!("{source} skipped (optional): {e}"));
+                skipped.push(source.to_string());
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn episode_options(&self, protocol: Protocol) -> DbEpisodeOptions {
         DbEpisodeOptions {
             protocol,
@@ -116,6 +170,9 @@ pub struct SourceReport {
     pub negatives: usize,
     /// Examples skipped, by reason.
     pub skipped: BTreeMap<String, usize>,
+    /// The licence its dataset card states (`license:` in the card's front matter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
 }
 
 impl SourceReport {
@@ -243,16 +300,18 @@ fn spider_records(
     source: &str,
     protocol: Protocol,
 ) -> Result<(Vec<SftRecord>, SourceReport)> {
+    let max = config.max_examples.get(source).copied();
     let examples = if source == "bird" {
-        super::sources::load_bird(dir, split)?
+        super::sources::load_bird(dir, split, max)?
     } else {
-        load_spider(dir, split)?
+        load_spider(dir, split, max)?
     };
     let options = config.episode_options(protocol);
     let mut rng = Rng::new(config.seed ^ 0xb12d);
     let mut report = SourceReport {
         source: source.into(),
         protocol: Some(protocol),
+        licence: card_licence(dir),
         ..Default::default()
     };
     let mut records = Vec::new();
@@ -282,12 +341,14 @@ fn interaction_records(
     dir: &DataSource,
     protocol: Protocol,
 ) -> Result<(Vec<SftRecord>, SourceReport)> {
-    let interactions = load_interactions(dir, &config.interactions_split)?;
+    let max = config.max_examples.get("interactions").copied();
+    let interactions = load_interactions(dir, &config.interactions_split, max)?;
     let options = config.episode_options(protocol);
     let mut rng = Rng::new(config.seed ^ 0x5a2c);
     let mut report = SourceReport {
         source: "interactions".into(),
         protocol: Some(protocol),
+        licence: card_licence(dir),
         ..Default::default()
     };
     let mut records = Vec::new();
@@ -354,6 +415,7 @@ fn household_source(
         repaired: 0,
         negatives,
         skipped: BTreeMap::new(),
+        licence: None,
     };
     Ok((records, report))
 }
@@ -379,6 +441,22 @@ fn conversations(
         ..Default::default()
     };
     (records, report)
+}
+
+/// The licence a source's dataset card states, if it can be read.
+fn card_licence(source: &DataSource) -> Option<String> {
+    source.open().ok()?.licence()
+}
+
+/// The licences of several sources, each once, in order.
+fn licences(sources: &[DataSource]) -> Option<String> {
+    let mut found: Vec<String> = Vec::new();
+    for licence in sources.iter().filter_map(card_licence) {
+        if !found.contains(&licence) {
+            found.push(licence);
+        }
+    }
+    (!found.is_empty()).then(|| found.join(", "))
 }
 
 /// Whether the chat template writes an assistant's tool calls into the text.
@@ -427,6 +505,7 @@ pub fn build_sft(
     let mut agent = Vec::new();
     let mut sources = Vec::new();
     let mut notes = Vec::new();
+    let mut skipped = Vec::new();
     for (i, &protocol) in config.protocols.iter().enumerate() {
         // Each protocol gets its own tasks so the two halves do not repeat each other.
         let offset = i as u64 * config.synthetic_sql as u64;
@@ -437,26 +516,50 @@ pub fn build_sft(
         agent.extend(records);
         sources.push(report);
         if let Some(dir) = &config.spider {
-            let (records, report) =
-                spider_records(config, dir, &config.spider_split, "spider", protocol)?;
-            agent.extend(records);
-            sources.push(report);
+            let load = || spider_records(config, dir, &config.spider_split, "spider", protocol);
+            if let Some((records, report)) =
+                config.load_source("spider", &mut skipped, &mut notes, load)?
+            {
+                agent.extend(records);
+                sources.push(report);
+            }
         }
         if let Some(dir) = &config.interactions {
-            let (records, report) = interaction_records(config, dir, protocol)?;
-            agent.extend(records);
-            sources.push(report);
+            let load = || interaction_records(config, dir, protocol);
+            if let Some((records, report)) =
+                config.load_source("interactions", &mut skipped, &mut notes, load)?
+            {
+                agent.extend(records);
+                sources.push(report);
+            }
         }
         if let Some(dir) = &config.bird {
-            let (records, report) = spider_records(config, dir, "train", "bird", protocol)?;
+            let load = || spider_records(config, dir, "train", "bird", protocol);
+            if let Some((records, report)) =
+                config.load_source("bird", &mut skipped, &mut notes, load)?
+            {
+                agent.extend(records);
+                sources.push(report);
+            }
+        }
+    }
+    if !config.react.is_empty() {
+        let load = || -> Result<Vec<Conversation>> {
+            let mut all = Vec::new();
+            for source in &config.react {
+                all.extend(load_react(source)?);
+            }
+            Ok(super::take_evenly(
+                all,
+                config.max_examples.get("react").copied(),
+            ))
+        };
+        if let Some(trajectories) = config.load_source("react", &mut skipped, &mut notes, load)? {
+            let (records, mut report) = conversations("react", "react", trajectories);
+            report.licence = licences(&config.react);
             agent.extend(records);
             sources.push(report);
         }
-    }
-    if let Some(path) = &config.react {
-        let (records, report) = conversations("react", "react", load_react(path)?);
-        agent.extend(records);
-        sources.push(report);
     }
     let mut general = Vec::new();
     if let Some(source) = &config.chat {
@@ -464,9 +567,13 @@ pub fn build_sft(
         // filter: a large chat set is never read whole.
         let wanted = agent.len() as f64 * config.general_per_agent * GENERAL_MARGIN;
         let limit = wanted.ceil() as usize;
-        let (records, report) = conversations("chat", "chat", load_chat(source, Some(limit))?);
-        general = records;
-        sources.push(report);
+        let load = || load_chat(source, Some(limit));
+        if let Some(chats) = config.load_source("chat", &mut skipped, &mut notes, load)? {
+            let (records, mut report) = conversations("chat", "chat", chats);
+            report.licence = card_licence(source);
+            general = records;
+            sources.push(report);
+        }
     }
 
     let mut guard = ContaminationGuard::new(8);

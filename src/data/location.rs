@@ -276,6 +276,50 @@ impl OpenSource {
         }
     }
 
+    /// The size in bytes of the file at `rel` inside the corpus, and whether it is here already
+    /// (local files always are); `None` when it cannot be known (offline and not cached, or
+    /// no such file).
+    pub fn file_size(&self, rel: &str) -> Result<Option<(u64, bool)>> {
+        match self {
+            OpenSource::Local(dir) => Ok(std::fs::metadata(dir.join(rel))
+                .ok()
+                .map(|m| (m.len(), true))),
+            OpenSource::Hub { repo, path } => repo.file_size(&join(path, rel)),
+        }
+    }
+
+    /// [`OpenSource::file_size`] of a record file named by [`OpenSource::record_files`].
+    pub fn record_file_size(&self, name: &str) -> Result<Option<(u64, bool)>> {
+        match self {
+            OpenSource::Local(path) => Ok(std::fs::metadata(if name.is_empty() {
+                path.clone()
+            } else {
+                path.join(name)
+            })
+            .ok()
+            .map(|m| (m.len(), true))),
+            OpenSource::Hub { repo, .. } => repo.file_size(name),
+        }
+    }
+
+    /// The licence the corpus's card states: `license:` in the front matter of the hub repo's
+    /// `README.md` (a dataset card), or of a `README.md` in the local folder; `None` when no
+    /// card or no licence is found.
+    pub fn licence(&self) -> Option<String> {
+        let card = match self {
+            OpenSource::Local(path) => {
+                let dir = if path.is_dir() {
+                    path.as_path()
+                } else {
+                    path.parent()?
+                };
+                dir.join("README.md")
+            }
+            OpenSource::Hub { repo, .. } => repo.get("README.md").ok()??,
+        };
+        card_licence(&std::fs::read_to_string(card).ok()?)
+    }
+
     /// A record file named by [`OpenSource::record_files`], fetched if needed.
     fn record_file(&self, name: &str) -> Result<PathBuf> {
         match self {
@@ -311,6 +355,27 @@ impl OpenSource {
         progress.finish();
         Ok(())
     }
+}
+
+/// The `license:` of a dataset card's YAML front matter: a value (`license: mit`) or a list
+/// (`license:` then `- cc-by-sa-4.0` lines), joined with commas.
+pub fn card_licence(card: &str) -> Option<String> {
+    let front = card.strip_prefix("---")?;
+    let front = &front[..front.find("\n---")?];
+    let mut lines = front.lines().skip_while(|l| !l.starts_with("license:"));
+    let first = lines.next()?["license:".len()..].trim();
+    let unquote = |v: &str| v.trim().trim_matches(['"', '\'']).to_string();
+    let values: Vec<String> = if first.is_empty() {
+        lines
+            .map_while(|l| l.trim_start().strip_prefix("- ").map(unquote))
+            .collect()
+    } else if let Some(list) = first.strip_prefix('[').and_then(|f| f.strip_suffix(']')) {
+        list.split(',').map(unquote).collect()
+    } else {
+        vec![unquote(first)]
+    };
+    let values: Vec<String> = values.into_iter().filter(|v| !v.is_empty()).collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// Rows of a parquet shard decoded at a time.
@@ -405,6 +470,27 @@ fn read_parquet(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn licences_are_read_from_a_cards_front_matter() {
+        use super::card_licence;
+        assert_eq!(
+            card_licence("---\nlicense: mit\ntags: [x]\n---\n# Card"),
+            Some("mit".into())
+        );
+        assert_eq!(
+            card_licence(
+                "---\npretty_name: X\nlicense:\n- cc-by-sa-4.0\n- apache-2.0\nsize: 1\n---\n"
+            ),
+            Some("cc-by-sa-4.0, apache-2.0".into())
+        );
+        assert_eq!(
+            card_licence("---\nlicense: [\"mit\", other]\n---\n"),
+            Some("mit, other".into())
+        );
+        assert_eq!(card_licence("# no front matter\nlicense: mit\n"), None);
+        assert_eq!(card_licence("---\ntags: [a]\n---\nlicense: mit"), None);
+    }
+
     use super::*;
 
     #[test]

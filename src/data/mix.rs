@@ -26,6 +26,27 @@ pub fn evenly_spaced<T>(items: &[T], n: Option<usize>) -> Vec<&T> {
     }
 }
 
+/// [`evenly_spaced`] taking the items by value.
+pub fn take_evenly<T>(items: Vec<T>, n: Option<usize>) -> Vec<T> {
+    let len = items.len();
+    match n {
+        Some(n) if n < len => {
+            let mut keep = (0..n).map(|i| i * len / n).peekable();
+            items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    (keep.peek() == Some(&i)).then(|| {
+                        keep.next();
+                        item
+                    })
+                })
+                .collect()
+        }
+        _ => items,
+    }
+}
+
 fn hash_of<T: Hash + ?Sized>(value: &T, seed: u64) -> u64 {
     let mut h = DefaultHasher::new();
     seed.hash(&mut h);

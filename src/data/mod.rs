@@ -15,6 +15,7 @@ pub mod contamination;
 pub mod episodes;
 pub mod location;
 pub mod mix;
+pub mod plan;
 pub mod record;
 pub mod sources;
 pub mod summary;
@@ -28,7 +29,10 @@ pub use build::{
 pub use contamination::{ContaminationGuard, Hit};
 pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode, interaction_episode};
 pub use location::{Corpus, DataSource, OpenSource};
-pub use mix::{DedupReport, MixOptions, dedup, evenly_spaced, length_filter, mix, token_count};
+pub use mix::{
+    DedupReport, MixOptions, dedup, evenly_spaced, length_filter, mix, take_evenly, token_count,
+};
+pub use plan::{PlannedFile, PlannedSource, plan_sources, plan_table};
 pub use record::{SftRecord, freeze_opening, household_negative_record, household_records};
 
 pub use sources::{

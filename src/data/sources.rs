@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::location::{Corpus, OpenSource};
+use super::mix::take_evenly;
 use crate::chat::{Conversation, Message, Role};
 use crate::error::{Error, Result};
 
@@ -75,11 +76,16 @@ struct SpiderRecord {
 
 /// Spider (or Spider-format) examples: `split` is the file name (`dev.json`,
 /// `train_spider.json`, `train_others.json`) in the corpus (a folder, or a hub dataset folder),
-/// whose `database/` holds the SQLite files; only the databases the split uses are fetched.
-pub fn load_spider(source: impl Corpus, split: &str) -> Result<Vec<SqlExample>> {
+/// whose `database/` holds the SQLite files. At most `max` examples, evenly spaced over the
+/// split; only the databases they use are fetched.
+pub fn load_spider(
+    source: impl Corpus,
+    split: &str,
+    max: Option<usize>,
+) -> Result<Vec<SqlExample>> {
     let source = source.open_corpus()?;
     let records: Vec<SpiderRecord> = read_json(&source, split, SPIDER_HINT)?;
-    records
+    take_evenly(records, max)
         .into_iter()
         .map(|r| {
             Ok(SqlExample {
@@ -91,6 +97,60 @@ pub fn load_spider(source: impl Corpus, split: &str) -> Result<Vec<SqlExample>> 
             })
         })
         .collect()
+}
+
+/// The formats of the DB corpora.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbCorpus {
+    /// Spider: `<split>` (a file name) and `database/`.
+    Spider,
+    /// SParC or CoSQL: `<split>` (a file name) and `database/`.
+    Interactions,
+    /// BIRD: `<split>.json` and `<split>_databases/`.
+    Bird,
+}
+
+/// The files a DB corpus's loader reads for `split` with at most `max` examples: the split
+/// file, then the SQLite file of every database those examples use, each once. The split file
+/// is read (fetched, if need be: it is small) to learn them.
+pub fn db_corpus_files(
+    source: &OpenSource,
+    corpus: DbCorpus,
+    split: &str,
+    max: Option<usize>,
+) -> Result<Vec<String>> {
+    let (split_file, databases, field, hint) = match corpus {
+        DbCorpus::Spider => (
+            split.to_string(),
+            "database".to_string(),
+            "db_id",
+            SPIDER_HINT,
+        ),
+        DbCorpus::Interactions => (
+            split.to_string(),
+            "database".to_string(),
+            "database_id",
+            SPARC_HINT,
+        ),
+        DbCorpus::Bird => (
+            format!("{split}.json"),
+            format!("{split}_databases"),
+            "db_id",
+            BIRD_HINT,
+        ),
+    };
+    let records: Vec<serde_json::Value> = read_json(source, &split_file, hint)?;
+    let mut files = vec![split_file];
+    for record in take_evenly(records, max) {
+        let Some(db) = record[field].as_str() else {
+            continue;
+        };
+        let file = format!("{databases}/{db}/{db}.sqlite");
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    Ok(files)
 }
 
 /// One table of a Spider-format schema (`tables.json`).
@@ -168,11 +228,16 @@ struct InteractionTurn {
 }
 
 /// SParC or CoSQL interactions from `split` (`train.json`, `dev.json`) in the corpus, with
-/// `database/`. CoSQL's turns come from its SQL-grounded `interaction` list, as in SParC.
-pub fn load_interactions(source: impl Corpus, split: &str) -> Result<Vec<SqlInteraction>> {
+/// `database/`; at most `max`, evenly spaced. CoSQL's turns come from its SQL-grounded
+/// `interaction` list, as in SParC.
+pub fn load_interactions(
+    source: impl Corpus,
+    split: &str,
+    max: Option<usize>,
+) -> Result<Vec<SqlInteraction>> {
     let source = source.open_corpus()?;
     let records: Vec<InteractionRecord> = read_json(&source, split, SPARC_HINT)?;
-    records
+    take_evenly(records, max)
         .into_iter()
         .map(|r| {
             Ok(SqlInteraction {
@@ -202,12 +267,12 @@ struct BirdRecord {
 }
 
 /// BIRD examples from `split` (`train` or `dev`) in the corpus: `<split>.json` and
-/// `<split>_databases/`.
-pub fn load_bird(source: impl Corpus, split: &str) -> Result<Vec<SqlExample>> {
+/// `<split>_databases/`; at most `max`, evenly spaced (only their databases are fetched).
+pub fn load_bird(source: impl Corpus, split: &str, max: Option<usize>) -> Result<Vec<SqlExample>> {
     let source = source.open_corpus()?;
     let records: Vec<BirdRecord> = read_json(&source, &format!("{split}.json"), BIRD_HINT)?;
     let databases = format!("{split}_databases");
-    records
+    take_evenly(records, max)
         .into_iter()
         .map(|r| {
             Ok(SqlExample {
@@ -310,14 +375,18 @@ mod tests {
         let err = load_react(&path).unwrap_err().to_string();
         assert!(err.contains("react.jsonl:2:"), "{err}");
 
-        let err = load_spider(dir.path(), "dev.json").unwrap_err().to_string();
+        let err = load_spider(dir.path(), "dev.json", None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("dev.json does not exist") && err.contains("spider"),
             "{err}"
         );
 
         std::fs::write(dir.path().join("dev.json"), "[{\"db_id\": 1}]").unwrap();
-        let err = load_spider(dir.path(), "dev.json").unwrap_err().to_string();
+        let err = load_spider(dir.path(), "dev.json", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dev.json") && err.contains("line 1"), "{err}");
 
         let share = dir.path().join("chat.json");
@@ -341,7 +410,7 @@ mod tests {
             r#"[{"database_id": "pets", "interaction": [{"utterance": "How many pets?", "query": "SELECT count(*) FROM pets"}, {"utterance": "And dogs?", "query": "SELECT count(*) FROM pets WHERE kind = 'dog'"}], "final": {"utterance": "x", "query": "y"}}]"#,
         )
         .unwrap();
-        let sparc = load_interactions(dir.path(), "dev.json").unwrap();
+        let sparc = load_interactions(dir.path(), "dev.json", None).unwrap();
         assert_eq!(sparc[0].turns.len(), 2);
         assert_eq!(sparc[0].turns[1].0, "And dogs?");
 
@@ -353,7 +422,7 @@ mod tests {
             r#"[{"db_id": "pets", "question": "Oldest?", "evidence": "age is in years", "SQL": "SELECT max(age) FROM pets"}]"#,
         )
         .unwrap();
-        let bird = load_bird(dir.path(), "dev").unwrap();
+        let bird = load_bird(dir.path(), "dev", None).unwrap();
         assert_eq!(bird[0].evidence, "age is in years");
         assert_eq!(bird[0].db_path, bird_db);
 

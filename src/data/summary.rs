@@ -120,7 +120,8 @@ pub fn prompts_frame(prompts: &[Prompt]) -> Result<DataFrame> {
     ])
 }
 
-/// The per-source part of a report: tried, kept, share kept, repairs, negatives, skips.
+/// The per-source part of a report: tried, kept, share kept, repairs, negatives, skips, and
+/// the licence its dataset card states.
 pub fn sources_table(report: &DataReport) -> Result<Table> {
     let mut table = Table::new([
         "source",
@@ -131,6 +132,7 @@ pub fn sources_table(report: &DataReport) -> Result<Table> {
         "repaired",
         "negatives",
         "skipped",
+        "licence",
     ])
     .with_title("01 data: sources");
     for s in &report.sources {
@@ -146,6 +148,7 @@ pub fn sources_table(report: &DataReport) -> Result<Table> {
             s.repaired.to_string(),
             s.negatives.to_string(),
             skipped.join(", "),
+            s.licence.clone().unwrap_or_else(|| "-".into()),
         ])?;
     }
     Ok(table)
