@@ -481,19 +481,6 @@ fn a_dropped_or_renamed_table_scores_wrong_instead_of_failing_the_run() {
     }
 }
 
-/// Files this process holds open in a temporary directory (SQLite's spilled temp databases
-/// are unlinked at once but stay open, `/var/tmp/etilqs_… (deleted)`).
-fn open_temp_files() -> Vec<String> {
-    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .map(|target| target.display().to_string())
-        .filter(|t| t.contains("etilqs") || t.starts_with("/var/tmp") || t.starts_with("/usr/tmp"))
-        .collect()
-}
-
 #[test]
 fn temporary_tables_live_in_memory_under_their_cap() {
     let limits = SandboxLimits {
@@ -501,6 +488,7 @@ fn temporary_tables_live_in_memory_under_their_cap() {
         ..SandboxLimits::default()
     };
     let cap = u64::from(limits.max_temp_pages) * 4096;
+    let open_before = common::open_temp_files(&[]);
     let sb = Sandbox::new(limits, |conn| {
         conn.execute_batch("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")?;
         Ok(())
@@ -528,7 +516,7 @@ fn temporary_tables_live_in_memory_under_their_cap() {
     };
     assert!(stored <= cap, "{stored} bytes in temp tables, cap {cap}");
     // Nothing was spilled to a file.
-    assert_eq!(open_temp_files(), Vec::<String>::new());
+    assert_eq!(common::open_temp_files(&open_before), Vec::<String>::new());
     // The cap cannot be lifted, nor temp storage moved to a file.
     for pragma in [
         "PRAGMA temp.max_page_count = 1000000",

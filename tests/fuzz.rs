@@ -57,26 +57,6 @@ fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Files this process holds open in a temporary directory (SQLite's spilled temp databases
-/// are unlinked at once but stay open as `/var/tmp/… (deleted)`), less those in `before`.
-fn open_temp_files(before: &[String]) -> Vec<String> {
-    let temp = std::env::temp_dir().display().to_string();
-    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .map(|target| target.display().to_string())
-        .filter(|t| {
-            t.contains("etilqs")
-                || t.starts_with("/var/tmp")
-                || t.starts_with("/usr/tmp")
-                || t.starts_with(&temp)
-        })
-        .filter(|t| !before.contains(t))
-        .collect()
-}
-
 fn file_digest(path: &Path) -> (u64, u64) {
     let bytes = std::fs::read(path).unwrap();
     let mut h: u64 = 0xcbf29ce484222325;
@@ -337,7 +317,7 @@ fn db_sandbox_invariants_hold_under_random_risky_sql() {
     let pristine: Vec<Vec<String>> = targets.iter().map(probe).collect();
     let resident_start = resident_bytes();
     // Files open before the episodes (say, a redirected stdout in /tmp) are not theirs.
-    let open_before = open_temp_files(&[]);
+    let open_before = common::open_temp_files(&[]);
 
     let mut counts = Counts::default();
     let start = Instant::now();
@@ -389,7 +369,7 @@ fn db_sandbox_invariants_hold_under_random_risky_sql() {
             if took > reply_budget {
                 violation(format!("the reply took {took:?}"));
             }
-            let open = open_temp_files(&open_before);
+            let open = common::open_temp_files(&open_before);
             if !open.is_empty() {
                 violation(format!("files open in a temp dir: {open:?}"));
             }

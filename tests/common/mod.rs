@@ -144,3 +144,23 @@ pub fn tiny() -> agentbench_tuning::presets::Presets {
     )
     .expect("the tiny profile resolves")
 }
+
+/// Files this process holds open in a temporary directory, less those in `before` (SQLite's
+/// spilled temp databases are unlinked at once but stay open, as `/var/tmp/… (deleted)`).
+pub fn open_temp_files(before: &[String]) -> Vec<String> {
+    let temp = std::env::temp_dir().display().to_string();
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|t| {
+            t.contains("etilqs")
+                || t.starts_with("/var/tmp")
+                || t.starts_with("/usr/tmp")
+                || t.starts_with(&temp)
+        })
+        .filter(|t| !before.contains(t))
+        .collect()
+}

@@ -245,14 +245,21 @@ impl Sandbox {
     /// runs out of time (the scorer then counts the episode wrong, as AgentBench does).
     pub fn table_hash(&self, table: &str) -> std::result::Result<String, String> {
         let until = self.epoch.elapsed() + self.limits.timeout;
-        self.deadline
-            .store(until.as_nanos() as u64, Ordering::Relaxed);
-        let hash = super::hash::table_hash(&self.conn, table);
-        self.deadline.store(u64::MAX, Ordering::Relaxed);
-        hash.map_err(|e| e.to_string())
+        self.until(until, || super::hash::table_hash(&self.conn, table))
+            .map_err(|e| e.to_string())
     }
 
-    /// The connection (for scoring: the table hash).
+    /// Runs `f` with every statement it makes interrupted at `until` (after `epoch`).
+    fn until<T>(&self, until: Duration, f: impl FnOnce() -> T) -> T {
+        self.deadline
+            .store(until.as_nanos() as u64, Ordering::Relaxed);
+        let result = f();
+        self.deadline.store(u64::MAX, Ordering::Relaxed);
+        result
+    }
+
+    /// The connection, for reads outside the limits (schema listings of a trusted database,
+    /// tests).
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -269,11 +276,7 @@ impl Sandbox {
         if until <= now {
             return SqlResult::Error(self.reply_spent());
         }
-        self.deadline
-            .store(until.as_nanos() as u64, Ordering::Relaxed);
-        let result = self.run(sql);
-        self.deadline.store(u64::MAX, Ordering::Relaxed);
-        match result {
+        match self.until(until, || self.run(sql)) {
             Ok(r) => r,
             Err(e) => SqlResult::Error(match e {
                 rusqlite::Error::SqliteFailure(f, _)
