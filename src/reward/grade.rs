@@ -1,15 +1,14 @@
 //! The grading scale every reward in the project shares (method.md, 04): what an environment
 //! returns for a played task ([`crate::env::TaskEnv::score`]), what best-of-N ranks samples by,
-//! what GRPO rewards, and what the SQL execution reward ([`super::SqlReward`]) gives a single
-//! completion.
+//! what GRPO rewards and what the evaluation reports.
 //!
 //! | outcome | score |
 //! |---|---|
 //! | solved | 1 |
 //! | a DB answer that differs from the gold | 0.5 × its Jaccard overlap with it |
 //! | a lost household game | 0.5 × the share of sub-goals reached |
-//! | SQL that does not execute; a DB episode out of rounds | −0.25 |
-//! | no SQL found; a reply that broke the protocol | −0.5 |
+//! | a DB episode out of rounds | −0.25 |
+//! | a DB reply that broke the protocol | −0.5 |
 //! | a household game ended by an invalid reply or a loop | 0.5 × progress − 0.5 |
 
 use serde::{Deserialize, Serialize};
@@ -18,10 +17,10 @@ use serde::{Deserialize, Serialize};
 pub const SOLVED: f64 = 1.0;
 /// Weight of the partial credit (answer overlap, household progress) of an unsolved task.
 pub const PARTIAL_WEIGHT: f64 = 0.5;
-/// Score of SQL that fails to execute, or of a DB episode that ran out of rounds.
+/// Score of a DB episode that ran out of rounds.
 pub const FAILED: f64 = -0.25;
-/// Score of a completion without SQL, or of a reply that broke the protocol; also what a
-/// household game ended by an invalid reply loses.
+/// Score of a DB reply that broke the protocol; also what a household game ended by an invalid
+/// reply loses.
 pub const INVALID: f64 = -0.5;
 
 /// The graded score of a played task, in [−0.5, 1] (see the module's table).
@@ -35,7 +34,7 @@ pub struct TaskScore {
     pub valid: bool,
 }
 
-/// How a DB task (an episode, or a single completion's SQL) ended.
+/// How a DB episode ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DbVerdict {
     /// The right answer (or result).
@@ -46,9 +45,9 @@ pub enum DbVerdict {
         /// Jaccard overlap with the gold, in [0, 1].
         overlap: f64,
     },
-    /// Out of rounds, or SQL that does not execute.
+    /// Out of rounds.
     Failed,
-    /// A reply that broke the protocol, or no SQL at all.
+    /// A reply that broke the protocol.
     Invalid,
 }
 

@@ -1,20 +1,18 @@
-//! Reward functions (method.md, 04): pure functions of a task and a completion or episode.
+//! Rewards (method.md, 04): what a played task is worth.
 //!
-//! - [`grade`]: the one grading scale ([`TaskScore`]) the environments, the pairs, GRPO and the
-//!   SQL reward share.
-//! - [`sql`]: SQL execution against the gold result (1 / 0.5 × Jaccard / −0.25 / −0.5).
-//! - [`format`]: the ReAct format heuristic (0.4 format + 0.3 validity + 0.3 reasoning).
-//! - [`outcome_reward`]: an environment's outcome, with optional shaping and penalties.
+//! - [`grade`]: the one grading scale ([`TaskScore`]) the environments return, best-of-N ranks
+//!   samples by, GRPO rewards and the evaluation reports. A DB task's SQL is executed and its
+//!   answer or table compared with the gold inside [`crate::env::db::DbEnv`].
+//! - [`outcome_reward`]: a household episode's step reward, with optional shaping and penalties.
+//!
+//! Every task type has an environment, so method.md's ReAct-format heuristic (for tasks without
+//! one) has no place here: a broken reply is graded by the environment that parses it.
 
-pub mod format;
 pub mod grade;
-pub mod sql;
 
 use serde::{Deserialize, Serialize};
 
-pub use format::{FormatScore, db_format_reward, react_reward};
 pub use grade::{DbVerdict, TaskScore, grade_db, grade_household};
-pub use sql::{SqlReward, SqlScore, SqlVerdict, extract_sql};
 
 /// Shaping of the environment outcome reward; the default is the plain outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
