@@ -17,9 +17,9 @@ mod common;
 
 use agentbench_tuning::chat::Tokenizer;
 use agentbench_tuning::config::{Profile, Scale};
-use agentbench_tuning::data::build_prompts;
 use agentbench_tuning::model::Decoder;
 use agentbench_tuning::presets::Presets;
+use agentbench_tuning::prompts::build_prompts;
 use agentbench_tuning::system;
 use agentbench_tuning::train::{GrpoConfig, GrpoTrainer, group_advantages};
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::display::Show;
 use crate::error::{Error, Result};
 use crate::paths;
-use crate::phase::Phase;
+use crate::phases::Phase;
 use crate::table::Table;
 
 /// How much of each phase a run does, on top of its profile.

@@ -18,10 +18,11 @@ pub use crate::generate::{
     ChatModel, Episode, GenerateOptions, Generation, RolloutOptions, Sampling, rollout,
 };
 pub use crate::model::{Decoder, Mode, ModelSource};
-pub use crate::phase::{Phase, load_policy};
+pub use crate::phases::{self, Phase, TrainingPhase, load_policy};
 pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
 pub use crate::presets::Presets;
 pub use crate::progress::Progress;
+pub use crate::prompts::Prompt;
 pub use crate::system::{SystemReport, default_dtype, device, device_name, matmul_gflops};
 pub use crate::table::Table;
 pub use crate::transcript::Transcript;

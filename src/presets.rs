@@ -12,11 +12,12 @@ use serde_json::Value as Json;
 use toml::{Table, Value};
 
 use crate::config::{Profile, RunContext, Scale};
-use crate::data::{DataConfig, PromptConfig};
+use crate::data::DataConfig;
 use crate::display::Show;
 use crate::error::{Error, Result};
 use crate::eval::{DbBenchConfig, QuickConfig};
 use crate::pairs::{PairsConfig, StepLevelConfig};
+use crate::prompts::PromptConfig;
 use crate::table::Table as HtmlTable;
 use crate::train::{DpoConfig, GrpoConfig, SftConfig};
 
@@ -84,6 +85,24 @@ fn parse(file: &str, text: &str) -> Result<Table> {
     })
 }
 
+/// The layers of `profile` at `scale`: the profile's chain of files, base first, then the scale.
+fn layers(profile: Profile, scale: Scale) -> Result<Vec<Layer>> {
+    let mut layers = profile_layers(profile.name(), 0)?;
+    let (_, text) = SCALES
+        .iter()
+        .find(|(n, _)| *n == scale.name())
+        .ok_or_else(|| Error::InvalidConfig {
+            source_name: "configs/scales".into(),
+            reason: format!("no file for the scale {}", scale.name()),
+        })?;
+    let file = format!("configs/scales/{}.toml", scale.name());
+    layers.push(Layer {
+        table: parse(&file, text)?,
+        file,
+    });
+    Ok(layers)
+}
+
 /// The profile's file and those it extends, base first.
 fn profile_layers(name: &str, depth: usize) -> Result<Vec<Layer>> {
     let Some((_, text)) = PROFILES.iter().find(|(n, _)| *n == name) else {
@@ -146,30 +165,15 @@ fn has_key(value: &Json, key: &str) -> bool {
 impl Presets {
     /// The settings of `profile` at `scale`.
     pub fn resolve(profile: Profile, scale: Scale) -> Result<Self> {
-        let mut layers = profile_layers(profile.name(), 0)?;
-        let (_, text) = SCALES
-            .iter()
-            .find(|(n, _)| *n == scale.name())
-            .ok_or_else(|| Error::InvalidConfig {
-                source_name: "configs/scales".into(),
-                reason: format!("no file for the scale {}", scale.name()),
-            })?;
-        let file = format!("configs/scales/{}.toml", scale.name());
-        layers.push(Layer {
-            table: parse(&file, text)?,
-            file,
-        });
-        Self::from_layers(&layers)
+        Self::from_layers(&layers(profile, scale)?)
     }
 
     /// The files the settings of `profile` at `scale` are read from, base first.
     pub fn files(profile: Profile, scale: Scale) -> Result<Vec<String>> {
-        let mut files: Vec<String> = profile_layers(profile.name(), 0)?
+        Ok(layers(profile, scale)?
             .into_iter()
             .map(|l| l.file)
-            .collect();
-        files.push(format!("configs/scales/{}.toml", scale.name()));
-        Ok(files)
+            .collect())
     }
 
     /// The settings of a run's profile and scale.

@@ -127,18 +127,10 @@ fn data_and_prompts_write_their_phase_outputs() {
     assert!(!ok && text.contains("/nonexistent/react.jsonl"), "{text}");
 }
 
-#[test]
-fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
-    if common::default_model().is_none() {
-        return;
-    }
-
+/// One SFT step of short rows: enough to make an adapter the later phases start from.
+fn one_step_sft() -> agentbench_tuning::train::SftConfig {
     use agentbench_tuning::train::{SftConfig, TrainArgs};
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().to_str().unwrap();
-    let (ok, text) = abt(&["data", "--run-dir", run]);
-    assert!(ok, "{text}");
-    let config = SftConfig {
+    SftConfig {
         train: TrainArgs {
             micro_batch: 1,
             ..common::tiny().sft.train
@@ -146,7 +138,20 @@ fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
         max_len: 640,
         max_steps: Some(1),
         ..common::tiny().sft
-    };
+    }
+}
+
+#[test]
+fn sft_then_quick_score_compares_the_adapter_with_the_base_model() {
+    if common::default_model().is_none() {
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().to_str().unwrap();
+    let (ok, text) = abt(&["data", "--run-dir", run]);
+    assert!(ok, "{text}");
+    let config = one_step_sft();
     let config_path = dir.path().join("sft.json");
     agentbench_tuning::io::write_json(&config_path, &config).unwrap();
     let cfg = config_path.to_str().unwrap();
@@ -284,6 +289,95 @@ fn eval_scores_dbbench_items_with_agentbench_metrics() {
         !ok && text.contains("run `abt quick-score` or `abt eval` first"),
         "{text}"
     );
+}
+
+/// Phases 02 to 06 from the command line, each through the same `phases` functions as its
+/// notebook: pairs sampled from the SFT policy, DPO on pairs (made here from phase 01's records,
+/// since two samples of a one-step policy rarely differ), GRPO, a quick score and the comparison.
+#[test]
+fn later_phases_run_from_the_command_line() {
+    use agentbench_tuning::chat::{Conversation, Message, Role};
+    use agentbench_tuning::data::read_sft;
+    use agentbench_tuning::pairs::{Pair, PairSource, PairsReport, read_pairs, write_pairs};
+    if common::default_model().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().to_str().unwrap();
+    let smoke = ["--run-dir", run, "--scale", "smoke"];
+    let with = |command: &str, extra: &[&str]| abt(&[&[command][..], &smoke, extra].concat());
+    let (ok, text) = with("data", &[]);
+    assert!(ok, "{text}");
+    let (ok, text) = with("prompts", &["--db", "3", "--household", "1"]);
+    assert!(ok, "{text}");
+    let sft_config = dir.path().join("sft.json");
+    agentbench_tuning::io::write_json(&sft_config, &one_step_sft()).unwrap();
+    let (ok, text) = with("sft", &["--config", sft_config.to_str().unwrap()]);
+    assert!(ok, "{text}");
+
+    let (ok, text) = with("pairs", &["--max-prompts", "2", "--samples", "2"]);
+    assert!(ok && text.contains("04 pairs · yield"), "{text}");
+    let pairs_dir = dir.path().join("04_pairs");
+    let sampled = std::fs::read_to_string(pairs_dir.join("samples.jsonl")).unwrap();
+    assert_eq!(sampled.lines().count(), 4, "2 prompts x 2 samples");
+    assert_eq!(
+        text.contains("0 pairs ->"),
+        read_pairs(&pairs_dir).unwrap().is_empty()
+    );
+
+    // Pairs of a recorded episode (chosen) against a reply that breaks the protocol.
+    let pairs: Vec<Pair> = read_sft(&dir.path().join("01_data"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.source == "synthetic_sql")
+        .take(4)
+        .map(|r| {
+            let messages = r.conversation.messages;
+            let first = messages
+                .iter()
+                .position(|m| m.role == Role::Assistant)
+                .unwrap();
+            let mut prompt = Conversation::new(messages[..first].to_vec());
+            prompt.tools = r.conversation.tools;
+            Pair {
+                task: "db/synthetic_sql".into(),
+                kind: r.kind,
+                protocol: r.protocol.unwrap(),
+                source: PairSource::BestOfN,
+                prompt,
+                chosen: messages[first..].to_vec(),
+                rejected: vec![Message::assistant("I am not sure.")],
+                chosen_score: 1.0,
+                rejected_score: -0.5,
+            }
+        })
+        .collect();
+    write_pairs(&pairs_dir, &pairs, &[], &PairsReport::default()).unwrap();
+    let (ok, text) = with("dpo", &["--max-steps", "1"]);
+    assert!(ok && text.contains("step    1/1"), "{text}");
+    assert!(text.contains("adapter (SFT and DPO stacked)"), "{text}");
+    let (ok, text) = with("dpo", &["--max-steps", "1"]);
+    assert!(ok && text.contains("resumed at step 1 of 1"), "{text}");
+
+    let (ok, text) = with("grpo", &["--steps", "1"]);
+    assert!(
+        ok && text.contains("adapter (SFT and GRPO stacked)"),
+        "{text}"
+    );
+    for phase in ["05_dpo", "05_grpo"] {
+        let adapter = dir.path().join(phase).join("adapter");
+        assert!(
+            adapter.join("adapter_model.safetensors").is_file(),
+            "{phase}"
+        );
+    }
+
+    let adapter = dir.path().join("05_grpo/adapter");
+    let (ok, text) = with("quick-score", &["--adapter", adapter.to_str().unwrap()]);
+    assert!(ok && text.contains("quick_05_grpo.json"), "{text}");
+    let (ok, text) = with("compare", &[]);
+    assert!(ok && text.contains("05_grpo"), "{text}");
+    assert!(dir.path().join("06_eval/summary.txt").is_file());
 }
 
 /// docs/cli.md carries every command's help verbatim (`bash scripts/make_cli_doc.sh` writes it).

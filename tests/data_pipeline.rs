@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 
 use agentbench_tuning::data::{
-    DataConfig, Difficulty, HELD_OUT_SEED, HouseholdPrompt, PROMPT_SEED, Prompt, PromptConfig,
-    build_prompts, build_sft, held_out_prompts, read_prompts, read_sft, write_prompts, write_sft,
+    DataConfig, HELD_OUT_SEED, PROMPT_SEED, build_sft, read_sft, write_sft,
 };
 use agentbench_tuning::env::db::{DbEnv, DbItem};
 use agentbench_tuning::env::{Environment, Protocol};
 use agentbench_tuning::prelude::{Message, Profile};
+use agentbench_tuning::prompts::{
+    Difficulty, HouseholdPrompt, Prompt, PromptConfig, build_prompts, held_out_prompts,
+    read_prompts, write_prompts,
+};
 
 fn small() -> DataConfig {
     DataConfig {

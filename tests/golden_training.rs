@@ -11,9 +11,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use agentbench_tuning::data::held_out_prompts;
 use agentbench_tuning::env::Protocol;
 use agentbench_tuning::model::{Decoder, LoraConfig};
+use agentbench_tuning::prompts::held_out_prompts;
 use agentbench_tuning::train::{
     DpoConfig, DpoTrainer, GrpoConfig, GrpoTrainer, SftConfig, SftTrainer, TrainArgs,
 };

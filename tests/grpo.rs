@@ -6,9 +6,9 @@
 mod common;
 
 use agentbench_tuning::chat::Tokenizer;
-use agentbench_tuning::data::{Prompt, held_out_prompts};
 use agentbench_tuning::env::Protocol;
 use agentbench_tuning::model::{Decoder, Mode, Padding, TokenBatch};
+use agentbench_tuning::prompts::{Prompt, held_out_prompts};
 use agentbench_tuning::train::{
     GrpoConfig, GrpoParams, GrpoReward, GrpoTrainer, TrainArgs, episode_logprobs, grpo_loss,
     policy_targets,

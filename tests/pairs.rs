@@ -7,7 +7,6 @@ mod common;
 
 use agentbench_tuning::chat::{Conversation, Message, Role, Tokenizer};
 use agentbench_tuning::config::Profile;
-use agentbench_tuning::data::{Prompt, held_out_prompts};
 use agentbench_tuning::env::{Environment, Protocol};
 use agentbench_tuning::generate::EpisodeEnd;
 use agentbench_tuning::model::{Decoder, LoraConfig, Target};
@@ -15,6 +14,7 @@ use agentbench_tuning::pairs::{
     Pair, PairFilter, PairSource, PairsConfig, PairsReport, Sample, StepLevelConfig, read_pairs,
     step_level_pairs, write_pairs,
 };
+use agentbench_tuning::prompts::{Prompt, held_out_prompts};
 use agentbench_tuning::train::{DpoConfig, TrainArgs, dpo_rounds};
 
 fn default_model() -> Option<(Decoder, Tokenizer)> {

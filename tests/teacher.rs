@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use agentbench_tuning::chat::{Conversation, Message};
 use agentbench_tuning::config::Profile;
-use agentbench_tuning::data::held_out_prompts;
 use agentbench_tuning::env::{Environment, Protocol, TaskScore};
 use agentbench_tuning::generate::EpisodeEnd;
 use agentbench_tuning::pairs::{
     PairFilter, PairSource, PairsConfig, Sample, TeacherClient, TeacherConfig, is_teacher_model,
     teacher_pairs,
 };
+use agentbench_tuning::prompts::held_out_prompts;
 use serde_json::Value;
 
 /// What the mock saw: each request's headers (lower-case names) and JSON body.

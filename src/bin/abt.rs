@@ -1,16 +1,16 @@
 //! `abt`: the agentbench-tuning command line, every phase runnable without Jupyter.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use agentbench_tuning::chat::{Conversation, Message, Tokenizer};
 use agentbench_tuning::config::{Profile, RunContext, Scale};
-use agentbench_tuning::data::{build_prompts, build_sft, write_prompts, write_sft};
 use agentbench_tuning::generate::{ChatModel, GenerateOptions, Sampling};
 use agentbench_tuning::model::ModelSource;
-use agentbench_tuning::phase::Phase;
+use agentbench_tuning::phases::{self, Phase, TrainingPhase};
 use agentbench_tuning::presets::Presets;
 use agentbench_tuning::system::{self, SystemReport};
+use agentbench_tuning::train::Method;
 use agentbench_tuning::{Error, Result};
 use clap::{Args, Parser, Subcommand};
 
@@ -528,10 +528,7 @@ fn print_data_plan(config: &agentbench_tuning::data::DataConfig) -> Result<()> {
 /// `abt data`.
 fn data(args: &DataArgs) -> Result<()> {
     let ctx = args.run.context()?;
-    let mut config = match &args.config {
-        Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => Presets::for_run(&ctx)?.data,
-    };
+    let mut config = settings(args.config.as_deref(), Presets::for_run(&ctx)?.data)?;
     config.spider = args.spider.clone().or(config.spider);
     if let Some(react) = &args.react {
         config.react = vec![react.clone()];
@@ -546,19 +543,9 @@ fn data(args: &DataArgs) -> Result<()> {
     } else {
         Some(Tokenizer::load(&ctx.profile.model_source())?)
     };
-    let (records, report) = build_sft(&config, tokenizer.as_ref())?;
-    let dir = ctx.phase_dir(Phase::Data);
-    write_sft(&dir, &records, &report)?;
-    for s in &report.sources {
-        println!(
-            "{:<14} {:<6} kept {:>6} / {:<6} repaired {:>4} negatives {:>4}",
-            s.source,
-            s.protocol.map(|p| format!("{p:?}")).unwrap_or_default(),
-            s.kept,
-            s.attempted,
-            s.repaired,
-            s.negatives
-        );
+    let (records, report) = phases::p01_data::build(&ctx, &config, tokenizer.as_ref())?;
+    for line in phases::p01_data::source_lines(&report) {
+        println!("{line}");
     }
     for note in &report.notes {
         println!("note: {note}");
@@ -571,7 +558,7 @@ fn data(args: &DataArgs) -> Result<()> {
         report.too_long,
         report.seconds,
         report.records_per_s,
-        dir.display()
+        ctx.phase_dir(Phase::Data).display()
     );
     Ok(())
 }
@@ -582,222 +569,122 @@ fn prompts(args: &PromptsArgs) -> Result<()> {
     let mut config = Presets::for_run(&ctx)?.prompts;
     config.db = args.db.unwrap_or(config.db);
     config.household = args.household.unwrap_or(config.household);
-    let prompts = build_prompts(&config)?;
-    let dir = ctx.phase_dir(Phase::Prompts);
-    write_prompts(&dir, &prompts)?;
+    let prompts = phases::p02_prompts::build(&ctx, &config)?;
     println!(
         "{} prompts -> {}",
         prompts.len(),
-        dir.join("prompts.jsonl").display()
+        ctx.phase_dir(Phase::Prompts)
+            .join("prompts.jsonl")
+            .display()
     );
+    Ok(())
+}
+
+/// A phase's settings: the JSON file given with `--config`, else the preset.
+fn settings<T: serde::de::DeserializeOwned>(file: Option<&Path>, preset: T) -> Result<T> {
+    match file {
+        Some(path) => agentbench_tuning::io::read_json(path),
+        None => Ok(preset),
+    }
+}
+
+/// Trains a phase to its last step, printing where a resumed run stands and one `line` per step.
+fn train_to_end<M: Method>(
+    phase: &mut TrainingPhase<M>,
+    line: impl Fn(&M::Metrics, usize) -> String,
+) -> Result<()> {
+    for opening in phase.opening_lines() {
+        println!("{opening}");
+    }
+    let total = phase.trainer.total_steps();
+    phase
+        .trainer
+        .train(None, |m| println!("{}", line(m, total)))?;
     Ok(())
 }
 
 /// `abt sft`.
 fn sft(args: &SftArgs) -> Result<()> {
-    use agentbench_tuning::data::read_sft;
-    use agentbench_tuning::model::Decoder;
-    use agentbench_tuning::train::sft_trainer;
     let ctx = args.run.context()?;
-    let mut config = match &args.config {
-        Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => Presets::for_run(&ctx)?.sft,
-    };
+    let mut config = settings(args.config.as_deref(), Presets::for_run(&ctx)?.sft)?;
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
     }
-    let records = read_sft(&ctx.phase_dir(Phase::Data))?;
-    let source = ctx.profile.model_source();
-    let tokenizer = Tokenizer::load(&source)?;
-    let device = system::device()?;
-    let dtype = system::default_dtype(&device);
-    let model = Decoder::load(&source, &device, dtype)?;
-    let dir = ctx.phase_dir(Phase::Sft);
-    let (mut trainer, skipped) =
-        sft_trainer(model, &records, &tokenizer, config, &dir, args.fresh)?;
-    if trainer.step_count() > 0 {
-        println!("resumed at step {}", trainer.step_count());
-    }
-    if skipped > 0 {
-        println!("{skipped} records had no trained token left within max_len and were skipped");
-    }
-    let total = trainer.total_steps();
-    trainer.train(None, |m| println!("{}", m.line(total)))?;
-    let adapter = dir.join("adapter");
-    trainer.save_adapter(&adapter, ctx.profile.base_model())?;
+    let mut sft = phases::p03_sft::open(&ctx, config, args.fresh)?;
+    train_to_end(&mut sft, |m, total| m.line(total))?;
+    let adapter = sft.save_adapter()?;
     println!("adapter -> {}", adapter.display());
     Ok(())
 }
 
-/// The profile's base model with `adapter` (a PEFT directory) merged into its weights.
-fn merged_model(
-    ctx: &RunContext,
-    adapter: &std::path::Path,
-) -> Result<(agentbench_tuning::model::Decoder, Tokenizer)> {
-    let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
-    let model = agentbench_tuning::phase::load_policy(ctx, Some(adapter))?;
-    Ok((model, tokenizer))
-}
-
 /// `abt pairs`.
 fn pairs(args: &PairsArgs) -> Result<()> {
-    use agentbench_tuning::data::read_prompts;
-    use agentbench_tuning::pairs::{
-        best_of_n_pairs, sample_prompts, sampling_fingerprint, saved_samples, write_pairs,
-    };
     let ctx = args.run.context()?;
-    let mut config = match &args.config {
-        Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => Presets::for_run(&ctx)?.pairs,
-    };
+    let presets = Presets::for_run(&ctx)?;
+    let mut config = settings(args.config.as_deref(), presets.pairs.clone())?;
     config.samples = args.samples.unwrap_or(config.samples);
     if args.max_prompts.is_some() {
         config.max_prompts = args.max_prompts;
     }
-    let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
-    let adapter = args
-        .adapter
-        .clone()
-        .unwrap_or_else(|| ctx.adapter(Phase::Sft));
-    let (model, tokenizer) = merged_model(&ctx, &adapter)?;
-    let picked = config.pick(&prompts);
-    let dir = ctx.phase_dir(Phase::Pairs);
-    let fingerprint = sampling_fingerprint(ctx.profile.base_model(), &adapter, &config, &picked)?;
-    let (samples, seconds) = saved_samples(&dir, &fingerprint, || {
-        sample_prompts(&model, &tokenizer, &picked, &config)
-    })?;
-    let (mut pairs, report) = best_of_n_pairs(&samples, &config, seconds)?;
-    print!("{}", report.table()?);
-    print!("{}", report.dropped_table()?);
-    let mut samples = samples;
-    // One filter for the extra pairs: its contamination guard reads the evaluation files.
-    let filter = agentbench_tuning::pairs::PairFilter::new(&config)?;
+    let mut phase = phases::p04_pairs::PairsPhase::open(&ctx, config, args.adapter.clone())?;
+    phase.best_of_n()?;
+    print!("{}", phase.report.table()?);
+    print!("{}", phase.report.dropped_table()?);
     if let Some(path) = &args.teacher {
-        use agentbench_tuning::pairs::{TeacherClient, teacher_pairs};
-        let mut client = TeacherClient::new(
-            agentbench_tuning::io::read_json(path)?,
-            dir.join("teacher_cache"),
-        )?;
-        let (extra, teacher_report, teacher_samples) =
-            teacher_pairs(&mut client, &picked, &samples, &filter)?;
-        agentbench_tuning::io::write_json(&dir.join("teacher_report.json"), &teacher_report)?;
-        print!("{}", teacher_report.table()?);
-        let stats = client.stats();
+        let (report, stats) = phase.teacher(path)?;
+        print!("{}", report.table()?);
         println!(
             "teacher: {} requests, {} cache hits, {} retries",
             stats.requests, stats.cache_hits, stats.retries
         );
-        pairs.extend(extra);
-        samples.extend(teacher_samples);
     }
     if args.step_level {
-        use agentbench_tuning::pairs::{saved_step_level_pairs, step_level_pairs};
-        let step = Presets::for_run(&ctx)?.step_level;
-        let (extra, step_report) =
-            saved_step_level_pairs(&dir, &fingerprint, &step, &samples, || {
-                step_level_pairs(
-                    &model, &tokenizer, &picked, &samples, &config, &step, &filter,
-                )
-            })?;
-        agentbench_tuning::io::write_json(&dir.join("step_level_report.json"), &step_report)?;
-        print!("{}", step_report.table()?);
-        pairs.extend(extra);
+        let (_, report) = phase.step_level(&presets.step_level)?;
+        print!("{}", report.table()?);
     }
-    write_pairs(&dir, &pairs, &samples, &report)?;
     println!(
         "{} pairs -> {}",
-        pairs.len(),
-        dir.join("pairs.jsonl").display()
+        phase.pairs.len(),
+        phase.dir().join("pairs.jsonl").display()
     );
     Ok(())
 }
 
 /// `abt dpo`.
 fn dpo(args: &DpoArgs) -> Result<()> {
-    use agentbench_tuning::pairs::read_pairs;
-    use agentbench_tuning::train::dpo_trainer;
     let ctx = args.run.context()?;
-    let mut config = match &args.config {
-        Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => Presets::for_run(&ctx)?.dpo,
-    };
+    let presets = Presets::for_run(&ctx)?;
+    let mut config = settings(args.config.as_deref(), presets.dpo.clone())?;
     if args.max_steps.is_some() {
         config.max_steps = args.max_steps;
     }
     config.rounds = args.rounds.unwrap_or(config.rounds);
-    let pairs = read_pairs(&ctx.phase_dir(Phase::Pairs))?;
-    let adapter = args
-        .adapter
-        .clone()
-        .unwrap_or_else(|| ctx.adapter(Phase::Sft));
-    let (model, tokenizer) = merged_model(&ctx, &adapter)?;
-    let dir = ctx.phase_dir(Phase::Dpo);
-    let (mut trainer, skipped) =
-        dpo_trainer(model, &pairs, &tokenizer, config.clone(), &dir, args.fresh)?;
-    if trainer.step_count() > 0 {
-        println!("resumed at step {}", trainer.step_count());
+    let mut dpo = phases::p05_dpo::open(&ctx, config, args.adapter.clone(), args.fresh)?;
+    train_to_end(&mut dpo, |m, total| m.line(total))?;
+    let done = dpo.finish(&ctx, &presets.pairs, |round, steps, m| {
+        println!("round {round} {}", m.line(steps))
+    })?;
+    for r in &done.rounds {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
     }
-    if skipped > 0 {
-        println!(
-            "{skipped} pairs had a side with no trained token within max_len and were skipped"
-        );
-    }
-    let total = trainer.total_steps();
-    trainer.train(None, |m| println!("{}", m.line(total)))?;
-    let mut model = trainer.into_model();
-    if config.rounds > 1 {
-        use agentbench_tuning::data::read_prompts;
-
-        let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
-        let (last, rounds) = agentbench_tuning::train::dpo_rounds(
-            model,
-            &tokenizer,
-            &prompts,
-            &Presets::for_run(&ctx)?.pairs,
-            &config,
-            &ctx.phase_dir(Phase::Pairs),
-            &dir,
-            |round, steps, m| println!("round {round} {}", m.line(steps)),
-        )?;
-        model = last;
-        for r in &rounds {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
-        }
-    }
-    let out = dir.join("adapter");
-    model.save_adapter(&out, ctx.profile.base_model())?;
-    println!("adapter (SFT and DPO stacked) -> {}", out.display());
+    println!(
+        "adapter (SFT and DPO stacked) -> {}",
+        done.adapter.display()
+    );
     Ok(())
 }
 
 /// `abt grpo`.
 fn grpo(args: &GrpoArgs) -> Result<()> {
-    use agentbench_tuning::data::read_prompts;
-
-    use agentbench_tuning::train::grpo_trainer;
     let ctx = args.run.context()?;
-    let mut config = match &args.config {
-        Some(path) => agentbench_tuning::io::read_json(path)?,
-        None => Presets::for_run(&ctx)?.grpo,
-    };
+    let presets = Presets::for_run(&ctx)?;
+    let mut config = settings(args.config.as_deref(), presets.grpo.clone())?;
     config.steps = args.steps.unwrap_or(config.steps);
-    let prompts = read_prompts(&ctx.phase_dir(Phase::Prompts))?;
-    let eval = Presets::for_run(&ctx)?.quick.tasks()?;
-    let adapter = args
-        .adapter
-        .clone()
-        .unwrap_or_else(|| ctx.adapter(Phase::Sft));
-    let (model, tokenizer) = merged_model(&ctx, &adapter)?;
-    let dir = ctx.phase_dir(Phase::Grpo);
-    let mut trainer = grpo_trainer(model, prompts, eval, &tokenizer, config, &dir, args.fresh)?;
-    if trainer.step_count() > 0 {
-        println!("resumed at step {}", trainer.step_count());
-    }
-    let total = trainer.total_steps();
-    trainer.train(None, |m| println!("{}", m.line(total)))?;
-    let out = dir.join("adapter");
-    trainer.save_adapter(&out, ctx.profile.base_model())?;
-    println!("adapter (SFT and GRPO stacked) -> {}", out.display());
+    let eval = presets.quick.tasks()?;
+    let mut grpo = phases::p05_grpo::open(&ctx, config, eval, args.adapter.clone(), args.fresh)?;
+    train_to_end(&mut grpo, |m, total| m.line(total))?;
+    let adapter = grpo.save_adapter()?;
+    println!("adapter (SFT and GRPO stacked) -> {}", adapter.display());
     Ok(())
 }
 
@@ -839,19 +726,15 @@ fn serve(args: &ServeArgs) -> Result<()> {
 
 /// `abt quick-score`.
 fn quick_score(args: &QuickScoreArgs) -> Result<()> {
-    use agentbench_tuning::eval::{QuickScore, compare, saved_quick_score, stage_model};
-    use agentbench_tuning::io::read_json;
+    use agentbench_tuning::eval::{QuickScore, compare};
     let ctx = args.run.context()?;
     let mut config = Presets::for_run(&ctx)?.quick;
     config.db = args.db.unwrap_or(config.db);
     config.household = args.household.unwrap_or(config.household);
     let label = score_label(args.adapter.as_deref(), args.label.as_deref());
-    let tasks = config.tasks()?;
-    let score = saved_quick_score(&ctx, &label, args.adapter.as_deref(), &config, || {
-        let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
-        let (model, mode) = stage_model(&ctx, args.adapter.as_deref())?;
-        agentbench_tuning::eval::quick_score(&label, &model, &tokenizer, &tasks, &config, mode)
-    })?;
+    let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
+    let score =
+        phases::p06_eval::quick_score(&ctx, &label, args.adapter.as_deref(), &config, &tokenizer)?;
     print!("{}", score.table()?);
     print!("{}", score.kind_table("household")?);
     print!(
@@ -863,12 +746,12 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
     let path = agentbench_tuning::eval::quick_score_path(&ctx.run_dir, &label);
     println!(
         "{} tasks in {:.0} s -> {}",
-        tasks.len(),
+        score.results.len(),
         score.seconds,
         path.display()
     );
     if let Some(other) = &args.against {
-        let other: QuickScore = read_json(other)?;
+        let other: QuickScore = agentbench_tuning::io::read_json(other)?;
         print!("{}", compare(&other, &score)?.table());
     }
     Ok(())
@@ -876,14 +759,12 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
 
 /// `abt eval`.
 fn eval(args: &EvalArgs) -> Result<()> {
-    use agentbench_tuning::env::db::DbItem;
-    use agentbench_tuning::eval::{DbBenchConfig, evaluate_dbbench, saved_dbbench, stage_model};
+    use agentbench_tuning::eval::DbBenchConfig;
     let ctx = args.run.context()?;
-    let items_path = args
+    let items = args
         .items
         .clone()
         .unwrap_or_else(agentbench_tuning::paths::dbbench_eval_items);
-    let items = DbItem::read_jsonl(&items_path)?;
     let config = DbBenchConfig {
         protocol: args.protocol,
         batch: args.batch,
@@ -892,23 +773,21 @@ fn eval(args: &EvalArgs) -> Result<()> {
         ..DbBenchConfig::default()
     };
     let label = score_label(args.adapter.as_deref(), args.label.as_deref());
-    let (score, path) = saved_dbbench(
+    let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
+    let (score, path) = phases::p06_eval::dbbench(
         &ctx,
         &label,
         args.adapter.as_deref(),
-        &items_path,
+        &items,
         &config,
-        || {
-            let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
-            let (model, mode) = stage_model(&ctx, args.adapter.as_deref())?;
-            evaluate_dbbench(&label, &model, &tokenizer, &items, &config, mode)
-        },
+        &tokenizer,
     )?;
     print!("{}", score.table()?);
-    let errors = score.errors();
     print!(
         "{}",
-        errors.table(&format!("DB Bench · {label} · why items failed"))?
+        score
+            .errors()
+            .table(&format!("DB Bench · {label} · why items failed"))?
     );
     println!(
         "{} items in {:.0} s -> {}",
@@ -921,16 +800,9 @@ fn eval(args: &EvalArgs) -> Result<()> {
 
 /// `abt compare`.
 fn compare_stages(args: &CompareArgs) -> Result<()> {
-    use agentbench_tuning::eval::{ErrorReport, RunScores};
+    use agentbench_tuning::eval::ErrorReport;
     let ctx = args.run.context()?;
-    let scores = RunScores::read(&ctx.run_dir)?;
-    if scores.is_empty() {
-        return Err(Error::Batch(format!(
-            "no scores in {}: run `abt quick-score` or `abt eval` first",
-            ctx.run_dir.display()
-        )));
-    }
-    let comparison = scores.comparison()?;
+    let (scores, comparison) = phases::p06_eval::summarise(&ctx)?;
     print!("{}", comparison.table()?);
     let errors = scores.quick_errors();
     if !errors.is_empty() {
@@ -938,8 +810,9 @@ fn compare_stages(args: &CompareArgs) -> Result<()> {
             errors.iter().map(|(l, e)| (l.as_str(), e)).collect();
         print!("{}", ErrorReport::comparison_table(&named)?);
     }
-    let path = ctx.phase_dir(Phase::Eval).join("summary.json");
-    agentbench_tuning::io::write_json(&path, &comparison)?;
-    println!("-> {}", path.display());
+    println!(
+        "-> {}",
+        ctx.phase_dir(Phase::Eval).join("summary.json").display()
+    );
     Ok(())
 }

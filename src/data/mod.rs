@@ -1,6 +1,6 @@
-//! Data for the SFT and RL phases (01 data, 02 prompts).
+//! Data for the SFT phase (01 data); phase 02's prompts are [`crate::prompts`].
 //!
-//! - [`build`]: phases 01 and 02 as functions: `sft.jsonl` + `report.json`, `prompts.jsonl`.
+//! - [`build`]: phase 01 as a function: `sft.jsonl` + `report.json`.
 //! - [`sources`]: loaders for Spider, SParC/CoSQL, BIRD, ReAct trajectories and ShareGPT chat.
 //! - [`episodes`]: text-to-SQL examples as DB Bench episodes, replayed in `env::db`.
 //! - [`record`]: the SFT record of `sft.jsonl`; expert household episodes and negatives.
@@ -22,9 +22,8 @@ pub mod summary;
 pub mod synthetic;
 
 pub use build::{
-    DataConfig, DataReport, DbPrompt, Difficulty, HELD_OUT_SEED, HouseholdPrompt, PROMPT_SEED,
-    Prompt, PromptConfig, SourceReport, build_prompts, build_sft, held_out_prompts, read_prompts,
-    read_sft, write_prompts, write_sft,
+    DataConfig, DataReport, HELD_OUT_SEED, PROMPT_SEED, SourceReport, build_sft, read_sft,
+    write_sft,
 };
 pub use contamination::{ContaminationGuard, Hit};
 pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode, interaction_episode};

@@ -1,16 +1,17 @@
-//! Tables of the 01 and 02 outputs for notebooks: composition as polars `DataFrame`s, the
+//! Tables of the 01 outputs for notebooks: composition as polars `DataFrame`s, the
 //! per-source report as a [`Table`].
 
 use std::collections::BTreeMap;
 
 use polars::prelude::{DataFrame, NamedFrom, Series};
 
-use super::build::{DataReport, Prompt};
+use super::build::DataReport;
 use super::record::SftRecord;
 use crate::error::{Error, Result};
 use crate::table::Table;
 
-fn frame(columns: Vec<Series>) -> Result<DataFrame> {
+/// A polars frame of `columns`, its failure as a plot error.
+pub(crate) fn frame(columns: Vec<Series>) -> Result<DataFrame> {
     DataFrame::new_infer_height(columns.into_iter().map(Into::into).collect()).map_err(|e| {
         Error::Plot {
             title: "summary frame".into(),
@@ -81,43 +82,6 @@ pub fn composition_frame(records: &[SftRecord], tokens: Option<&[usize]>) -> Res
         ));
     }
     frame(columns)
-}
-
-/// Prompts per environment source, kind, difficulty and protocol.
-pub fn prompts_frame(prompts: &[Prompt]) -> Result<DataFrame> {
-    let mut counts: BTreeMap<(String, String, String, String), u32> = BTreeMap::new();
-    for p in prompts {
-        let key = (
-            p.source(),
-            p.kind(),
-            format!("{:?}", p.difficulty()).to_lowercase(),
-            format!("{:?}", p.protocol()).to_lowercase(),
-        );
-        *counts.entry(key).or_default() += 1;
-    }
-    let keys: Vec<_> = counts.keys().cloned().collect();
-    frame(vec![
-        Series::new(
-            "source".into(),
-            keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>(),
-        ),
-        Series::new(
-            "kind".into(),
-            keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>(),
-        ),
-        Series::new(
-            "difficulty".into(),
-            keys.iter().map(|k| k.2.clone()).collect::<Vec<_>>(),
-        ),
-        Series::new(
-            "protocol".into(),
-            keys.iter().map(|k| k.3.clone()).collect::<Vec<_>>(),
-        ),
-        Series::new(
-            "prompts".into(),
-            counts.values().copied().collect::<Vec<_>>(),
-        ),
-    ])
 }
 
 /// The per-source part of a report: tried, kept, share kept, repairs, negatives, skips, and

@@ -197,7 +197,7 @@ pub fn play(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Prompt, held_out_prompts};
+    use crate::prompts::{Prompt, held_out_prompts};
 
     fn reply(env: &mut TaskEnv, text: &str) -> Step {
         env.step(&Message::assistant(text)).unwrap()

@@ -19,13 +19,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{Conversation, Tokenizer};
-use crate::data::{DbPrompt, Difficulty, Prompt};
 use crate::display::Show;
 use crate::env::Protocol;
 use crate::env::db::{DbItem, MAX_ROUNDS};
 use crate::error::{Error, Result};
 use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
 use crate::model::{Decoder, Mode};
+use crate::prompts::{DbPrompt, Difficulty, Prompt};
 use crate::table::Table;
 
 /// AgentBench's query types, in the order of its metrics.

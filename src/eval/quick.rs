@@ -22,12 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Fingerprint, reuse_or};
 use crate::chat::{Conversation, Tokenizer};
 use crate::config::RunContext;
-use crate::data::{Difficulty, Prompt};
 use crate::display::Show;
 use crate::env::Protocol;
 use crate::error::{Error, Result};
 use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
 use crate::model::{Decoder, Mode};
+use crate::prompts::{Difficulty, Prompt};
 use crate::table::Table;
 
 /// What a quick score plays.
@@ -56,7 +56,7 @@ pub struct QuickConfig {
 impl QuickConfig {
     /// The held-out tasks: DB tasks and household games from [`crate::data::HELD_OUT_SEED`] on.
     pub fn tasks(&self) -> Result<Vec<Prompt>> {
-        crate::data::held_out_prompts(
+        crate::prompts::held_out_prompts(
             self.db,
             self.household,
             self.protocol,

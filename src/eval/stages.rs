@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::eval::{DbBenchConfig, DbBenchScore, ErrorReport, QuickScore};
 use crate::io::{read_json, write_json};
 use crate::model::{Decoder, Mode};
-use crate::phase::Phase;
+use crate::phases::Phase;
 use crate::table::Table;
 
 /// The stages in pipeline order; other labels follow in the order they were added.
@@ -394,10 +394,10 @@ impl RunScores {
 mod tests {
     use super::*;
     use crate::chat::Conversation;
-    use crate::data::Difficulty;
     use crate::env::Protocol;
     use crate::eval::{DbBenchResult, TaskResult};
     use crate::generate::EpisodeEnd;
+    use crate::prompts::Difficulty;
 
     fn quick(label: &str, db: &[bool], household: &[bool]) -> QuickScore {
         let result = |source: &str, success: bool| TaskResult {

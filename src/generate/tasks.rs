@@ -2,11 +2,11 @@
 //! score: what the quick score, best-of-N sampling and GRPO rollouts all do.
 
 use crate::chat::Tokenizer;
-use crate::data::Prompt;
 use crate::env::{TaskEnv, TaskScore};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, Mode};
 use crate::progress::Progress;
+use crate::prompts::Prompt;
 
 use super::generator::GenerateOptions;
 use super::rollout::{Episode, RolloutOptions, rollout};

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Pair, PairDrop, PairSource, PairsReport, reply_text};
 use crate::chat::{Conversation, Tokenizer};
-use crate::data::Prompt;
 use crate::data::contamination::ContaminationGuard;
 use crate::env::{Protocol, TaskScore};
 use crate::error::{Error, Result};
 use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
 use crate::model::{Decoder, Mode};
+use crate::prompts::Prompt;
 
 /// How pairs are sampled and filtered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn an_evenly_spaced_subset_keeps_every_part_of_the_prompt_list() {
-        let prompts = crate::data::held_out_prompts(12, 6, Protocol::Text, true).unwrap();
+        let prompts = crate::prompts::held_out_prompts(12, 6, Protocol::Text, true).unwrap();
         let config = PairsConfig {
             max_prompts: Some(6),
             ..config()

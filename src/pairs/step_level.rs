@@ -15,12 +15,12 @@ use serde::{Deserialize, Serialize};
 use super::best_of_n::{PairFilter, PairsConfig, Sample};
 use super::{Pair, PairSource, PairsReport};
 use crate::chat::{Conversation, Message, Role, Tokenizer};
-use crate::data::Prompt;
 use crate::env::{Environment, Step, TaskEnv, TaskScore};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, RolloutOptions, Sampling, rollout};
 use crate::model::{Decoder, Mode};
 use crate::progress::Progress;
+use crate::prompts::Prompt;
 
 /// How step-level pairs are made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -409,8 +409,8 @@ pub fn step_level_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::held_out_prompts;
     use crate::env::Protocol;
+    use crate::prompts::held_out_prompts;
 
     #[test]
     fn a_replayed_environment_continues_where_the_history_left_off() {

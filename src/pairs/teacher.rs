@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use super::best_of_n::{PairFilter, Sample};
 use super::{Pair, PairSource, PairsReport};
 use crate::chat::{Conversation, Message, Role};
-use crate::data::Prompt;
 use crate::env::{TaskEnv, TaskScore, play};
 use crate::error::{Error, Result};
 use crate::io::{create_dir_all, read_json, write_json};
 use crate::progress::Progress;
+use crate::prompts::Prompt;
 
 /// Teacher models accepted by name (a dated snapshot `<name>-YYYY-MM-DD` of one is accepted
 /// too): strong instruction-following models whose licences allow training on their outputs

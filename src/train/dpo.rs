@@ -571,7 +571,7 @@ pub struct RoundSummary {
 pub fn dpo_rounds(
     model: Decoder,
     tokenizer: &Tokenizer,
-    prompts: &[crate::data::Prompt],
+    prompts: &[crate::prompts::Prompt],
     pairs_config: &crate::pairs::PairsConfig,
     config: &DpoConfig,
     pairs_dir: &Path,

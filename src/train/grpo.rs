@@ -30,10 +30,10 @@ use super::losses::{
 use super::run::{TrainState, append_metrics, peak_memory_mb, read_metrics};
 use super::trainer::{Core, Method, Trainer};
 use crate::chat::Tokenizer;
-use crate::data::Prompt;
 use crate::error::{Error, Result};
 use crate::generate::{Episode, PlayOptions, PlayedTask, Sampling, play_tasks};
 use crate::model::{Decoder, Mode, Padding, TokenBatch};
+use crate::prompts::Prompt;
 use crate::rng::Rng;
 
 /// How GRPO trains.
@@ -902,7 +902,7 @@ mod tests {
     #[test]
     fn tasks_select_training_prompts_by_type_prefix() {
         let prompts =
-            crate::data::held_out_prompts(2, 2, crate::env::Protocol::Text, false).unwrap();
+            crate::prompts::held_out_prompts(2, 2, crate::env::Protocol::Text, false).unwrap();
         assert_eq!(select_tasks(prompts.clone(), &[]).unwrap().len(), 4);
         let db = select_tasks(prompts.clone(), &["db".into()]).unwrap();
         assert_eq!(db.len(), 2);

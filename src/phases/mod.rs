@@ -1,5 +1,15 @@
-//! The pipeline's phases: the name each one has as a notebook, an `abt` command and a
-//! directory of the run, and the policy the phases after SFT start from.
+//! The pipeline's phases, one module per notebook. A notebook's cells and the `abt` command of
+//! the same phase call the same functions here, so the two cannot drift apart: the notebook
+//! shows what happens between them, the command prints it.
+//!
+//! | notebook | module | `abt` | writes |
+//! |---|---|---|---|
+//! | 01 data | [`p01_data`] | `data` | `01_data/sft.jsonl`, `report.json` |
+//! | 02 prompts | [`p02_prompts`] | `prompts` | `02_prompts/prompts.jsonl` |
+//! | 03 SFT | [`p03_sft`] | `sft` | `03_sft/adapter`, `metrics.jsonl`, checkpoints |
+//! | 04 pairs | [`p04_pairs`] | `pairs` | `04_pairs/pairs.jsonl`, `samples.jsonl`, `report.json` |
+//! | 05 DPO / GRPO | [`p05_dpo`], [`p05_grpo`] | `dpo`, `grpo` | `05_dpo/adapter`, `05_grpo/adapter` |
+//! | 06 eval | [`p06_eval`] | `quick-score`, `eval`, `compare` | `eval/quick_<stage>.json`, `06_eval/dbbench_<stage>.json`, `summary.json` |
 
 use std::fmt;
 use std::path::Path;
@@ -9,6 +19,17 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunContext;
 use crate::error::Result;
 use crate::model::Decoder;
+
+pub mod p01_data;
+pub mod p02_prompts;
+pub mod p03_sft;
+pub mod p04_pairs;
+pub mod p05_dpo;
+pub mod p05_grpo;
+pub mod p06_eval;
+mod training;
+
+pub use training::TrainingPhase;
 
 /// A phase of the pipeline that writes into the run directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
