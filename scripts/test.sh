@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set-up (idempotent), formatting, lints, then every test — unit, integration
-# and the headless notebook tests. `.ci/run` calls exactly this.
+# The test command: set-up (idempotent), formatting, lints, the CUDA build check, then every
+# test — unit, integration and the headless notebook tests. `.ci/run` calls exactly this.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -16,5 +16,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+# The GPU build cannot run here, but it can compile: nvcc from PyPI, candle's CUDA kernels to
+# PTX, `cargo check` and clippy with `--features cuda` (about 5 min the first time, cached after;
+# ABT_SKIP_CUDA_CHECK=1 skips it).
+if [ "${ABT_SKIP_CUDA_CHECK:-0}" != "1" ]; then
+  echo "== scripts/check_cuda.sh"
+  bash scripts/check_cuda.sh
+fi
 echo "== cargo test"
 cargo test --all-targets --locked
