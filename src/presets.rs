@@ -249,29 +249,16 @@ impl Presets {
     }
 }
 
-/// A float stored as `f32` (say 0.05) read back at its shortest, not as 0.05000000074505806.
-fn tidy_number(x: f64) -> f64 {
-    let short = x as f32;
-    if f64::from(short) == x {
-        format!("{short}").parse().unwrap_or(x)
-    } else {
-        x
-    }
-}
-
+/// `value` without nulls (TOML has none), floats at their shortest.
 fn tidy(value: Json) -> Json {
-    match value {
-        Json::Number(n) if n.is_f64() => n
-            .as_f64()
-            .and_then(|x| serde_json::Number::from_f64(tidy_number(x)))
-            .map_or(Json::Null, Json::Number),
-        Json::Array(items) => Json::Array(items.into_iter().map(tidy).collect()),
+    match crate::table::shortest_floats(value) {
         Json::Object(map) => Json::Object(
             map.into_iter()
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| (k, tidy(v)))
                 .collect(),
         ),
+        Json::Array(items) => Json::Array(items.into_iter().map(tidy).collect()),
         other => other,
     }
 }

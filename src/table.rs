@@ -93,6 +93,35 @@ impl Table {
     }
 }
 
+/// `value` with every number that was an `f32` (widened to 0.05000000074505806 on its way to
+/// JSON) back at its shortest form (0.05), as the user wrote it; other values unchanged.
+pub fn shortest_floats(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => n
+            .as_f64()
+            .and_then(|x| serde_json::Number::from_f64(shortest_float(x)))
+            .map_or(Value::Null, Value::Number),
+        Value::Array(items) => Value::Array(items.into_iter().map(shortest_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, shortest_floats(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// `x` at its shortest if it is exactly an `f32`.
+fn shortest_float(x: f64) -> f64 {
+    let short = x as f32;
+    if f64::from(short) == x {
+        format!("{short}").parse().unwrap_or(x)
+    } else {
+        x
+    }
+}
+
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let widths: Vec<usize> = (0..self.header.len())
@@ -197,6 +226,42 @@ fn html_table(
 mod tests {
     use super::*;
     use polars::prelude::*;
+
+    #[test]
+    fn f32_settings_show_as_written() {
+        #[derive(serde::Serialize)]
+        struct Settings {
+            temperature: f32,
+            dropout: f32,
+            steps: usize,
+            sum: f64,
+            nested: Vec<f32>,
+        }
+        let settings = Settings {
+            temperature: 0.8,
+            dropout: 0.05,
+            steps: 3,
+            sum: 0.1 + 0.2,
+            nested: vec![1e-8],
+        };
+        let value = serde_json::to_value(&settings).unwrap();
+        assert_eq!(value["temperature"].to_string(), "0.800000011920929");
+        let tidy = shortest_floats(value);
+        assert_eq!(
+            tidy.to_string(),
+            r#"{"temperature":0.8,"dropout":0.05,"steps":3,"sum":0.30000000000000004,"nested":[1e-8]}"#
+        );
+        let table = crate::data::summary::settings_table("s", &settings).to_string();
+        let row = |key: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(key))
+                .map(|l| l[key.len()..].trim().to_string())
+        };
+        assert_eq!(row("temperature").as_deref(), Some("0.8"), "{table}");
+        assert_eq!(row("dropout").as_deref(), Some("0.05"), "{table}");
+        assert_eq!(row("nested").as_deref(), Some("[1e-8]"), "{table}");
+    }
 
     fn sample() -> Table {
         Table::new(["stage", "score"])

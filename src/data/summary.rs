@@ -152,7 +152,7 @@ pub fn filters_table(report: &DataReport) -> Table {
 
 /// Any serialisable settings (a config) as a two-column table, one row per field.
 pub fn settings_table(title: &str, value: &impl serde::Serialize) -> Table {
-    let value = serde_json::to_value(value).unwrap_or_default();
+    let value = crate::table::shortest_floats(serde_json::to_value(value).unwrap_or_default());
     let rows: Vec<(String, String)> = match value.as_object() {
         Some(map) => map
             .iter()
