@@ -52,13 +52,18 @@ spec="$data_dir/kernels/rust/kernel.json"
 # directory, then moves it one level up; when the build directory shares a prefix with the
 # toolchain (both under $HOME) the relative path no longer resolves and dlopen fails. The
 # toolchain's library directory on LD_LIBRARY_PATH makes the lookup independent of the RUNPATH.
+# It is put in front of the LD_LIBRARY_PATH the kernel is started with, not in its place: Colab
+# keeps its CUDA driver libraries there (/usr/lib64-nvidia). A kernelspec's env replaces a
+# variable, so the kernel starts through a shell that extends it.
 libdir=$(rustc --print target-libdir)
 want=$(python3 - "$exe" "$build_dir" "$kernel_cwd" "$here/evcxr" "$libdir" <<'PY'
-import json, sys
+import json, shlex, sys
 exe, build_dir, cwd, config_dir, libdir = sys.argv[1:]
-argv = [exe, "--control_file", "{connection_file}"]
+script = f'LD_LIBRARY_PATH={shlex.quote(libdir)}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}; export LD_LIBRARY_PATH; '
 if cwd:
-    argv = ["/bin/sh", "-c", f'cd "{cwd}" && exec "{exe}" --control_file "$0"', "{connection_file}"]
+    script += f"cd {shlex.quote(cwd)} && "
+script += f'exec {shlex.quote(exe)} --control_file "$0"'
+argv = ["/bin/sh", "-c", script, "{connection_file}"]
 print(json.dumps({
     "argv": argv,
     "display_name": "Rust",
@@ -67,7 +72,6 @@ print(json.dumps({
     "env": {
         "EVCXR_TMPDIR": build_dir,
         "EVCXR_CONFIG_DIR": config_dir,
-        "LD_LIBRARY_PATH": libdir,
         # evcxr's generated [profile.dev] turns on debug assertions, overflow checks and
         # incremental builds; cargo's environment overrides them. Measured on an SFT step of
         # SmolLM2: 25 s per step with evcxr's settings, 13.5 s without (the release CLI's speed).

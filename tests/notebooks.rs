@@ -9,6 +9,9 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
+/// Where Colab keeps its CUDA driver libraries, put on the runner's LD_LIBRARY_PATH.
+const COLAB_LIBS: &str = "/usr/lib64-nvidia";
+
 /// One kernel at a time: they share the evcxr build directory.
 static KERNEL: Mutex<()> = Mutex::new(());
 
@@ -68,7 +71,13 @@ fn run_in(run_dir: tempfile::TempDir, notebooks: &[PathBuf], flags: &[&str]) -> 
         python.display()
     );
     let _turn = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    // Colab keeps its CUDA driver libraries on LD_LIBRARY_PATH; the kernel must keep them.
+    let library_path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(path) if !path.is_empty() => format!("{COLAB_LIBS}:{path}"),
+        _ => COLAB_LIBS.to_string(),
+    };
     let output = Command::new(python)
+        .env("LD_LIBRARY_PATH", library_path)
         .arg(root().join("scripts/run_notebooks.py"))
         .arg("--run-dir")
         .arg(run_dir.path())
@@ -125,6 +134,17 @@ fn clean_notebook_passes_with_value_table_and_chart() {
     assert!(
         printed.contains(&run.run_dir.path().display().to_string()),
         "ABT_RUN_DIR not passed: {printed}"
+    );
+    // The kernel adds the toolchain's libraries to the library path it was given, keeping it.
+    let library_path = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("LD_LIBRARY_PATH="))
+        .unwrap_or_default();
+    let entries: Vec<&str> = library_path.split(':').collect();
+    assert!(entries.contains(&COLAB_LIBS), "{library_path}");
+    assert!(
+        entries[0].ends_with("/lib"),
+        "toolchain first: {library_path}"
     );
 
     assert_eq!(data(outputs(&nb, 1), "text/plain").as_deref(), Some("42"));
