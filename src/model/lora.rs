@@ -194,8 +194,9 @@ impl LoraPair {
 
     /// The low-rank update for `x` `[.., in]`: `scale · dropout(x) Aᵀ Bᵀ`, `[.., out]`.
     ///
-    /// `dropout_seed` switches dropout on with a mask drawn from [`Rng`] (so a recomputed
-    /// forward pass sees the same mask); `track` false uses detached A and B (no graph).
+    /// `dropout_seed` switches dropout on with a mask drawn on `x`'s device from that seed (see
+    /// [`super::dropout`]; a recomputed forward pass sees the same mask); `track` false uses
+    /// detached A and B (no graph).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -204,16 +205,7 @@ impl LoraPair {
     ) -> CandleResult<Tensor> {
         let dtype = x.dtype();
         let x = match dropout_seed {
-            Some(seed) if self.dropout > 0.0 => {
-                let keep = 1.0 / (1.0 - self.dropout);
-                let mask: Vec<f32> = Rng::new(seed)
-                    .uniform_vec(x.elem_count(), 0.0, 1.0)
-                    .into_iter()
-                    .map(|u| if u < self.dropout { 0.0 } else { keep })
-                    .collect();
-                let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(dtype)?;
-                (x * mask)?
-            }
+            Some(seed) if self.dropout > 0.0 => super::dropout::dropout(x, seed, self.dropout)?,
             _ => x.clone(),
         };
         let (a, b) = if track {

@@ -4,6 +4,7 @@
 //! - [`source`]: where a model comes from (directory, `.gguf`, hub repo id).
 //! - [`decoder`]: the forward pass, adapters on/off, teacher-forced log-probs.
 //! - [`lora`]: adapter configuration and the A/B pairs.
+//! - [`dropout`]: seeded dropout masks drawn on the tensor's own device.
 //! - [`peft`]: adapters in PEFT's file layout, merged-weight export.
 //! - [`batch`]: padded token batches with masks and positions.
 //! - [`cache`]: the preallocated key/value cache for incremental decoding.
@@ -16,6 +17,7 @@ pub mod cache;
 pub(crate) mod checkpoint;
 pub mod config;
 pub mod decoder;
+pub mod dropout;
 mod kernels;
 pub mod lora;
 pub mod ops;
