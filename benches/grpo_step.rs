@@ -99,7 +99,12 @@ fn main() {
         .collect();
 
     let device = system::device().expect("device");
-    let mut model = Decoder::load(&source, &device, system::default_dtype(&device)).expect("model");
+    let mut model = Decoder::load(
+        &source,
+        &device,
+        system::compute_dtype(&device).expect("dtype"),
+    )
+    .expect("model");
     if let Some(adapter) = &args.adapter {
         model.merge_adapter(adapter).expect("merging the adapter");
     }

@@ -85,7 +85,12 @@ fn main() {
     config.train.save_every = 0;
     let (records, _) = build_sft(&data, Some(&tokenizer)).expect("tiny data");
     let device = system::device().expect("device");
-    let model = Decoder::load(&source, &device, system::default_dtype(&device)).expect("model");
+    let model = Decoder::load(
+        &source,
+        &device,
+        system::compute_dtype(&device).expect("dtype"),
+    )
+    .expect("model");
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut trainer, _) = sft_trainer(
         model,

@@ -26,6 +26,16 @@ pub enum Error {
         /// Why it was rejected and what is accepted.
         reason: String,
     },
+    /// A compute dtype the device has no kernels for.
+    #[error("{device} cannot compute in {dtype}: {reason}")]
+    UnsupportedDtype {
+        /// The GPU, with its compute capability.
+        device: String,
+        /// The dtype asked for.
+        dtype: &'static str,
+        /// What it needs, and the fix.
+        reason: String,
+    },
     /// A run profile name that is not one of the known profiles.
     #[error("unknown run profile {name:?}; known profiles: {known}")]
     UnknownProfile {

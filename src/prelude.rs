@@ -23,6 +23,8 @@ pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
 pub use crate::presets::Presets;
 pub use crate::progress::Progress;
 pub use crate::prompts::Prompt;
-pub use crate::system::{SystemReport, default_dtype, device, device_name, matmul_gflops};
+pub use crate::system::{
+    GpuInfo, SystemReport, compute_dtype, device, device_name, gpu_info, matmul_gflops,
+};
 pub use crate::table::Table;
 pub use crate::transcript::Transcript;

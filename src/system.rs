@@ -61,14 +61,106 @@ pub fn tune_allocator() {
     });
 }
 
-/// The dtype models load in on a device: f32 on the CPU (no fast half-precision matmul there),
-/// bf16 on accelerators (the method's precision).
-pub fn default_dtype(device: &Device) -> DType {
-    if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::BF16
+/// A GPU's name and CUDA compute capability, which decide the dtypes it can compute in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuInfo {
+    /// The name the driver reports (`Tesla T4`, `NVIDIA A100-SXM4-40GB`).
+    pub name: String,
+    /// Compute capability `(major, minor)`: `(7, 5)` for a T4, `(8, 0)` for an A100.
+    pub capability: (u32, u32),
+}
+
+impl GpuInfo {
+    /// Whether candle has bf16 kernels for it: they are compiled for sm_80 and newer only.
+    pub fn has_bf16(&self) -> bool {
+        self.capability >= (8, 0)
     }
+
+    /// Whether candle has f16 kernels for it (sm_53 and newer).
+    pub fn has_f16(&self) -> bool {
+        self.capability >= (5, 3)
+    }
+
+    /// `Tesla T4 (sm_75)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (sm_{}{})",
+            self.name, self.capability.0, self.capability.1
+        )
+    }
+}
+
+/// The GPU behind `device`, or `None` for the CPU (and other backends).
+pub fn gpu_info(device: &Device) -> Result<Option<GpuInfo>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let stream = cuda.cuda_stream();
+        let context = stream.context();
+        let driver = |e: candle_core::cuda_backend::cudarc::driver::DriverError| {
+            Error::Candle(candle_core::Error::Msg(format!("querying the GPU: {e}")))
+        };
+        let (major, minor) = context.compute_capability().map_err(driver)?;
+        return Ok(Some(GpuInfo {
+            name: context.name().map_err(driver)?,
+            capability: (major.max(0) as u32, minor.max(0) as u32),
+        }));
+    }
+    let _ = device;
+    Ok(None)
+}
+
+/// Parses `ABT_DTYPE`: `auto` (or unset) lets the device choose; `f32`, `f16`, `bf16` force one.
+fn requested_dtype() -> Result<Option<DType>> {
+    let value = match std::env::var("ABT_DTYPE") {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_ascii_lowercase(),
+        _ => return Ok(None),
+    };
+    match value.as_str() {
+        "auto" => Ok(None),
+        "f32" | "float32" => Ok(Some(DType::F32)),
+        "f16" | "float16" | "fp16" => Ok(Some(DType::F16)),
+        "bf16" | "bfloat16" => Ok(Some(DType::BF16)),
+        _ => Err(Error::InvalidEnv {
+            name: "ABT_DTYPE",
+            value,
+            reason: "expected auto, f32, f16 or bf16".to_string(),
+        }),
+    }
+}
+
+/// The dtype for a device: `requested`, checked against what the GPU has kernels for, or
+/// by default f32 on the CPU (no fast half-precision matmul there), bf16 on sm_80+ GPUs (the
+/// method's precision), f16 on older ones with f16 kernels (a T4), else f32.
+pub fn choose_dtype(requested: Option<DType>, gpu: Option<&GpuInfo>) -> Result<DType> {
+    let Some(gpu) = gpu else {
+        return Ok(requested.unwrap_or(DType::F32));
+    };
+    let unsupported = |dtype: &'static str, fix: &str| Error::UnsupportedDtype {
+        device: gpu.describe(),
+        dtype,
+        reason: format!(
+            "candle's {dtype} kernels need compute capability {fix}; set ABT_DTYPE=auto (or \
+             unset it) to use {} on this GPU",
+            choose_dtype(None, Some(gpu))
+                .map(|d| d.as_str())
+                .unwrap_or("f32")
+        ),
+    };
+    match requested {
+        Some(DType::BF16) if !gpu.has_bf16() => Err(unsupported("bf16", "8.0 or newer (A100, L4)")),
+        Some(DType::F16) if !gpu.has_f16() => Err(unsupported("f16", "5.3 or newer")),
+        Some(dtype) => Ok(dtype),
+        None if gpu.has_bf16() => Ok(DType::BF16),
+        None if gpu.has_f16() => Ok(DType::F16),
+        None => Ok(DType::F32),
+    }
+}
+
+/// The dtype models load in on `device`: `ABT_DTYPE` if set, else what the device computes
+/// best in (see [`choose_dtype`]). An unusable choice is an error here, naming the GPU, before
+/// any model is loaded.
+pub fn compute_dtype(device: &Device) -> Result<DType> {
+    choose_dtype(requested_dtype()?, gpu_info(device)?.as_ref())
 }
 
 /// A short name for a device, in the form `ABT_DEVICE` accepts: `cpu`, `cuda:0`, `metal:0`.
@@ -103,6 +195,10 @@ pub struct SystemReport {
     pub version: String,
     /// The device computations run on.
     pub device: String,
+    /// The GPU, if the device is one.
+    pub gpu: Option<GpuInfo>,
+    /// The dtype models compute in on that device.
+    pub dtype: String,
     /// Whether the crate was built with CUDA support.
     pub cuda_built: bool,
     /// Threads candle uses on the CPU.
@@ -147,6 +243,8 @@ impl SystemReport {
         Ok(SystemReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             device: device_name(&device),
+            gpu: gpu_info(&device)?,
+            dtype: compute_dtype(&device)?.as_str().to_string(),
             cuda_built: cfg!(feature = "cuda"),
             cpu_threads: candle_core::utils::get_num_threads(),
             cpu_features,
@@ -176,6 +274,13 @@ impl SystemReport {
             [
                 ("version", self.version.clone()),
                 ("device", self.device.clone()),
+                (
+                    "gpu",
+                    self.gpu
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), GpuInfo::describe),
+                ),
+                ("dtype", self.dtype.clone()),
                 ("cuda built", self.cuda_built.to_string()),
                 ("cpu threads", self.cpu_threads.to_string()),
                 ("cpu features", features),
@@ -211,6 +316,42 @@ mod tests {
         let err = parse_device("tpu").unwrap_err().to_string();
         assert!(
             err.contains("ABT_DEVICE") && err.contains("cuda:N"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_dtype_follows_the_gpu_and_a_forced_one_it_lacks_is_named() {
+        let gpu = |name: &str, capability| GpuInfo {
+            name: name.to_string(),
+            capability,
+        };
+        let (t4, a100, l4) = (
+            gpu("Tesla T4", (7, 5)),
+            gpu("NVIDIA A100-SXM4-40GB", (8, 0)),
+            gpu("NVIDIA L4", (8, 9)),
+        );
+        let k80 = gpu("Tesla K80", (3, 7));
+        assert_eq!(choose_dtype(None, None).unwrap(), DType::F32);
+        assert_eq!(choose_dtype(None, Some(&a100)).unwrap(), DType::BF16);
+        assert_eq!(choose_dtype(None, Some(&l4)).unwrap(), DType::BF16);
+        assert_eq!(choose_dtype(None, Some(&t4)).unwrap(), DType::F16);
+        assert_eq!(choose_dtype(None, Some(&k80)).unwrap(), DType::F32);
+        for dtype in [DType::F32, DType::F16] {
+            assert_eq!(choose_dtype(Some(dtype), Some(&t4)).unwrap(), dtype);
+        }
+        assert_eq!(choose_dtype(Some(DType::BF16), None).unwrap(), DType::BF16);
+        let err = choose_dtype(Some(DType::BF16), Some(&t4))
+            .unwrap_err()
+            .to_string();
+        for part in ["Tesla T4 (sm_75)", "bf16", "8.0", "ABT_DTYPE=auto", "f16"] {
+            assert!(err.contains(part), "{part} missing from: {err}");
+        }
+        let err = choose_dtype(Some(DType::F16), Some(&k80))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Tesla K80 (sm_37)") && err.contains("f32"),
             "{err}"
         );
     }

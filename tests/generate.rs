@@ -63,6 +63,28 @@ fn cached_greedy_equals_recomputation_on_every_architecture() {
 }
 
 #[test]
+fn half_precision_models_generate_through_the_cache() {
+    // bf16 (sm_80+ GPUs) and f16 (a T4): the cached decoding path has every op in each dtype.
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_gguf(&path).unwrap();
+    let dir = common::fixture("model").join("qwen3");
+    for dtype in [DType::BF16, DType::F16] {
+        let model = Decoder::load(&ModelSource::Dir(dir.clone()), &Device::Cpu, dtype).unwrap();
+        let prompts = vec![vec![17u32, 5, 99, 3, 64], vec![8u32, 120]];
+        let out = generate(&model, &tokenizer, &prompts, &run_to_length(6)).unwrap();
+        for g in &out {
+            assert_eq!(
+                (g.ids.len(), g.finish),
+                (6, FinishReason::Length),
+                "{dtype:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_session_reuses_its_cache_across_calls_and_equals_fresh_generation() {
     let Some(path) = common::default_model() else {
         return;

@@ -733,35 +733,43 @@ fn sharded_checkpoints_load_through_their_index() {
 }
 
 #[test]
-fn bf16_weights_and_activations_track_f32_and_train_f32_adapters() {
-    // bf16 is the GPU dtype; on CPU it runs the plain candle compositions the GPU uses.
-    let mut model = load_as("llama", DType::BF16);
-    model.load_adapter(&fixture("llama_lora")).unwrap();
-    let exp = expected("llama_lora");
-    let logits = model
-        .forward(&exp.batch, Mode::Eval)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
-    let diff = max_diff_on_real_tokens(&logits, &exp.logits, &exp.mask);
-    println!("bf16 llama+LoRA: max |logits - PEFT f32| = {diff:.3}");
-    // bf16 keeps 8 bits of mantissa; transformers + PEFT in bf16 on this fixture are 0.129 off.
-    assert!(diff < 0.2, "bf16 logits differ from f32 by {diff}");
-    let loss = model
-        .token_logprobs(&exp.batch, Mode::Train)
-        .unwrap()
-        .sum_all()
-        .unwrap();
-    let grads = model.backward(&loss).unwrap();
-    for var in model.trainable_vars() {
-        assert_eq!(
-            var.dtype(),
-            DType::F32,
-            "adapters stay f32 under a bf16 model"
+fn half_precision_weights_and_activations_track_f32_and_train_f32_adapters() {
+    // bf16 is the dtype of sm_80+ GPUs and f16 the T4's; on CPU they run the plain candle
+    // compositions the GPU uses, so every op of a training step has a path in each.
+    for (dtype, tolerance) in [(DType::BF16, 0.2), (DType::F16, 0.05)] {
+        let mut model = load_as("llama", dtype);
+        model.load_adapter(&fixture("llama_lora")).unwrap();
+        let exp = expected("llama_lora");
+        let logits = model
+            .forward(&exp.batch, Mode::Eval)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let diff = max_diff_on_real_tokens(&logits, &exp.logits, &exp.mask);
+        println!("{dtype:?} llama+LoRA: max |logits - PEFT f32| = {diff:.3}");
+        // bf16 keeps 8 bits of mantissa (transformers + PEFT in bf16 on this fixture are 0.129
+        // off), f16 11.
+        assert!(
+            diff < tolerance,
+            "{dtype:?} logits differ from f32 by {diff}"
         );
-        let g = grads
-            .get(var.as_tensor())
-            .expect("gradient reaches every f32 adapter");
-        assert!(max_abs(g) > 0.0);
+        let loss = model
+            .token_logprobs(&exp.batch, Mode::Train)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        assert_eq!(loss.dtype(), DType::F32, "the loss is computed in f32");
+        let grads = model.backward(&loss).unwrap();
+        for var in model.trainable_vars() {
+            assert_eq!(
+                var.dtype(),
+                DType::F32,
+                "adapters stay f32 under a {dtype:?} model"
+            );
+            let g = grads
+                .get(var.as_tensor())
+                .expect("gradient reaches every f32 adapter");
+            assert!(max_abs(g) > 0.0);
+        }
     }
 }

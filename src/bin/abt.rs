@@ -420,7 +420,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
         (None, None) => return Err(Error::Generate("give --prompt or --messages".into())),
     };
     let device = system::device()?;
-    let dtype = system::default_dtype(&device);
+    let dtype = system::compute_dtype(&device)?;
     let mut model = ChatModel::load(
         &ModelSource::parse(&args.model),
         args.adapter.as_deref(),
@@ -710,7 +710,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         &ModelSource::parse(&args.model),
         args.adapter.as_deref(),
         &device,
-        system::default_dtype(&device),
+        system::compute_dtype(&device)?,
     )?;
     model.render.enable_thinking = args.thinking;
     let context = model.decoder.config().max_position_embeddings;

@@ -269,7 +269,7 @@ pub fn stage_adapters(run_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
 /// (`Mode::Eval`), or without one the base model itself (`Mode::Reference`).
 pub fn stage_model(ctx: &RunContext, adapter: Option<&Path>) -> Result<(Decoder, Mode)> {
     let device = crate::system::device()?;
-    let dtype = crate::system::default_dtype(&device);
+    let dtype = crate::system::compute_dtype(&device)?;
     let mut model = Decoder::load(&ctx.profile.model_source(), &device, dtype)?;
     let mode = match adapter {
         Some(dir) => {

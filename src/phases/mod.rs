@@ -119,7 +119,7 @@ impl fmt::Display for Phase {
 /// the base DPO and GRPO add their own adapters to.
 pub fn load_policy(ctx: &RunContext, adapter: Option<&Path>) -> Result<Decoder> {
     let device = crate::system::device()?;
-    let dtype = crate::system::default_dtype(&device);
+    let dtype = crate::system::compute_dtype(&device)?;
     let mut model = Decoder::load(&ctx.profile.model_source(), &device, dtype)?;
     if let Some(adapter) = adapter {
         model.merge_adapter(adapter)?;
