@@ -7,8 +7,9 @@ mod common;
 use common::{echo_examples as examples, small_model as model};
 
 use agentbench_tuning::model::{LoraConfig, Mode, Padding, TokenBatch};
+use agentbench_tuning::train::run::LossScale;
 use agentbench_tuning::train::{SftConfig, SftTrainer, TrainArgs, epoch_batches};
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
 
 fn sft_config() -> SftConfig {
     SftConfig {
@@ -235,6 +236,67 @@ fn training_lowers_the_held_out_loss() {
             .iter()
             .all(|m| m.lr >= 0.0 && m.grad_norm.is_finite() && m.tokens_per_s > 0.0)
     );
+}
+
+#[test]
+fn an_f16_model_trains_under_a_dynamic_loss_scale_that_skips_overflowed_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SftConfig {
+        max_steps: Some(4),
+        ..sft_config()
+    };
+    let mut trainer = SftTrainer::new(
+        common::small_model_in(DType::F16),
+        examples(16, 2),
+        examples(4, 99),
+        cfg,
+        0,
+        dir.path(),
+    )
+    .unwrap();
+    let fresh = |t: &SftTrainer| t.state().loss_scale.clone().expect("an f16 run scales");
+    assert_eq!(fresh(&trainer).scale, LossScale::INITIAL);
+    let before: Vec<Tensor> = trainer
+        .model()
+        .trainable_vars()
+        .iter()
+        .map(|v| v.as_tensor().copy().unwrap())
+        .collect();
+    // A scale that overflows f32: the step's update is skipped and nothing moves.
+    trainer.state_mut().loss_scale.as_mut().unwrap().scale = 1e300;
+    let m = trainer.step().unwrap();
+    let s = fresh(&trainer);
+    assert_eq!((s.skipped, s.scale), (1, 0.5e300));
+    assert_eq!(m.grad_norm, 0.0);
+    for (v, b) in trainer.model().trainable_vars().iter().zip(&before) {
+        let diff = (v.as_tensor() - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+    // At a usable scale the f16 model trains, with f32 adapters and finite losses.
+    trainer.state_mut().loss_scale.as_mut().unwrap().scale = 1024.0;
+    let rest = trainer.train(None, |_| {}).unwrap();
+    assert_eq!(fresh(&trainer).skipped, 1);
+    assert!(rest.iter().all(|m| m.loss.is_finite() && m.grad_norm > 0.0));
+    let moved = trainer
+        .model()
+        .trainable_vars()
+        .iter()
+        .zip(&before)
+        .any(|(v, b)| {
+            let d = (v.as_tensor() - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            d.to_scalar::<f32>().unwrap() > 0.0
+        });
+    assert!(moved, "the adapters trained");
 }
 
 #[test]

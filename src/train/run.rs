@@ -24,6 +24,58 @@ pub struct TrainState {
     pub cursor: usize,
     /// The decoder's training-pass counter (dropout masks).
     pub passes: u64,
+    /// The dynamic loss scale of an f16 model (`None` in f32 and bf16).
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
+}
+
+/// Dynamic loss scaling for f16 models, as PyTorch's `GradScaler` does it.
+///
+/// f16 keeps 5 exponent bits: gradients flowing back through f16 activations underflow to 0
+/// below 6·10⁻⁸. The loss is multiplied by `scale` before the backward pass and the (f32)
+/// adapter gradients divided by it after; an update whose gradients overflowed (a non-finite
+/// norm) is skipped and the scale halved, and after [`LossScale::GROWTH_INTERVAL`] finite
+/// updates in a row it doubles.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct LossScale {
+    /// The current multiplier.
+    pub scale: f64,
+    /// Finite updates since the scale last changed.
+    pub good_updates: usize,
+    /// Updates skipped because their gradients overflowed.
+    pub skipped: usize,
+}
+
+impl LossScale {
+    /// The first scale (PyTorch's default, 2¹⁶).
+    pub const INITIAL: f64 = 65536.0;
+    /// Finite updates in a row before the scale doubles (PyTorch's default).
+    pub const GROWTH_INTERVAL: usize = 2000;
+
+    /// The scaler a model computing in `dtype` needs: one for f16, none otherwise.
+    pub fn for_dtype(dtype: DType) -> Option<Self> {
+        (dtype == DType::F16).then_some(Self {
+            scale: Self::INITIAL,
+            good_updates: 0,
+            skipped: 0,
+        })
+    }
+
+    /// Records an update whose unscaled gradient norm was `norm`; returns whether to apply it.
+    pub fn record(&mut self, norm: f64) -> bool {
+        if !norm.is_finite() {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_updates = 0;
+            self.skipped += 1;
+            return false;
+        }
+        self.good_updates += 1;
+        if self.good_updates >= Self::GROWTH_INTERVAL {
+            self.scale *= 2.0;
+            self.good_updates = 0;
+        }
+        true
+    }
 }
 
 /// Gradients of the trainable vars summed over the micro-batches of one optimizer step.
@@ -54,9 +106,8 @@ impl GradAccumulator {
         Ok(())
     }
 
-    /// Scales the gradients down to global norm `max_norm` when above it (0: no clipping);
-    /// returns the norm before clipping.
-    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+    /// The global L2 norm of the gradients.
+    pub fn norm(&self) -> Result<f64> {
         let mut norm_sq = 0.0;
         for g in self.grads.iter().flatten() {
             norm_sq += g
@@ -65,12 +116,23 @@ impl GradAccumulator {
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
         }
-        let norm = norm_sq.sqrt();
+        Ok(norm_sq.sqrt())
+    }
+
+    /// Multiplies every gradient by `factor`.
+    pub fn scale(&mut self, factor: f64) -> Result<()> {
+        for g in self.grads.iter_mut().flatten() {
+            *g = (&*g * factor)?;
+        }
+        Ok(())
+    }
+
+    /// Scales the gradients down to global norm `max_norm` when above it (0: no clipping);
+    /// returns the norm before clipping.
+    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+        let norm = self.norm()?;
         if max_norm > 0.0 && norm > max_norm {
-            let scale = max_norm / (norm + 1e-6);
-            for g in self.grads.iter_mut().flatten() {
-                *g = (&*g * scale)?;
-            }
+            self.scale(max_norm / (norm + 1e-6))?;
         }
         Ok(norm)
     }
@@ -241,6 +303,22 @@ impl Checkpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loss_scale_halves_on_overflow_and_doubles_after_a_run_of_finite_updates() {
+        assert_eq!(LossScale::for_dtype(DType::BF16), None);
+        assert_eq!(LossScale::for_dtype(DType::F32), None);
+        let mut s = LossScale::for_dtype(DType::F16).unwrap();
+        assert!(!s.record(f64::INFINITY));
+        assert!(!s.record(f64::NAN));
+        assert_eq!((s.scale, s.skipped), (LossScale::INITIAL / 4.0, 2));
+        for _ in 0..LossScale::GROWTH_INTERVAL - 1 {
+            assert!(s.record(1.0));
+        }
+        assert_eq!(s.scale, LossScale::INITIAL / 4.0);
+        assert!(s.record(1.0));
+        assert_eq!((s.scale, s.good_updates), (LossScale::INITIAL / 2.0, 0));
+    }
     use candle_core::{Device, Tensor};
 
     fn var(value: f32) -> Var {

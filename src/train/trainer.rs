@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 
 use super::args::TrainArgs;
 use super::optim::AdamW;
-use super::run::{Checkpoints, GradAccumulator, TrainState, append_metrics, read_metrics};
+use super::run::{
+    Checkpoints, GradAccumulator, LossScale, TrainState, append_metrics, read_metrics,
+};
 use super::schedule::CosineSchedule;
 use crate::error::{Error, Result};
 use crate::io::create_dir_all;
@@ -93,6 +95,10 @@ impl Core {
         model.set_checkpointing(args.checkpointing);
         let vars = model.trainable_vars();
         let optimizer = AdamW::new(vars.clone(), args.adamw)?;
+        let state = TrainState {
+            loss_scale: LossScale::for_dtype(model.dtype()),
+            ..TrainState::default()
+        };
         let steps = steps.max(1);
         let updates_per_step = updates_per_step.max(1);
         let schedule = CosineSchedule::with_ratio(
@@ -105,7 +111,7 @@ impl Core {
             vars,
             optimizer,
             schedule,
-            state: TrainState::default(),
+            state,
             steps,
             updates_per_step,
             max_grad_norm: args.max_grad_norm,
@@ -149,19 +155,33 @@ impl Core {
         GradAccumulator::new(self.vars.len())
     }
 
-    /// Back-propagates `loss` and adds the trainable values' gradients to `grads`.
+    /// Back-propagates `loss` (times the loss scale of an f16 model) and adds the trainable
+    /// values' gradients to `grads`.
     pub fn backward(&self, loss: &Tensor, grads: &mut GradAccumulator) -> Result<()> {
-        grads.add(&self.model.backward(loss)?, &self.vars)
+        let store = match &self.state.loss_scale {
+            Some(s) => self.model.backward(&(loss * s.scale)?)?,
+            None => self.model.backward(loss)?,
+        };
+        grads.add(&store, &self.vars)
     }
 
     /// Clips `grads` and applies them with the learning rate of this step's update number
     /// `update` (0-based within the step). Returns the gradient norm before clipping and the
-    /// learning rate.
+    /// learning rate. Under loss scaling the gradients are unscaled first, and an update whose
+    /// gradients overflowed is skipped: it reports a norm of 0 (nothing was applied) and counts
+    /// in [`LossScale::skipped`].
     pub fn update(&mut self, grads: &mut GradAccumulator, update: usize) -> Result<(f64, f64)> {
-        let grad_norm = grads.clip(self.max_grad_norm)?;
         let lr = self
             .schedule
             .lr(self.state.step * self.updates_per_step + update);
+        if let Some(scale) = &mut self.state.loss_scale {
+            grads.scale(1.0 / scale.scale)?;
+            let norm = grads.norm()?;
+            if !scale.record(norm) {
+                return Ok((0.0, lr));
+            }
+        }
+        let grad_norm = grads.clip(self.max_grad_norm)?;
         self.optimizer.step(grads.grads(), lr)?;
         Ok((grad_norm, lr))
     }
@@ -217,6 +237,16 @@ impl<M: Method> Trainer<M> {
     /// Whether every step is done.
     pub fn finished(&self) -> bool {
         self.core.state.step >= self.core.steps
+    }
+
+    /// Where the run stands (steps, data position, loss scale).
+    pub fn state(&self) -> &TrainState {
+        self.core.state()
+    }
+
+    /// The run's state, to change (e.g. the loss scale) before the next step.
+    pub fn state_mut(&mut self) -> &mut TrainState {
+        self.core.state_mut()
     }
 
     /// The run directory.
@@ -310,7 +340,13 @@ impl<M: Method> Trainer<M> {
         else {
             return Ok(false);
         };
-        self.core.state = state;
+        self.core.state = TrainState {
+            loss_scale: state
+                .loss_scale
+                .clone()
+                .or_else(|| LossScale::for_dtype(self.core.model.dtype())),
+            ..state
+        };
         self.core.model.set_train_passes(self.core.state.passes);
         self.method.seek(&self.core.state)?;
         let step = self.core.state.step;

@@ -63,6 +63,12 @@ pub fn dbbench_dev() -> PathBuf {
 /// A small random Qwen2-shaped model (vocabulary 97, 2 layers, width 32), for the trainers'
 /// tests.
 pub fn small_model() -> agentbench_tuning::model::Decoder {
+    small_model_in(candle_core::DType::F32)
+}
+
+/// [`small_model`] with its weights and activations in `dtype`.
+#[allow(dead_code)]
+pub fn small_model_in(dtype: candle_core::DType) -> agentbench_tuning::model::Decoder {
     let config = agentbench_tuning::model::ModelConfig {
         architecture: agentbench_tuning::model::Architecture::Qwen2,
         vocab_size: 97,
@@ -82,13 +88,7 @@ pub fn small_model() -> agentbench_tuning::model::Decoder {
         bos_token_id: None,
         eos_token_ids: vec![],
     };
-    agentbench_tuning::model::Decoder::random(
-        config,
-        3,
-        &candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    )
-    .unwrap()
+    agentbench_tuning::model::Decoder::random(config, 3, &candle_core::Device::Cpu, dtype).unwrap()
 }
 
 /// A masked random prompt, then a trained answer that echoes its first token and a fixed
