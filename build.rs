@@ -1,5 +1,7 @@
 //! Stamps the library with a digest of its own sources (`ABT_SOURCE_DIGEST`), so that results
-//! saved by other code are not reused as if this code had computed them (see `src/cache.rs`).
+//! saved by other code are not reused as if this code had computed them (see `src/cache.rs`),
+//! and sets `cfg(abt_cuda)` for the CUDA build, whether it was asked for with the `cuda` feature
+//! or with `--cfg abt_cuda` in the rustflags (see Cargo.toml).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,10 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(abt_cuda)");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        println!("cargo::rustc-cfg=abt_cuda");
+    }
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=Cargo.lock");
     let mut all = vec![PathBuf::from("Cargo.lock")];

@@ -9,8 +9,9 @@ Used from the one-cell bootstrap in the README:
 `bootstrap()` installs Rust (rustup, minimal profile) if it is missing, the notebook engine and the
 evcxr kernel through `scripts/setup.sh`, registers the kernel "rust" so that it starts in the
 checkout's notebooks/ folder (the notebooks load the crate by the relative path ".."), and fetches
-the default model. A notebook whose metadata says `kernelspec.name = "rust"` (all of this
-project's do) then runs on the Rust kernel once Colab reconnects.
+the default model. On a GPU VM the kernel builds the crate for CUDA (`setup_command`): the notebooks
+themselves are never rewritten. A notebook whose metadata says `kernelspec.name = "rust"` (all of
+this project's do) then runs on the Rust kernel once Colab reconnects.
 
 `run_headless(name)` is the fallback that needs no kernel switch: from a Python notebook it runs
 `notebooks/<name>` with scripts/run_notebooks.py and displays the executed copy's markdown, text,
@@ -34,10 +35,6 @@ def _sh(cmd: list[str] | str, **kw) -> None:
     subprocess.run(cmd, check=True, shell=isinstance(cmd, str), **kw)
 
 
-DEP_LINE = ':dep agentbench_tuning = { path = ".." }'
-CUDA_DEP_LINE = ':dep agentbench_tuning = { path = "..", features = ["cuda"] }'
-
-
 def has_gpu() -> bool:
     """Whether an NVIDIA GPU is visible (nvidia-smi lists one)."""
     if shutil.which("nvidia-smi") is None:
@@ -46,44 +43,38 @@ def has_gpu() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-def use_cuda_build(on: bool = True) -> int:
-    """Point every notebook's `:dep` line at the CUDA build of the crate (or back at the CPU
-    build); returns how many notebooks changed. Without the `cuda` feature candle runs on the CPU
-    even on a GPU VM."""
-    old, new = (DEP_LINE, CUDA_DEP_LINE) if on else (CUDA_DEP_LINE, DEP_LINE)
-    changed = 0
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        text = path.read_text()
-        nb = json.loads(text)
-        hit = False
-        for cell in nb["cells"]:
-            lines = cell["source"]
-            source = "".join(lines) if isinstance(lines, list) else lines
-            if old in source:
-                source = source.replace(old, new)
-                cell["source"] = source.splitlines(keepends=True) if isinstance(lines, list) else source
-                hit = True
-        if hit:
-            end = "\n" if text.endswith("\n") else ""
-            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + end)
-            changed += 1
-    return changed
+def setup_command(cuda: bool | None = None, env: dict[str, str] | None = None) -> list[str]:
+    """The scripts/setup.sh call of `bootstrap()`: kernels start in notebooks/, with `env` set in
+    every kernel, and on a GPU VM (or with cuda=True) the kernel builds the crate for CUDA. No
+    notebook is rewritten: the kernel's cargo gets `--cfg abt_cuda`, which turns on candle's CUDA
+    backend (see kernel/install.sh), so any copy of a notebook builds for the GPU."""
+    if cuda is None:
+        cuda = has_gpu()
+    command = ["bash", str(ROOT / "scripts/setup.sh"), "--cwd", str(ROOT / "notebooks")]
+    for name, value in sorted((env or {}).items()):
+        command += ["--env", f"{name}={value}"]
+    return command + (["--cuda"] if cuda else [])
 
 
-def bootstrap(profile: str | None = None, cuda: bool | None = None) -> None:
-    """Install Rust, the notebook engine and the Rust kernel; fetch the default model; on a GPU
-    VM (or with cuda=True) switch the notebooks to the CUDA build."""
+def bootstrap(profile: str | None = None, cuda: bool | None = None, run_dir: str | None = None,
+              hf_home: str | None = None) -> None:
+    """Install Rust, the notebook engine and the Rust kernel (the CUDA build on a GPU VM, or with
+    cuda=True); fetch the default model.
+
+    `profile` and `run_dir` become every Rust kernel's ABT_PROFILE and ABT_RUN_DIR (and this
+    process's, for `run_headless`); `hf_home` its HF_HOME, where models downloaded from the hub
+    are kept: a folder on Drive (after `drive.mount`) keeps them across VM resets."""
     os.environ["PATH"] = f"{CARGO_BIN}:{os.environ['PATH']}"
     if shutil.which("cargo") is None:
         _sh("curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal")
-    _sh(["bash", str(ROOT / "scripts/setup.sh"), "--cwd", str(ROOT / "notebooks")])
+    env = {name: value for name, value in
+           (("ABT_PROFILE", profile), ("ABT_RUN_DIR", run_dir), ("HF_HOME", hf_home)) if value}
+    os.environ.update(env)
+    command = setup_command(cuda, env)
+    _sh(command)
     _sh(["bash", str(ROOT / "scripts/fetch_default_model.sh")])
-    if cuda is None:
-        cuda = has_gpu()
-    if cuda:
-        print(f"GPU found: {use_cuda_build(True)} notebooks now build the crate with CUDA", flush=True)
-    if profile:
-        os.environ["ABT_PROFILE"] = profile
+    if "--cuda" in command:
+        print("GPU found: the Rust kernel builds the crate for CUDA", flush=True)
     print(
         "\nReady. Two ways to run a notebook of this project:\n"
         f"  1. On the Rust kernel: open {ROOT}/notebooks/<name>.ipynb in Colab (upload it, or open it\n"

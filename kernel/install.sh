@@ -5,12 +5,22 @@
 #   bash kernel/install.sh            # install / register (what scripts/setup.sh calls)
 #   bash kernel/install.sh --cwd DIR  # kernels start in DIR (Colab: the checkout's notebooks/)
 #   bash kernel/install.sh --force    # re-register even if already registered
+#   bash kernel/install.sh --cuda     # the kernel builds the crate for CUDA (a GPU machine)
+#   bash kernel/install.sh --env NAME=VALUE  # a variable for every kernel (repeatable), e.g.
+#                                     # HF_HOME on Drive, ABT_PROFILE, ABT_RUN_DIR
+#   bash kernel/install.sh --print-spec [--cuda]  # print the kernelspec, install nothing
 #
 # The kernelspec it writes sets EVCXR_TMPDIR to a persistent build directory
 # ($ABT_CACHE_DIR/evcxr, default ~/.cache/agentbench-tuning/evcxr) so that a new kernel reuses the
 # compiled crate: measured here, ~15-20 s to load the crate warm instead of minutes cold. It also
 # switches off the debug assertions, overflow checks and incremental builds that evcxr's generated
 # profile turns on (they halved the speed of training in the kernel).
+#
+# With --cuda the kernel's cargo gets `--cfg abt_cuda` in its rustflags, which turns on candle's
+# CUDA backend (Cargo.toml's target table): every notebook's plain `:dep` line then builds the GPU
+# build, with no notebook rewritten. evcxr passes its own flags in RUSTFLAGS (-Cprefer-dynamic, the
+# only one it sets without an lld linker); CARGO_ENCODED_RUSTFLAGS, which cargo prefers, repeats
+# it with the cfg added.
 set -euo pipefail
 
 EVCXR_VERSION=0.22.0
@@ -19,11 +29,21 @@ cache=${ABT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agentbench-tuning}
 build_dir=${EVCXR_TMPDIR:-$cache/evcxr}
 kernel_cwd=""
 force=0
+cuda=0
+print_spec=0
+extra_env=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cwd) kernel_cwd=$(cd "$2" && pwd); shift 2 ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --cuda) cuda=1; shift ;;
+    --print-spec) print_spec=1; shift ;;
+    --env)
+      case "${2:-}" in
+        [A-Za-z_]*=*) extra_env+=("$2"); shift 2 ;;
+        *) echo "kernel/install.sh: --env wants NAME=VALUE, got '${2:-}'" >&2; exit 2 ;;
+      esac ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "kernel/install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,13 +57,15 @@ fi
 # 1. The kernel binary.
 # (evcxr_jupyter has no --version; cargo's own record of installed packages says which one.)
 installed=$(cargo install --list | sed -n 's/^evcxr_jupyter v\([0-9.]*\):$/\1/p')
-if [ "$installed" = "$EVCXR_VERSION" ] && command -v evcxr_jupyter >/dev/null; then
+if [ "$print_spec" = 1 ]; then
+  :
+elif [ "$installed" = "$EVCXR_VERSION" ] && command -v evcxr_jupyter >/dev/null; then
   echo "evcxr_jupyter $EVCXR_VERSION already installed"
 else
   echo "installing evcxr_jupyter $EVCXR_VERSION (found: ${installed:-none}); this compiles for a few minutes"
   cargo install --locked evcxr_jupyter --version "$EVCXR_VERSION"
 fi
-exe=$(command -v evcxr_jupyter)
+exe=$(command -v evcxr_jupyter || echo "$HOME/.cargo/bin/evcxr_jupyter")
 
 # 2. The kernelspec, pointing at the binary, with the persistent build directory.
 data_dir=${JUPYTER_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/jupyter}
@@ -56,20 +78,24 @@ spec="$data_dir/kernels/rust/kernel.json"
 # keeps its CUDA driver libraries there (/usr/lib64-nvidia). A kernelspec's env replaces a
 # variable, so the kernel starts through a shell that extends it.
 libdir=$(rustc --print target-libdir)
-want=$(python3 - "$exe" "$build_dir" "$kernel_cwd" "$here/evcxr" "$libdir" <<'PY'
+want=$(python3 - "$exe" "$build_dir" "$kernel_cwd" "$here/evcxr" "$libdir" "$cuda" ${extra_env[@]+"${extra_env[@]}"} <<'PY'
 import json, shlex, sys
-exe, build_dir, cwd, config_dir, libdir = sys.argv[1:]
+exe, build_dir, cwd, config_dir, libdir, cuda = sys.argv[1:7]
+extra = dict(item.split("=", 1) for item in sys.argv[7:])
 script = f'LD_LIBRARY_PATH={shlex.quote(libdir)}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}; export LD_LIBRARY_PATH; '
 if cwd:
     script += f"cd {shlex.quote(cwd)} && "
 script += f'exec {shlex.quote(exe)} --control_file "$0"'
 argv = ["/bin/sh", "-c", script, "{connection_file}"]
+env = dict(extra)
+if cuda == "1":
+    env["CARGO_ENCODED_RUSTFLAGS"] = "\x1f".join(["-Cprefer-dynamic", "--cfg", "abt_cuda"])
 print(json.dumps({
     "argv": argv,
-    "display_name": "Rust",
+    "display_name": "Rust (CUDA)" if cuda == "1" else "Rust",
     "language": "rust",
     "interrupt_mode": "message",
-    "env": {
+    "env": env | {
         "EVCXR_TMPDIR": build_dir,
         "EVCXR_CONFIG_DIR": config_dir,
         # evcxr's generated [profile.dev] turns on debug assertions, overflow checks and
@@ -82,6 +108,10 @@ print(json.dumps({
 }, indent=1, sort_keys=True))
 PY
 )
+if [ "$print_spec" = 1 ]; then
+  printf '%s\n' "$want"
+  exit 0
+fi
 if [ "$force" = 0 ] && [ -f "$spec" ] && [ "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), indent=1, sort_keys=True))' "$spec")" = "$want" ]; then
   echo "kernel \"rust\" already registered at $spec"
 else

@@ -99,4 +99,23 @@ echo "== cargo check --features cuda --all-targets (compute capability $CUDA_COM
 cargo check --locked --features cuda --all-targets
 echo "== cargo clippy --features cuda --all-targets -- -D warnings"
 cargo clippy --locked --features cuda --all-targets -- -D warnings
+echo "== the notebook kernel's CUDA build (kernel/install.sh --cuda): candle's CUDA backend is on"
+# The kernel asks for no feature: its rustflags' `--cfg abt_cuda` turns candle's CUDA backend on
+# through Cargo.toml's target table (and build.rs maps the `cuda` feature checked above to the
+# same cfg). cargo tree resolves the features under exactly those rustflags.
+flags=$(bash kernel/install.sh --print-spec --cuda |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["env"]["CARGO_ENCODED_RUSTFLAGS"])')
+host=$(rustc -vV | sed -n 's/^host: //p')
+features() {
+  cargo tree --locked -e features -i candle-core --target "$host" --prefix none --format '{f}' |
+    tr ',' '\n' | sort -u
+}
+if ! CARGO_ENCODED_RUSTFLAGS="$flags" features | grep -qx cuda; then
+  echo "check_cuda: the kernel's rustflags ($flags) do not turn on candle-core's cuda feature" >&2
+  exit 1
+fi
+if features | grep -qx cuda; then
+  echo "check_cuda: candle-core's cuda feature is on in the plain CPU build" >&2
+  exit 1
+fi
 echo "check_cuda: passed in $(( $(date +%s) - started )) s"

@@ -12,7 +12,8 @@ use crate::paths;
 use crate::table::Table;
 
 /// Picks the compute device: `ABT_DEVICE` (`cpu`, `cuda`, `cuda:N`) or the first GPU if the
-/// crate was built with `--features cuda` and one is present, else the CPU.
+/// crate was built for CUDA (the `cuda` feature, or `--cfg abt_cuda`) and one is present, else
+/// the CPU.
 pub fn device() -> Result<Device> {
     match std::env::var("ABT_DEVICE") {
         Ok(v) if !v.trim().is_empty() => parse_device(v.trim()),
@@ -92,7 +93,7 @@ impl GpuInfo {
 
 /// The GPU behind `device`, or `None` for the CPU (and other backends).
 pub fn gpu_info(device: &Device) -> Result<Option<GpuInfo>> {
-    #[cfg(feature = "cuda")]
+    #[cfg(abt_cuda)]
     if let Device::Cuda(cuda) = device {
         let stream = cuda.cuda_stream();
         let context = stream.context();
@@ -245,7 +246,7 @@ impl SystemReport {
             device: device_name(&device),
             gpu: gpu_info(&device)?,
             dtype: compute_dtype(&device)?.as_str().to_string(),
-            cuda_built: cfg!(feature = "cuda"),
+            cuda_built: cfg!(abt_cuda),
             cpu_threads: candle_core::utils::get_num_threads(),
             cpu_features,
             profile: ctx.profile.to_string(),

@@ -166,6 +166,97 @@ fn clean_notebook_passes_with_value_table_and_chart() {
     assert!(ids.starts_with("\"TensorId("), "{ids}");
 }
 
+/// The `setup.sh` arguments `kernel/colab.py` chooses when `nvidia-smi` (a fake one, first on
+/// PATH) lists a GPU or fails.
+fn colab_setup_args(gpu: bool) -> Vec<String> {
+    let bin = tempfile::tempdir().unwrap();
+    let smi = bin.path().join("nvidia-smi");
+    let body = if gpu {
+        "echo 'GPU 0: Tesla T4 (UUID: GPU-00000000-0000-0000-0000-000000000000)'"
+    } else {
+        "echo 'NVIDIA-SMI has failed because it could not communicate with the driver' >&2; exit 9"
+    };
+    std::fs::write(&smi, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(root().join(".venv/bin/python"))
+        .env("PATH", path)
+        .current_dir(root().join("kernel"))
+        .args([
+            "-c",
+            "import json, colab; print(json.dumps(colab.setup_command(env={'HF_HOME': '/d/hf'})[2:]))",
+        ])
+        .output()
+        .expect("python starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_gpu_bootstrap_gives_a_kernel_that_builds_for_cuda_without_rewriting_notebooks() {
+    let cpu = colab_setup_args(false);
+    let gpu = colab_setup_args(true);
+    assert!(!cpu.contains(&"--cuda".to_string()), "{cpu:?}");
+    assert!(gpu.contains(&"--cuda".to_string()), "{gpu:?}");
+    // The kernelspec the GPU bootstrap registers (setup.sh passes its arguments to install.sh),
+    // with a build directory of its own.
+    let spec = Command::new("bash")
+        .arg(root().join("kernel/install.sh"))
+        .args(&gpu)
+        .arg("--print-spec")
+        .output()
+        .unwrap();
+    assert!(
+        spec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&spec.stderr)
+    );
+    let mut spec: Value = serde_json::from_slice(&spec.stdout).unwrap();
+    // What the bootstrap was asked to keep (models on Drive) reaches every kernel.
+    assert_eq!(spec["env"]["HF_HOME"], "/d/hf", "{spec}");
+    let jupyter = tempfile::tempdir().unwrap();
+    spec["env"]["EVCXR_TMPDIR"] = jupyter.path().join("build").display().to_string().into();
+    let kernel_dir = jupyter.path().join("kernels/rust-gpu");
+    std::fs::create_dir_all(&kernel_dir).unwrap();
+    std::fs::write(kernel_dir.join("kernel.json"), spec.to_string()).unwrap();
+    // A notebook nobody rewrote: its cells are compiled with the cfg that turns on candle's CUDA
+    // backend (Cargo.toml), and evcxr still loads them (its own rustflag is kept).
+    let nb = serde_json::json!({
+        "cells": [{"cell_type": "code", "metadata": {}, "execution_count": null, "outputs": [],
+                   "source": ["println!(\"cuda build: {}\", cfg!(abt_cuda));"]}],
+        "metadata": {"kernelspec": {"name": "rust", "display_name": "Rust", "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5
+    });
+    let nb_path = jupyter.path().join("plain.ipynb");
+    std::fs::write(&nb_path, nb.to_string()).unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(root().join(".venv/bin/python"))
+        .env("JUPYTER_PATH", jupyter.path())
+        .arg(root().join("scripts/run_notebooks.py"))
+        .arg("--run-dir")
+        .arg(run_dir.path())
+        .args(["--profile", "tiny", "--kernel", "rust-gpu"])
+        .arg(&nb_path)
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    let executed = std::fs::read_to_string(run_dir.path().join("notebooks/plain.ipynb")).unwrap();
+    assert!(executed.contains("cuda build: true"), "{executed}");
+}
+
 /// Asserts the runner failed on code cell `cell` (notebook index) with `needle` in the report,
 /// and never ran the cell after it.
 fn assert_fails_at(name: &str, cell: usize, needle: &str) {

@@ -30,7 +30,7 @@ fn mask_value(seed: u64, i: u64, p: f32, keep: f32) -> f32 {
 }
 
 /// The CUDA twin of [`mask_value`], one element per thread in a grid-stride loop.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+#[cfg_attr(not(abt_cuda), allow(dead_code))]
 const CUDA_SOURCE: &str = r#"
 extern "C" __global__ void abt_dropout_mask(float *out, unsigned long long seed, float p,
                                             float keep, unsigned long long n) {
@@ -69,7 +69,7 @@ impl CustomOp1 for DropoutMask {
         Ok((CpuStorage::F32(mask), layout.shape().clone()))
     }
 
-    #[cfg(feature = "cuda")]
+    #[cfg(abt_cuda)]
     fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
         use candle_core::cuda_backend::WrapErr;
@@ -111,7 +111,7 @@ impl CustomOp1 for DropoutMask {
         ))
     }
 
-    #[cfg(not(feature = "cuda"))]
+    #[cfg(not(abt_cuda))]
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
         candle_core::bail!("dropout-mask: this build has no CUDA support")
     }
