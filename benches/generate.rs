@@ -63,11 +63,14 @@ fn parse_args() -> Args {
     args
 }
 
-/// A tokenizer for decoding: the model's own for smollm2, Qwen2.5's for the 152k-vocabulary
-/// shape, SmolLM2's (whose ids cover the 32k range) otherwise. Only text decoding uses it.
+/// A tokenizer for decoding: the model's own for smollm2, Qwen2.5's (when fetched) for the
+/// 152k-vocabulary Qwen shapes, SmolLM2's (whose ids cover the 32k range) otherwise. Only text
+/// decoding uses it.
 fn tokenizer(model: &str) -> Tokenizer {
     let qwen = paths::cache_dir().join("tokenizers/qwen2.5");
-    if model == "qwen2.5-0.5b" && qwen.join("tokenizer.json").is_file() {
+    if (model.starts_with("qwen2.5") || model.starts_with("qwen3"))
+        && qwen.join("tokenizer.json").is_file()
+    {
         return Tokenizer::from_json_files(&qwen.join("tokenizer.json"), None).unwrap();
     }
     Tokenizer::from_gguf(&paths::default_model_path())

@@ -17,8 +17,10 @@ const TINY_TOL: f32 = 1e-4;
 
 mod common;
 
+use common::parity::{Expected, max_abs, max_abs_diff, max_diff_on_real_tokens};
+
 fn fixture(name: &str) -> PathBuf {
-    common::fixture("model").join(name)
+    common::parity::model_fixture(name)
 }
 
 fn load(name: &str) -> Decoder {
@@ -26,71 +28,11 @@ fn load(name: &str) -> Decoder {
 }
 
 fn load_as(name: &str, dtype: DType) -> Decoder {
-    Decoder::load(&ModelSource::Dir(fixture(name)), &Device::Cpu, dtype).unwrap()
-}
-
-/// Largest |x| of a tensor, as f32.
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-/// Largest |a - b|.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap())
-}
-
-struct Expected {
-    batch: TokenBatch,
-    mask: Vec<Vec<i64>>,
-    logits: Tensor,
+    common::parity::load_on(name, &Device::Cpu, dtype)
 }
 
 fn expected(name: &str) -> Expected {
-    let t =
-        candle_core::safetensors::load(fixture(name).join("expected.safetensors"), &Device::Cpu)
-            .unwrap();
-    let ids = t["input_ids"].to_vec2::<i64>().unwrap();
-    let mask = t["attention_mask"].to_vec2::<i64>().unwrap();
-    let batch = TokenBatch::from_parts(
-        ids.iter().flatten().map(|&i| i as u32).collect(),
-        mask.iter().flatten().map(|&m| m as u8).collect(),
-        ids.len(),
-        &Device::Cpu,
-    )
-    .unwrap();
-    // The fixture's explicit position ids are what TokenBatch derives from the mask.
-    let positions = t["position_ids"].to_vec2::<i64>().unwrap();
-    let ours = batch.positions().unwrap().to_vec2::<u32>().unwrap();
-    for (p, o) in positions.iter().flatten().zip(ours.iter().flatten()) {
-        assert_eq!(*p as u32, *o);
-    }
-    Expected {
-        batch,
-        mask,
-        logits: t["logits"].clone(),
-    }
-}
-
-/// Largest |a - b| over the real (non-pad) positions of `[batch, seq, vocab]` logits.
-fn max_diff_on_real_tokens(a: &Tensor, b: &Tensor, mask: &[Vec<i64>]) -> f32 {
-    let mut worst = 0f32;
-    for (row, m) in mask.iter().enumerate() {
-        for (pos, &real) in m.iter().enumerate() {
-            if real == 1 {
-                let x = a.get(row).unwrap().get(pos).unwrap();
-                let y = b.get(row).unwrap().get(pos).unwrap();
-                worst = worst.max(max_abs_diff(&x, &y));
-            }
-        }
-    }
-    worst
+    common::parity::expected_on(name, &Device::Cpu)
 }
 
 fn check_architecture(name: &str) {

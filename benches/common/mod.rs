@@ -35,29 +35,42 @@ pub fn qwen2_shape(
     }
 }
 
-/// A benchmark model by name: random Qwen2 shapes, or the embedded default model.
+/// `shape` as Qwen3 has it: q/k norms, no q/k/v bias, an explicit head size.
+pub fn as_qwen3(shape: ModelConfig, head_dim: usize) -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Qwen3,
+        head_dim,
+        qkv_bias: false,
+        qk_norm: true,
+        ..shape
+    }
+}
+
+/// The benchmark models' names, for `--model`.
+pub const MODELS: &str = "qwen2-tiny, qwen2-55m, smollm2, qwen2.5-0.5b, qwen3-4b, qwen2.5-7b, \
+                          qwen2.5-7b-4l (the 7B shape with 4 layers)";
+
+/// A benchmark model by name, in `dtype`: random Qwen shapes, or the embedded default model.
+///
+/// The small shapes draw their weights from the seeded host generator (the same model every
+/// run); the full-size ones (`qwen3-4b`, `qwen2.5-7b`, `qwen2.5-7b-4l`: Qwen3-4B-Instruct-2507
+/// and Qwen2.5-7B-Instruct's shapes) on the device, where drawing billions of values is fast.
 pub fn build(name: &str, device: &candle_core::Device, dtype: DType) -> Decoder {
+    let small = |config| Decoder::random(config, 0, device, dtype);
+    let large = |config| Decoder::random_on_device(config, device, dtype);
+    let qwen25_7b = |layers| qwen2_shape(3584, layers, 28, 4, 18944, 152_064, false);
     match name {
-        "qwen2-55m" => Decoder::random(
-            qwen2_shape(512, 8, 8, 2, 1408, 32000, false),
-            0,
-            device,
-            DType::F32,
-        ),
-        "qwen2.5-0.5b" => Decoder::random(
-            qwen2_shape(896, 24, 14, 2, 4864, 151_936, true),
-            0,
-            device,
-            DType::F32,
-        ),
-        "qwen2-tiny" => Decoder::random(
-            qwen2_shape(64, 2, 4, 2, 128, 512, false),
-            0,
-            device,
-            DType::F32,
-        ),
+        "qwen2-55m" => small(qwen2_shape(512, 8, 8, 2, 1408, 32000, false)),
+        "qwen2.5-0.5b" => small(qwen2_shape(896, 24, 14, 2, 4864, 151_936, true)),
+        "qwen2-tiny" => small(qwen2_shape(64, 2, 4, 2, 128, 512, false)),
+        "qwen3-4b" => large(as_qwen3(
+            qwen2_shape(2560, 36, 32, 8, 9728, 151_936, true),
+            128,
+        )),
+        "qwen2.5-7b" => large(qwen25_7b(28)),
+        "qwen2.5-7b-4l" => large(qwen25_7b(4)),
         "smollm2" => Decoder::load(&ModelSource::default_model(), device, dtype),
-        other => panic!("unknown model {other}; use qwen2-55m, smollm2 or qwen2.5-0.5b"),
+        other => panic!("unknown model {other}; use one of {MODELS}"),
     }
     .unwrap_or_else(|e| panic!("building {name}: {e}"))
 }

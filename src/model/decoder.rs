@@ -228,6 +228,21 @@ impl Decoder {
         Self::build(config, &mut init, device, dtype)
     }
 
+    /// A model with random weights drawn by the device's own generator (candle's `randn`:
+    /// cuRAND on a GPU; unseeded on the CPU), for speed benchmarks of full-size shapes: drawing
+    /// a 7B model on the host, as [`Decoder::random`] does, takes minutes.
+    pub fn random_on_device(config: ModelConfig, device: &Device, dtype: DType) -> Result<Self> {
+        let mut init = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = if name.contains("norm") {
+                Tensor::ones(shape, DType::F32, device)?
+            } else {
+                Tensor::randn(0f32, 0.02, shape, device)?
+            };
+            Ok(t.to_dtype(dtype)?)
+        };
+        Self::build(config, &mut init, device, dtype)
+    }
+
     /// Assembles the decoder from a source of named tensors (transformers names and shapes).
     fn build(
         config: ModelConfig,

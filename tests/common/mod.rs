@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use agentbench_tuning::paths;
 
+pub mod parity;
+
 /// A committed fixture under `tests/fixtures/`.
 pub fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
