@@ -206,44 +206,73 @@ fn a_gpu_bootstrap_gives_a_kernel_that_builds_for_cuda_without_rewriting_noteboo
     let gpu = colab_setup_args(true);
     assert!(!cpu.contains(&"--cuda".to_string()), "{cpu:?}");
     assert!(gpu.contains(&"--cuda".to_string()), "{gpu:?}");
-    // The kernelspec the GPU bootstrap registers (setup.sh passes its arguments to install.sh),
-    // with a build directory of its own.
-    let spec = Command::new("bash")
+    // The kernel the GPU bootstrap registers (setup.sh passes its arguments to install.sh), in
+    // a Jupyter directory, cache and build directory of its own, on a machine whose CUDA
+    // toolkit (a fake nvcc here) is named by CUDA_HOME.
+    let tmp = tempfile::tempdir().unwrap();
+    let (jupyter, cache, toolkit) = (
+        tmp.path().join("jupyter"),
+        tmp.path().join("cache"),
+        tmp.path().join("cuda"),
+    );
+    for dir in ["bin", "include", "lib64"] {
+        std::fs::create_dir_all(toolkit.join(dir)).unwrap();
+    }
+    let real = toolkit.join("bin/nvcc");
+    std::fs::write(&real, "#!/bin/sh\necho \"real nvcc $*\"\n").unwrap();
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let install = Command::new("bash")
         .arg(root().join("kernel/install.sh"))
         .args(&gpu)
-        .arg("--print-spec")
+        .env("JUPYTER_DATA_DIR", &jupyter)
+        .env("ABT_CACHE_DIR", &cache)
+        .env("CUDA_HOME", &toolkit)
         .output()
         .unwrap();
     assert!(
-        spec.status.success(),
+        install.status.success(),
         "{}",
-        String::from_utf8_lossy(&spec.stderr)
+        String::from_utf8_lossy(&install.stderr)
     );
-    let mut spec: Value = serde_json::from_slice(&spec.stdout).unwrap();
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(jupyter.join("kernels/rust/kernel.json")).unwrap(),
+    )
+    .unwrap();
     // What the bootstrap was asked to keep (models on Drive) reaches every kernel.
     assert_eq!(spec["env"]["HF_HOME"], "/d/hf", "{spec}");
-    let jupyter = tempfile::tempdir().unwrap();
-    spec["env"]["EVCXR_TMPDIR"] = jupyter.path().join("build").display().to_string().into();
-    let kernel_dir = jupyter.path().join("kernels/rust-gpu");
-    std::fs::create_dir_all(&kernel_dir).unwrap();
-    std::fs::write(kernel_dir.join("kernel.json"), spec.to_string()).unwrap();
+    // nvcc skips candle's MoE/MMQ library and passes everything else to the toolkit's nvcc.
+    let nvcc = spec["env"]["NVCC"]
+        .as_str()
+        .expect("NVCC in the kernel's environment");
+    let object = tmp.path().join("moe_wmma.o");
+    let skipped = Command::new(nvcc)
+        .args(["-c", "src/moe/moe_wmma.cu", "-o"])
+        .arg(&object)
+        .output()
+        .unwrap();
+    assert!(skipped.status.success() && object.is_file() && skipped.stdout.is_empty());
+    let passed = Command::new(nvcc).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&passed.stdout),
+        "real nvcc --version\n"
+    );
     // A notebook nobody rewrote: its cells are compiled with the cfg that turns on candle's CUDA
     // backend (Cargo.toml), and evcxr still loads them (its own rustflag is kept).
     let nb = serde_json::json!({
         "cells": [{"cell_type": "code", "metadata": {}, "execution_count": null, "outputs": [],
-                   "source": ["println!(\"cuda build: {}\", cfg!(abt_cuda));"]}],
+                   "source": ["#[allow(unexpected_cfgs)]\nfn cuda() -> bool { cfg!(abt_cuda) }\nprintln!(\"cuda build: {}\", cuda());"]}],
         "metadata": {"kernelspec": {"name": "rust", "display_name": "Rust", "language": "rust"}},
         "nbformat": 4, "nbformat_minor": 5
     });
-    let nb_path = jupyter.path().join("plain.ipynb");
+    let nb_path = tmp.path().join("plain.ipynb");
     std::fs::write(&nb_path, nb.to_string()).unwrap();
     let run_dir = tempfile::tempdir().unwrap();
     let out = Command::new(root().join(".venv/bin/python"))
-        .env("JUPYTER_PATH", jupyter.path())
+        .env("JUPYTER_DATA_DIR", &jupyter)
         .arg(root().join("scripts/run_notebooks.py"))
         .arg("--run-dir")
         .arg(run_dir.path())
-        .args(["--profile", "tiny", "--kernel", "rust-gpu"])
+        .args(["--profile", "tiny"])
         .arg(&nb_path)
         .output()
         .unwrap();
