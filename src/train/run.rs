@@ -107,16 +107,20 @@ impl GradAccumulator {
     }
 
     /// The global L2 norm of the gradients.
+    ///
+    /// The squares are summed on the gradients' device, in f64 and in the vars' order, and read
+    /// back once: one device-to-host copy per update rather than one per var (392 for a 7B
+    /// model's adapters on all seven projections).
     pub fn norm(&self) -> Result<f64> {
-        let mut norm_sq = 0.0;
+        let mut norm_sq: Option<Tensor> = None;
         for g in self.grads.iter().flatten() {
-            norm_sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            let sq = g.sqr()?.sum_all()?.to_dtype(DType::F64)?;
+            norm_sq = Some(match norm_sq {
+                Some(total) => (total + sq)?,
+                None => sq,
+            });
         }
-        Ok(norm_sq.sqrt())
+        Ok(norm_sq.map_or(Ok(0.0), |t| t.to_scalar::<f64>())?.sqrt())
     }
 
     /// Multiplies every gradient by `factor`.
