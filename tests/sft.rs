@@ -6,6 +6,7 @@ mod common;
 
 use common::{echo_examples as examples, small_model as model};
 
+use agentbench_tuning::model::host::tensors_made;
 use agentbench_tuning::model::{LoraConfig, Mode, Padding, TokenBatch};
 use agentbench_tuning::train::run::LossScale;
 use agentbench_tuning::train::{SftConfig, SftTrainer, TrainArgs, epoch_batches};
@@ -297,6 +298,38 @@ fn an_f16_model_trains_under_a_dynamic_loss_scale_that_skips_overflowed_updates(
             d.to_scalar::<f32>().unwrap() > 0.0
         });
     assert!(moved, "the adapters trained");
+}
+
+#[test]
+fn a_training_step_makes_the_same_few_host_tensors_however_deep_the_model() {
+    // On a GPU every tensor made from host data is a copy to the device: a step may upload its
+    // batch, but nothing per layer or per projection (dropout masks, positions, masks).
+    let made_by_one_step = |layers: usize| {
+        let base = model();
+        let config = agentbench_tuning::model::ModelConfig {
+            num_layers: layers,
+            ..base.config().clone()
+        };
+        let deep =
+            agentbench_tuning::model::Decoder::random(config, 3, &Device::Cpu, DType::F32).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SftConfig {
+            train: TrainArgs {
+                checkpointing: true,
+                ..sft_config().train
+            },
+            ..sft_config()
+        };
+        let mut trainer =
+            SftTrainer::new(deep, examples(16, 2), examples(4, 99), cfg, 0, dir.path()).unwrap();
+        let before = tensors_made();
+        trainer.step().unwrap();
+        tensors_made() - before
+    };
+    let (shallow, deep) = (made_by_one_step(2), made_by_one_step(6));
+    assert_eq!(shallow, deep, "host tensors per step grow with depth");
+    // Two micro-batches (gradient accumulation 2), each a handful of batch tensors.
+    assert!(shallow <= 2 * 8, "{shallow} host tensors in one step");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Batched generation with a KV cache: one batched prefill, then one token per step for every
 //! unfinished sequence; finished sequences leave the batch.
 
+use crate::model::host;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +120,7 @@ fn step_bias(rows: &[&Row], t: usize, device: &candle_core::Device) -> Result<Te
             }
         }
     }
-    Ok(Tensor::from_vec(bias, (rows.len(), 1, 1, t, keys), device)?)
+    Ok(host::tensor(bias, (rows.len(), 1, 1, t, keys), device)?)
 }
 
 /// Generates a continuation of every prompt (token ids) in one batch.
@@ -308,8 +309,8 @@ impl<'a> GenerationSession<'a> {
             row.keys.extend((0..block).map(|j| j >= padding));
             row.slots.extend((padding..block).map(|j| start + j));
         }
-        let mut ids = Tensor::from_vec(ids, (n, block), &device)?;
-        let mut positions = Tensor::from_vec(positions, (n, block), &device)?;
+        let mut ids = host::tensor(ids, (n, block), &device)?;
+        let mut positions = host::tensor(positions, (n, block), &device)?;
         let mut bias = step_bias(&rows.iter().collect::<Vec<_>>(), block, &device)?;
         let mut progress =
             Progress::new("generate", Some((n * options.max_new_tokens) as u64)).with_unit("tok");
@@ -388,8 +389,8 @@ impl<'a> GenerationSession<'a> {
             }
             let step_rows: Vec<&Row> = active.iter().map(|&r| &rows[r]).collect();
             bias = step_bias(&step_rows, 1, &device)?;
-            ids = Tensor::from_vec(next, (active.len(), 1), &device)?;
-            positions = Tensor::from_vec(pos, (active.len(), 1), &device)?;
+            ids = host::tensor(next, (active.len(), 1), &device)?;
+            positions = host::tensor(pos, (active.len(), 1), &device)?;
         }
         if progress.shown() {
             progress.finish();

@@ -1,5 +1,6 @@
 //! A padded batch of token sequences, with the masks and positions the decoder needs.
 
+use super::host;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -159,7 +160,7 @@ impl TokenBatch {
 
     /// Token ids `[batch, seq]` (u32).
     pub fn input_ids(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(
+        Ok(host::tensor_from_slice(
             &self.ids,
             (self.batch, self.seq),
             &self.device,
@@ -173,7 +174,7 @@ impl TokenBatch {
             .iter()
             .map(|&m| f32::from(u8::from(m != 0)))
             .collect();
-        Ok(Tensor::from_vec(m, (self.batch, self.seq), &self.device)?.to_dtype(dtype)?)
+        Ok(host::tensor(m, (self.batch, self.seq), &self.device)?.to_dtype(dtype)?)
     }
 
     /// The mask over next-token targets `[batch, seq - 1]`: 1 where the context token and the
@@ -186,11 +187,7 @@ impl TokenBatch {
                     .map(|w| f32::from(u8::from(w[0] != 0 && w[0] == w[1]))),
             );
         }
-        Ok(Tensor::from_vec(
-            m,
-            (self.batch, self.seq - 1),
-            &self.device,
-        )?)
+        Ok(host::tensor(m, (self.batch, self.seq - 1), &self.device)?)
     }
 
     /// Positions `[batch, seq]` (u32): `cumsum(mask) - 1`, clamped at 0 on leading pads, and
@@ -209,7 +206,7 @@ impl TokenBatch {
                 pos.push(count.saturating_sub(1));
             }
         }
-        Ok(Tensor::from_vec(pos, (self.batch, self.seq), &self.device)?)
+        Ok(host::tensor(pos, (self.batch, self.seq), &self.device)?)
     }
 
     /// Additive attention bias `[batch, 1, 1, seq, seq]` (f32): 0 where query `i` may see key
@@ -233,7 +230,7 @@ impl TokenBatch {
                 }
             }
         }
-        Ok(Tensor::from_vec(bias, (b, 1, 1, t, t), &self.device)?)
+        Ok(host::tensor(bias, (b, 1, 1, t, t), &self.device)?)
     }
 
     /// Per-row real tokens, without padding.

@@ -1,5 +1,6 @@
 //! A preallocated key/value cache for incremental decoding, written in place.
 
+use super::host;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::ModelConfig;
@@ -195,7 +196,7 @@ impl KvCache {
             self.batch = rows.len();
             return Ok(());
         };
-        let index = Tensor::new(rows, &device)?;
+        let index = host::tensor_from_slice(rows, rows.len(), &device)?;
         for (k, v) in &mut self.layers {
             *k = k.index_select(&index, 0)?;
             *v = v.index_select(&index, 0)?;

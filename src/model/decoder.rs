@@ -1,5 +1,6 @@
 //! One decoder for Llama, Qwen2 and Qwen3: frozen base weights plus optional LoRA adapters.
 
+use super::host;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -223,7 +224,7 @@ impl Decoder {
             } else {
                 (0..n).map(|_| 0.02 * rng.normal() as f32).collect()
             };
-            Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+            Ok(host::tensor(values, shape, device)?.to_dtype(dtype)?)
         };
         Self::build(config, &mut init, device, dtype)
     }
@@ -301,7 +302,7 @@ impl Decoder {
             Some(load("lm_head.weight", &[c.vocab_size, h])?)
         };
         let inv_freq: Vec<f32> = c.inv_freq().into_iter().map(|f| f as f32).collect();
-        let inv_freq = Tensor::from_vec(inv_freq, d / 2, device)?;
+        let inv_freq = host::tensor(inv_freq, d / 2, device)?;
         Ok(Self {
             config,
             embed,
@@ -817,7 +818,7 @@ impl Decoder {
                 "position {p} is outside the {rows} targets of a [{b}, {t}] batch"
             )));
         }
-        let index = Tensor::new(positions, self.device())?;
+        let index = host::tensor_from_slice(positions, positions.len(), self.device())?;
         let hidden = self.forward_hidden(batch, mode)?.narrow(1, 0, t - 1)?;
         let hidden = hidden
             .reshape((rows, self.config.hidden_size))?

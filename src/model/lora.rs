@@ -1,5 +1,6 @@
 //! Low-rank adapters: `W x + scale · B A dropout(x)` with A, B the only trainable tensors.
 
+use super::host;
 use candle_core::{DType, Device, Result as CandleResult, Tensor, Var};
 
 use crate::error::{Error, Result};
@@ -153,7 +154,7 @@ impl LoraPair {
     ) -> Result<Self> {
         // kaiming_uniform_(a=√5) on a [r, in] matrix: bound = gain·√(3/fan_in) = 1/√in.
         let bound = 1.0 / (in_dim as f32).sqrt();
-        let a = Tensor::from_vec(
+        let a = host::tensor(
             rng.uniform_vec(config.r * in_dim, -bound, bound),
             (config.r, in_dim),
             device,

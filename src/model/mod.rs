@@ -5,6 +5,7 @@
 //! - [`decoder`]: the forward pass, adapters on/off, teacher-forced log-probs.
 //! - [`lora`]: adapter configuration and the A/B pairs.
 //! - [`dropout`]: seeded dropout masks drawn on the tensor's own device.
+//! - [`host`]: tensors made from host data, counted.
 //! - [`peft`]: adapters in PEFT's file layout, merged-weight export.
 //! - [`batch`]: padded token batches with masks and positions.
 //! - [`cache`]: the preallocated key/value cache for incremental decoding.
@@ -18,6 +19,7 @@ pub(crate) mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod dropout;
+pub mod host;
 mod kernels;
 pub mod lora;
 pub mod ops;

@@ -8,6 +8,7 @@
 //! observations are context). Losses: sigmoid (default, β 0.1), IPO (on per-token means, as
 //! TRL), hinge and robust; checkpoints and resume as in SFT.
 
+use crate::model::host;
 use std::path::Path;
 use std::time::Instant;
 
@@ -133,7 +134,7 @@ pub fn pair_logprobs(
     for (p, &r) in owner.iter().enumerate() {
         onehot[r * positions.len() + p] = 1.0;
     }
-    let onehot = Tensor::from_vec(onehot, (n_rows, positions.len()), model.device())?;
+    let onehot = host::tensor(onehot, (n_rows, positions.len()), model.device())?;
     let mut sums = onehot
         .matmul(&lp.to_dtype(DType::F32)?.unsqueeze(1)?)?
         .squeeze(1)?;
@@ -141,7 +142,7 @@ pub fn pair_logprobs(
         let counts: Vec<f32> = (0..n_rows)
             .map(|r| owner.iter().filter(|&&o| o == r).count().max(1) as f32)
             .collect();
-        sums = (sums / Tensor::from_vec(counts, n_rows, model.device())?)?;
+        sums = (sums / host::tensor(counts, n_rows, model.device())?)?;
     }
     let sums = sums.reshape((examples.len(), 2))?;
     Ok((
@@ -352,8 +353,8 @@ impl Dpo {
             .map(|&i| (self.reference.chosen[i], self.reference.rejected[i]))
             .unzip();
         let n = indices.len();
-        let rc = Tensor::from_vec(rc, n, core.device())?;
-        let rr = Tensor::from_vec(rr, n, core.device())?;
+        let rc = host::tensor(rc, n, core.device())?;
+        let rr = host::tensor(rr, n, core.device())?;
         let out = dpo_loss(&pc, &pr, &rc, &rr, &self.config.loss)?;
         Ok((out.loss.clone(), out))
     }

@@ -16,6 +16,7 @@
 //! out compactly, one row per episode and one column per policy token, so long observations
 //! cost a forward pass but no output head.
 
+use crate::model::host;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -207,9 +208,9 @@ pub fn episode_logprobs(
             }
         }
     }
-    let index = Tensor::from_vec(index, n * width, model.device())?;
+    let index = host::tensor(index, n * width, model.device())?;
     let logprobs = flat.index_select(&index, 0)?.reshape((n, width))?;
-    let mask = Tensor::from_vec(mask, (n, width), model.device())?;
+    let mask = host::tensor(mask, (n, width), model.device())?;
     Ok((logprobs, mask))
 }
 
@@ -651,7 +652,7 @@ impl Grpo {
                 };
                 let advantages: Vec<f32> =
                     chunk.iter().map(|&i| groups.advantages[i] as f32).collect();
-                let advantages = Tensor::from_vec(advantages, chunk.len(), core.device())?;
+                let advantages = host::tensor(advantages, chunk.len(), core.device())?;
                 let out = grpo_loss(
                     &lp,
                     &old_lp,

@@ -107,7 +107,7 @@ impl AdamW {
         }
         tensors.push((
             "step".into(),
-            Tensor::new(&[self.step as f64], &Device::Cpu)?,
+            crate::model::host::tensor(vec![self.step as f64], 1, &Device::Cpu)?,
         ));
         write_atomic(path, &crate::model::peft::safetensors_bytes(tensors)?)
     }
