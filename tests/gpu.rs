@@ -8,10 +8,12 @@
 mod common;
 
 use agentbench_tuning::model::dropout::dropout_mask;
-use agentbench_tuning::model::{Decoder, LoraConfig, Mode};
+use agentbench_tuning::model::{Decoder, Mode};
 use agentbench_tuning::system::{self, compute_dtype, gpu_info};
 use candle_core::{DType, Device, Tensor};
-use common::parity::{expected_on, load_on, max_abs, max_abs_diff, max_diff_on_real_tokens};
+use common::parity::{
+    adapted_qwen3, expected_on, load_on, max_abs, max_abs_diff, max_diff_on_real_tokens,
+};
 
 /// The first GPU, or `None` after saying why the test is skipped.
 fn gpu() -> Option<Device> {
@@ -78,25 +80,6 @@ fn logits_on_the_gpu_match_transformers_and_peft() {
     }
 }
 
-/// A qwen3 fixture with a LoRA adapter whose B is not zero, on `device` in `dtype`.
-fn adapted(device: &Device, dtype: DType, dropout: f32) -> Decoder {
-    let mut model = load_on("qwen3", device, dtype);
-    model
-        .add_lora(&LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout,
-            seed: 5,
-            ..LoraConfig::default()
-        })
-        .unwrap();
-    for (i, var) in model.trainable_vars().iter().enumerate() {
-        let v = (var.as_tensor().ones_like().unwrap() * (0.01 * (i % 7 + 1) as f64)).unwrap();
-        var.set(&(var.as_tensor() + v).unwrap()).unwrap();
-    }
-    model
-}
-
 /// The loss of the fixture batch and every LoRA gradient, on the CPU.
 fn loss_and_grads(model: &Decoder, device: &Device) -> (f32, Vec<Tensor>) {
     let batch = expected_on("qwen3", device).batch;
@@ -126,11 +109,11 @@ fn loss_and_grads(model: &Decoder, device: &Device) -> (f32, Vec<Tensor>) {
 fn lora_gradients_on_the_gpu_match_the_cpu() {
     let Some(device) = gpu() else { return };
     let (cpu_loss, cpu_grads) =
-        loss_and_grads(&adapted(&Device::Cpu, DType::F32, 0.0), &Device::Cpu);
+        loss_and_grads(&adapted_qwen3(&Device::Cpu, DType::F32, 0.0), &Device::Cpu);
     for (dtype, _) in dtypes(&device) {
         // Relative to the largest gradient: f32 differs in summation order only.
         let tolerance = if dtype == DType::F32 { 1e-3 } else { 0.1 };
-        let (loss, grads) = loss_and_grads(&adapted(&device, dtype, 0.0), &device);
+        let (loss, grads) = loss_and_grads(&adapted_qwen3(&device, dtype, 0.0), &device);
         println!("{dtype:?}: loss {loss} on the GPU, {cpu_loss} on the CPU");
         assert!((loss - cpu_loss).abs() <= tolerance * cpu_loss.abs().max(1.0));
         for (g, c) in grads.iter().zip(&cpu_grads) {
@@ -160,8 +143,8 @@ fn dropout_masks_are_drawn_on_the_gpu_equal_the_cpu_and_repeat_in_the_recomputat
     }
     // Activation checkpointing recomputes each layer with the masks of its first pass: loss and
     // gradients equal those of the plain pass (two models loaded alike draw the same masks).
-    let plain = adapted(&device, DType::F32, 0.3);
-    let mut ckpt = adapted(&device, DType::F32, 0.3);
+    let plain = adapted_qwen3(&device, DType::F32, 0.3);
+    let mut ckpt = adapted_qwen3(&device, DType::F32, 0.3);
     ckpt.set_checkpointing(true);
     let (l1, g1) = loss_and_grads(&plain, &device);
     let (l2, g2) = loss_and_grads(&ckpt, &device);

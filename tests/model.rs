@@ -587,23 +587,7 @@ fn default_gguf_model_matches_transformers() {
 fn activation_checkpointing_gives_the_same_loss_and_lora_gradients() {
     // Dropout on: the recomputed layers must see the masks of the first pass. Two separately
     // loaded models start their pass counters together, so they draw the same masks.
-    let load_with_dropout = || {
-        let mut model = load("qwen3");
-        model
-            .add_lora(&LoraConfig {
-                r: 4,
-                alpha: 8.0,
-                dropout: 0.3,
-                seed: 5,
-                ..LoraConfig::default()
-            })
-            .unwrap();
-        for (i, var) in model.trainable_vars().iter().enumerate() {
-            let v = (var.as_tensor().ones_like().unwrap() * (0.01 * (i % 7 + 1) as f64)).unwrap();
-            var.set(&(var.as_tensor() + v).unwrap()).unwrap();
-        }
-        model
-    };
+    let load_with_dropout = || common::parity::adapted_qwen3(&Device::Cpu, DType::F32, 0.3);
     let plain = load_with_dropout();
     let mut ckpt = load_with_dropout();
     ckpt.set_checkpointing(true);

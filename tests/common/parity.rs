@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use agentbench_tuning::model::{Decoder, ModelSource, TokenBatch};
+use agentbench_tuning::model::{Decoder, LoraConfig, ModelSource, TokenBatch};
 use candle_core::{DType, Device, Tensor};
 
 /// A model fixture directory (`llama`, `qwen3`, `llama_lora`, ...).
@@ -15,6 +15,27 @@ pub fn model_fixture(name: &str) -> PathBuf {
 /// A fixture model loaded on `device` in `dtype`.
 pub fn load_on(name: &str, device: &Device, dtype: DType) -> Decoder {
     Decoder::load(&ModelSource::Dir(model_fixture(name)), device, dtype).unwrap()
+}
+
+/// The qwen3 fixture on `device` in `dtype` with a rank-4 adapter (all seven projections) whose
+/// values are offset from their initialisation, so that B is not zero and every adapter value
+/// changes the output.
+pub fn adapted_qwen3(device: &Device, dtype: DType, dropout: f32) -> Decoder {
+    let mut model = load_on("qwen3", device, dtype);
+    model
+        .add_lora(&LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout,
+            seed: 5,
+            ..LoraConfig::default()
+        })
+        .unwrap();
+    for (i, var) in model.trainable_vars().iter().enumerate() {
+        let v = (var.as_tensor().ones_like().unwrap() * (0.01 * (i % 7 + 1) as f64)).unwrap();
+        var.set(&(var.as_tensor() + v).unwrap()).unwrap();
+    }
+    model
 }
 
 /// Largest |x| of a tensor, as f32.
