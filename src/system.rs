@@ -227,6 +227,7 @@ impl SystemReport {
     pub fn collect() -> Result<Self> {
         let ctx = RunContext::from_env()?;
         let device = device()?;
+        let gpu = gpu_info(&device)?;
         let default_model = paths::default_model_path();
         let default_model_bytes = std::fs::metadata(&default_model)
             .ok()
@@ -244,8 +245,10 @@ impl SystemReport {
         Ok(SystemReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             device: device_name(&device),
-            gpu: gpu_info(&device)?,
-            dtype: compute_dtype(&device)?.as_str().to_string(),
+            dtype: choose_dtype(requested_dtype()?, gpu.as_ref())?
+                .as_str()
+                .to_string(),
+            gpu,
             cuda_built: cfg!(abt_cuda),
             cpu_threads: candle_core::utils::get_num_threads(),
             cpu_features,

@@ -1,13 +1,13 @@
 //! Batched generation with a KV cache: one batched prefill, then one token per step for every
 //! unfinished sequence; finished sequences leave the batch.
 
-use crate::model::host;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::sampling::{Sampling, log_sum_exp};
 use crate::chat::Tokenizer;
 use crate::error::{Error, Result};
+use crate::model::host;
 use crate::model::{Decoder, KvCache, Mode};
 use crate::progress::Progress;
 use crate::rng::Rng;

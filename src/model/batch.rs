@@ -1,8 +1,8 @@
 //! A padded batch of token sequences, with the masks and positions the decoder needs.
 
-use super::host;
 use candle_core::{DType, Device, Tensor};
 
+use super::host;
 use crate::error::{Error, Result};
 
 /// Token ids `[batch, seq]` with a padding mask; positions count real tokens only.

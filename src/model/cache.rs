@@ -1,9 +1,9 @@
 //! A preallocated key/value cache for incremental decoding, written in place.
 
-use super::host;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::ModelConfig;
+use super::host;
 use crate::error::{Error, Result};
 
 /// Keys and values of every layer for a batch of sequences, `[batch, kv_heads, capacity,

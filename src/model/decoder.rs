@@ -1,6 +1,5 @@
 //! One decoder for Llama, Qwen2 and Qwen3: frozen base weights plus optional LoRA adapters.
 
-use super::host;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +10,7 @@ use super::batch::TokenBatch;
 use super::cache::KvCache;
 use super::checkpoint::Checkpoint;
 use super::config::ModelConfig;
+use super::host;
 use super::lora::{LoraConfig, LoraPair, Target};
 use super::ops;
 use super::source::{ModelFiles, ModelSource};

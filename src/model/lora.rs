@@ -1,8 +1,8 @@
 //! Low-rank adapters: `W x + scale · B A dropout(x)` with A, B the only trainable tensors.
 
-use super::host;
 use candle_core::{DType, Device, Result as CandleResult, Tensor, Var};
 
+use super::host;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 

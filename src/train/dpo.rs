@@ -8,7 +8,6 @@
 //! observations are context). Losses: sigmoid (default, β 0.1), IPO (on per-token means, as
 //! TRL), hinge and robust; checkpoints and resume as in SFT.
 
-use crate::model::host;
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,6 +22,7 @@ use super::trainer::{Core, Method, Trainer};
 use crate::chat::{EncodeOptions, Tokenizer, Truncation};
 use crate::error::{Error, Result};
 use crate::io::create_dir_all;
+use crate::model::host;
 use crate::model::{Decoder, Mode, Padding, TokenBatch};
 use crate::pairs::Pair;
 use crate::rng::Rng;

@@ -16,7 +16,6 @@
 //! out compactly, one row per episode and one column per policy token, so long observations
 //! cost a forward pass but no output head.
 
-use crate::model::host;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +32,7 @@ use super::trainer::{Core, Method, Trainer};
 use crate::chat::Tokenizer;
 use crate::error::{Error, Result};
 use crate::generate::{Episode, PlayOptions, PlayedTask, Sampling, play_tasks};
+use crate::model::host;
 use crate::model::{Decoder, Mode, Padding, TokenBatch};
 use crate::prompts::Prompt;
 use crate::rng::Rng;

@@ -131,14 +131,13 @@ impl GradAccumulator {
         Ok(())
     }
 
-    /// Scales the gradients down to global norm `max_norm` when above it (0: no clipping);
-    /// returns the norm before clipping.
-    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
-        let norm = self.norm()?;
+    /// Scales the gradients, whose global norm is `norm` ([`GradAccumulator::norm`]), down to
+    /// global norm `max_norm` when above it (0: no clipping).
+    pub fn clip(&mut self, norm: f64, max_norm: f64) -> Result<()> {
         if max_norm > 0.0 && norm > max_norm {
             self.scale(max_norm / (norm + 1e-6))?;
         }
-        Ok(norm)
+        Ok(())
     }
 
     /// The gradients, in the order of the vars (`None` where a var got none).

@@ -174,14 +174,16 @@ impl Core {
         let lr = self
             .schedule
             .lr(self.state.step * self.updates_per_step + update);
-        if let Some(scale) = &mut self.state.loss_scale {
+        if let Some(scale) = &self.state.loss_scale {
             grads.scale(1.0 / scale.scale)?;
-            let norm = grads.norm()?;
-            if !scale.record(norm) {
-                return Ok((0.0, lr));
-            }
         }
-        let grad_norm = grads.clip(self.max_grad_norm)?;
+        let grad_norm = grads.norm()?;
+        if let Some(scale) = &mut self.state.loss_scale
+            && !scale.record(grad_norm)
+        {
+            return Ok((0.0, lr));
+        }
+        grads.clip(grad_norm, self.max_grad_norm)?;
         self.optimizer.step(grads.grads(), lr)?;
         Ok((grad_norm, lr))
     }
@@ -335,18 +337,15 @@ impl<M: Method> Trainer<M> {
         };
         let saved: serde_json::Value = crate::io::read_json(&latest.join("config.json"))?;
         check_same_config(&saved, self.method.config(), &latest)?;
-        let Some(state) =
+        let Some(mut state) =
             checkpoints.load::<TrainState>(&self.core.vars, &mut self.core.optimizer)?
         else {
             return Ok(false);
         };
-        self.core.state = TrainState {
-            loss_scale: state
-                .loss_scale
-                .clone()
-                .or_else(|| LossScale::for_dtype(self.core.model.dtype())),
-            ..state
-        };
+        if state.loss_scale.is_none() {
+            state.loss_scale = LossScale::for_dtype(self.core.model.dtype());
+        }
+        self.core.state = state;
         self.core.model.set_train_passes(self.core.state.passes);
         self.method.seek(&self.core.state)?;
         let step = self.core.state.step;
