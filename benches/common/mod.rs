@@ -100,6 +100,39 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The CPU model and its SIMD flags, as `/proc/cpuinfo` says (benchmarks record it beside
+/// their numbers: gemm's speed depends on AVX2 against AVX-512).
+pub fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = [
+        "avx512f",
+        "avx512bw",
+        "avx512_bf16",
+        "avx2",
+        "fma",
+        "amx_tile",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
+    format!(
+        "{} ({})",
+        field("model name").unwrap_or_else(|| "unknown CPU".into()),
+        if have.is_empty() {
+            "no AVX".to_string()
+        } else {
+            have.join(", ")
+        }
+    )
+}
+
 /// The median (upper middle for even lengths).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

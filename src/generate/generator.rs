@@ -1,14 +1,16 @@
 //! Batched generation with a KV cache: one batched prefill, then one token per step for every
 //! unfinished sequence; finished sequences leave the batch.
 
-use candle_core::{DType, Tensor};
+use std::sync::Arc;
+
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 use super::sampling::{Sampling, log_sum_exp};
 use crate::chat::Tokenizer;
 use crate::error::{Error, Result};
 use crate::model::host;
-use crate::model::{Decoder, KvCache, Mode};
+use crate::model::{AttentionMask, Decoder, KvCache, Mode};
 use crate::progress::Progress;
 use crate::rng::Rng;
 
@@ -98,29 +100,24 @@ struct Row {
     done: bool,
 }
 
-/// The additive attention bias `[rows, 1, 1, t, keys]` of a step: 0 where a query may see a
-/// key (a real token at or before it), −∞ elsewhere; a query with nothing to see (padding)
-/// sees itself, so no softmax row is empty.
-fn step_bias(rows: &[&Row], t: usize, device: &candle_core::Device) -> Result<Tensor> {
+/// The attention mask of a step: each query sees the live keys (real tokens) of its row at or
+/// before its own position.
+fn step_mask(rows: &[&Row], t: usize, device: &candle_core::Device) -> Result<Arc<AttentionMask>> {
     let keys = rows.first().map_or(0, |r| r.keys.len());
     let past = keys - t;
-    let mut bias = vec![f32::NEG_INFINITY; rows.len() * t * keys];
-    for (r, row) in rows.iter().enumerate() {
-        for q in 0..t {
-            let line = &mut bias[(r * t + q) * keys..(r * t + q + 1) * keys];
-            let mut any = false;
-            for (k, b) in line.iter_mut().enumerate().take(past + q + 1) {
-                if row.keys[k] {
-                    *b = 0.0;
-                    any = true;
-                }
-            }
-            if !any {
-                line[past + q] = 0.0;
-            }
-        }
-    }
-    Ok(host::tensor(bias, (rows.len(), 1, 1, t, keys), device)?)
+    let spans = rows
+        .iter()
+        .flat_map(|_| (0..t).map(|q| (0, (past + q + 1) as u32)))
+        .collect();
+    let live = rows.iter().flat_map(|r| r.keys.iter().copied()).collect();
+    Ok(Arc::new(AttentionMask::with_live_keys(
+        rows.len(),
+        t,
+        keys,
+        spans,
+        live,
+        device,
+    )?))
 }
 
 /// Generates a continuation of every prompt (token ids) in one batch.
@@ -311,7 +308,7 @@ impl<'a> GenerationSession<'a> {
         }
         let mut ids = host::tensor(ids, (n, block), &device)?;
         let mut positions = host::tensor(positions, (n, block), &device)?;
-        let mut bias = step_bias(&rows.iter().collect::<Vec<_>>(), block, &device)?;
+        let mut mask = step_mask(&rows.iter().collect::<Vec<_>>(), block, &device)?;
         let mut progress =
             Progress::new("generate", Some((n * options.max_new_tokens) as u64)).with_unit("tok");
         // `active[i]` is the index in `rows` of cache row i.
@@ -321,7 +318,7 @@ impl<'a> GenerationSession<'a> {
         for _step in 0..options.max_new_tokens {
             let t = ids.dim(1)?;
             let hidden =
-                decoder.forward_cached(&ids, &positions, &bias, &mut cache, options.mode)?;
+                decoder.forward_cached(&ids, &positions, &mask, &mut cache, options.mode)?;
             let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
             let logits = decoder
                 .logits_from_hidden(&last)?
@@ -388,7 +385,7 @@ impl<'a> GenerationSession<'a> {
                 row.keys.push(true);
             }
             let step_rows: Vec<&Row> = active.iter().map(|&r| &rows[r]).collect();
-            bias = step_bias(&step_rows, 1, &device)?;
+            mask = step_mask(&step_rows, 1, &device)?;
             ids = host::tensor(next, (active.len(), 1), &device)?;
             positions = host::tensor(pos, (active.len(), 1), &device)?;
         }

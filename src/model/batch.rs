@@ -3,6 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::host;
+use super::mask::AttentionMask;
 use crate::error::{Error, Result};
 
 /// Token ids `[batch, seq]` with a padding mask; positions count real tokens only.
@@ -209,28 +210,26 @@ impl TokenBatch {
         Ok(host::tensor(pos, (self.batch, self.seq), &self.device)?)
     }
 
-    /// Additive attention bias `[batch, 1, 1, seq, seq]` (f32): 0 where query `i` may see key
-    /// `j` (`j ≤ i`, `j` real and in the same packed sequence as a real `i`), −∞ elsewhere. A pad query with no visible key sees itself, so
-    /// no row is all −∞ (its output is never used).
-    pub fn attention_bias(&self) -> Result<Tensor> {
+    /// The attention mask: a real query sees the keys from the start of its own sequence up
+    /// to itself (causal, never across packed sequences, never padding); a pad query sees only
+    /// itself (its output is never used).
+    pub fn attention_mask(&self) -> Result<AttentionMask> {
         let (b, t) = (self.batch, self.seq);
-        let mut bias = vec![f32::NEG_INFINITY; b * t * t];
-        for (r, row) in self.mask.chunks(t).enumerate() {
+        let mut spans = Vec::with_capacity(b * t);
+        for row in self.mask.chunks(t) {
+            let mut start = 0;
             for i in 0..t {
-                let out = &mut bias[(r * t + i) * t..(r * t + i + 1) * t];
-                let mut any = false;
-                for j in 0..=i {
-                    if row[j] != 0 && (row[i] == 0 || row[j] == row[i]) {
-                        out[j] = 0.0;
-                        any = true;
-                    }
+                if i == 0 || row[i] != row[i - 1] {
+                    start = i;
                 }
-                if !any {
-                    out[i] = 0.0;
-                }
+                spans.push(if row[i] == 0 {
+                    (i as u32, i as u32)
+                } else {
+                    (start as u32, i as u32 + 1)
+                });
             }
         }
-        Ok(host::tensor(bias, (b, 1, 1, t, t), &self.device)?)
+        Ok(AttentionMask::from_spans(b, t, t, spans, &self.device)?)
     }
 
     /// Per-row real tokens, without padding.
@@ -270,7 +269,9 @@ mod tests {
         );
         assert_eq!(b.rows(), vec![vec![5, 6, 7], vec![8]]);
         let bias = b
-            .attention_bias()
+            .attention_mask()
+            .unwrap()
+            .bias()
             .unwrap()
             .flatten_all()
             .unwrap()

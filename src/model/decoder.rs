@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, CustomOp3, D, DType, Device, Layout, Shape, Tensor, Var};
 
+use super::attention;
 use super::batch::TokenBatch;
 use super::cache::KvCache;
 use super::checkpoint::Checkpoint;
 use super::config::ModelConfig;
 use super::host;
 use super::lora::{LoraConfig, LoraPair, Target};
+use super::mask::AttentionMask;
 use super::ops;
 use super::source::{ModelFiles, ModelSource};
 use crate::error::{Error, Result};
@@ -165,7 +167,7 @@ impl Layer {
 struct Context {
     cos: Tensor,
     sin: Tensor,
-    bias: Tensor,
+    mask: Arc<AttentionMask>,
 }
 
 /// A Llama/Qwen2/Qwen3 decoder.
@@ -534,7 +536,6 @@ impl Decoder {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let (h, kvh, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let g = c.group_size();
         let heads = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
             let y = y.reshape((b, t, n, d))?;
             let y = match norm {
@@ -554,17 +555,8 @@ impl Decoder {
             Some(cache) => cache.append(l, &k, &v)?,
             None => (k, v),
         };
-        let keys = k.dim(2)?;
-        // Grouped-query attention without copying K/V: the g query heads that share a KV head
-        // are stacked along the sequence axis, [b, kvh, g·t, d] against [b, kvh, T, d].
-        let q = q.contiguous()?.reshape((b, kvh, g * t, d))?;
-        let scores = q.matmul(&k.t()?)?.reshape((b, kvh, g, t, keys))?;
-        let probs = ops::masked_softmax(&scores, &ctx.bias, 1.0 / (d as f64).sqrt())?;
-        let out = probs.reshape((b, kvh, g * t, keys))?.matmul(&v)?;
-        let out = out
-            .reshape((b, h, t, d))?
-            .transpose(1, 2)?
-            .reshape((b, t, h * d))?;
+        let out = attention::attention(&q, &k, &v, &ctx.mask, 1.0 / (d as f64).sqrt())?;
+        let out = out.transpose(1, 2)?.reshape((b, t, h * d))?;
         attn.o.forward(&out, pass, l, Target::O)
     }
 
@@ -683,9 +675,7 @@ impl Decoder {
         let ctx = Context {
             cos,
             sin,
-            bias: batch
-                .attention_bias()?
-                .to_dtype(ops::accumulation_dtype(self.dtype))?,
+            mask: Arc::new(batch.attention_mask()?),
         };
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             b,
@@ -720,31 +710,31 @@ impl Decoder {
     /// Runs new tokens through the model with a KV cache and returns their final hidden states
     /// `[batch, t, hidden]`; the cache then holds their keys and values too.
     ///
-    /// `ids` and `positions` are `[batch, t]` (u32); `bias` is the additive attention mask
-    /// `[batch, 1, 1, t, cache.len() + t]` (f32, 0 or −∞) over every filled position. No
-    /// gradient graph is built (generation only).
+    /// `ids` and `positions` are `[batch, t]` (u32); `mask` says which of the
+    /// `cache.len() + t` filled positions each new token sees. No gradient graph is built
+    /// (generation only).
     pub fn forward_cached(
         &self,
         ids: &Tensor,
         positions: &Tensor,
-        bias: &Tensor,
+        mask: &Arc<AttentionMask>,
         cache: &mut KvCache,
         mode: Mode,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         cache.check_room(b, t)?;
-        let expected = [b, 1, 1, t, cache.len() + t];
-        if bias.dims() != expected {
+        let expected = (b, t, cache.len() + t);
+        if mask.dims() != expected {
             return Err(Error::Generate(format!(
-                "attention bias {:?} does not fit {expected:?}",
-                bias.dims()
+                "an attention mask for {:?} (batch, queries, keys) does not fit {expected:?}",
+                mask.dims()
             )));
         }
         let (cos, sin) = ops::rope_tables(positions, &self.inv_freq, self.dtype)?;
         let ctx = Context {
             cos,
             sin,
-            bias: bias.to_dtype(ops::accumulation_dtype(self.dtype))?,
+            mask: mask.clone(),
         };
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             b,

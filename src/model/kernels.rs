@@ -4,7 +4,7 @@
 //! pass. The public functions in `ops` pick these on CPU in f32 and the plain composition
 //! elsewhere; unit tests there check both agree in value and gradient.
 
-use candle_core::{CpuStorage, D, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Rows of logits computed at once by [`LinearLogprobs`]: about 64 MB of f32 per chunk.
@@ -119,65 +119,6 @@ impl candle_core::CustomOp1 for LinearLogprobs {
             parts.push(g_logits.matmul(&self.head)?);
         }
         Ok(Some(Tensor::cat(&parts, 0)?))
-    }
-}
-
-/// `softmax(scores · scale + bias)`; see `ops::masked_softmax`.
-pub(crate) struct MaskedSoftmax {
-    pub bias: Tensor,
-    pub scale: f64,
-}
-
-impl candle_core::CustomOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l.shape().dims();
-        let (b, tq, t) = (dims[0], dims[dims.len() - 2], dims[dims.len() - 1]);
-        let rows_per_batch = l.shape().elem_count() / (b * t);
-        let (Some((start, end)), CpuStorage::F32(data)) = (l.contiguous_offsets(), s) else {
-            candle_core::bail!("masked-softmax expects contiguous f32 scores");
-        };
-        let x = &data[start..end];
-        let (bias_storage, bias_layout) = self.bias.storage_and_layout();
-        let (candle_core::Storage::Cpu(CpuStorage::F32(bias)), Some((b0, b1))) =
-            (&*bias_storage, bias_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("masked-softmax expects a contiguous f32 CPU bias");
-        };
-        let bias = &bias[b0..b1];
-        let scale = self.scale as f32;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(t).enumerate().for_each(|(r, y)| {
-            let batch = r / rows_per_batch;
-            let query = r % tq;
-            let mask = &bias[(batch * tq + query) * t..(batch * tq + query + 1) * t];
-            let xs = &x[r * t..(r + 1) * t];
-            let mut max = f32::NEG_INFINITY;
-            for (v, m) in xs.iter().zip(mask) {
-                if *m == 0.0 {
-                    max = max.max(v * scale);
-                }
-            }
-            let mut sum = 0f32;
-            for ((yv, v), m) in y.iter_mut().zip(xs).zip(mask) {
-                if *m == 0.0 {
-                    *yv = (v * scale - max).exp();
-                    sum += *yv;
-                }
-            }
-            let inv = 1.0 / sum;
-            y.iter_mut().for_each(|v| *v *= inv);
-        });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-
-    fn bwd(&self, _scores: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let gy = (grad * y)?;
-        let dot = gy.sum_keepdim(D::Minus1)?;
-        Ok(Some(((gy - y.broadcast_mul(&dot)?)? * self.scale)?))
     }
 }
 

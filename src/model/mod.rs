@@ -9,10 +9,12 @@
 //! - [`peft`]: adapters in PEFT's file layout, merged-weight export.
 //! - [`batch`]: padded token batches with masks and positions.
 //! - [`cache`]: the preallocated key/value cache for incremental decoding.
-//! - [`ops`]: differentiable RMSNorm, RoPE, attention softmax, frozen projections and output
+//! - [`mask`]: which keys each query sees, as spans; [`attention`]: the tiled attention kernel.
+//! - [`ops`]: differentiable RMSNorm, RoPE, softmax, frozen projections and output
 //!   log-probs (fused CPU kernels in `kernels`, with plain candle compositions as reference).
 //! - [`tensor_ids`]: keeps candle's tensor ids unique across notebook cells.
 
+pub mod attention;
 pub mod batch;
 pub mod cache;
 pub(crate) mod checkpoint;
@@ -22,6 +24,7 @@ pub mod dropout;
 pub mod host;
 mod kernels;
 pub mod lora;
+pub mod mask;
 pub mod ops;
 pub mod peft;
 pub mod source;
@@ -32,4 +35,5 @@ pub use cache::KvCache;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use decoder::{Decoder, Mode, Projection};
 pub use lora::{LoraConfig, LoraPair, Target};
+pub use mask::AttentionMask;
 pub use source::{ModelFiles, ModelSource};

@@ -244,42 +244,6 @@ pub fn linear_logprobs_unfused(hidden: &Tensor, head: &Tensor, targets: &Tensor)
         .squeeze(1)
 }
 
-/// Attention probabilities `softmax(scores · scale + bias)` over the last dimension.
-///
-/// `scores` is `[batch, .., t, T]` (any number of head dims; `T ≥ t` keys with a KV cache),
-/// `bias` the additive mask `[batch, 1, .., 1, t, T]` (f32, 0 or −∞) from [`crate::model::TokenBatch::attention_bias`].
-/// On CPU in f32 this is one parallel pass over the rows (masked keys are skipped) with a
-/// hand-written backward `scale · y ⊙ (g − Σ g ⊙ y)`; elsewhere it is the composition of
-/// candle ops, computed in f32.
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
-    let fused =
-        scores.device().is_cpu() && scores.dtype() == DType::F32 && bias.dtype() == DType::F32;
-    if !fused {
-        return masked_softmax_unfused(scores, bias, scale);
-    }
-    let dims = scores.dims();
-    let (b, tq, tk) = (dims[0], dims[dims.len() - 2], dims[dims.len() - 1]);
-    if bias.elem_count() != b * tq * tk {
-        candle_core::bail!(
-            "masked_softmax: bias {:?} does not fit scores {:?}",
-            bias.dims(),
-            dims
-        );
-    }
-    scores.contiguous()?.apply_op1(kernels::MaskedSoftmax {
-        bias: bias.contiguous()?,
-        scale,
-    })
-}
-
-/// The reference composition behind [`masked_softmax`].
-pub fn masked_softmax_unfused(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
-    let dtype = scores.dtype();
-    let acc = accumulation_dtype(dtype);
-    let x = (scores.to_dtype(acc)? * scale)?.broadcast_add(&bias.to_dtype(acc)?)?;
-    softmax_last_dim(&x)?.to_dtype(dtype)
-}
-
 /// SwiGLU: `silu(gate) * up`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.silu()? * up
@@ -358,34 +322,6 @@ mod tests {
         let b = g_plain.get(&hidden).unwrap();
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
-    }
-
-    #[test]
-    fn fused_masked_softmax_matches_the_composition_in_value_and_gradient() {
-        use crate::model::{Padding, TokenBatch};
-        let dev = Device::Cpu;
-        let batch =
-            TokenBatch::pad(&[vec![1, 2, 3, 4], vec![5, 6]], 0, Padding::Left, &dev).unwrap();
-        let bias = batch.attention_bias().unwrap();
-        let scores =
-            Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 2, 4, 4), &dev).unwrap()).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (2, 3, 2, 4, 4), &dev).unwrap();
-        let fused = masked_softmax(scores.as_tensor(), &bias, 0.7).unwrap();
-        let plain = masked_softmax_unfused(scores.as_tensor(), &bias, 0.7).unwrap();
-        let diff = (&fused - &plain).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
-        let g_fused = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_plain = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let diff = (g_fused.get(&scores).unwrap() - g_plain.get(&scores).unwrap()).unwrap();
-        assert!(
-            diff.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                < 1e-5
-        );
     }
 
     /// Value and input-gradient of a fused op against its reference composition.
