@@ -79,6 +79,8 @@ fn values(shape: &[usize], seed: u64) -> Tensor {
 
 fn main() {
     let args = parse_args();
+    // as when a model is built (the setting every training run has)
+    agentbench_tuning::system::tune_allocator();
     let (b, t, d) = (args.batch, args.seq, args.head_dim);
     let q = Var::from_tensor(&values(&[b, args.heads, t, d], 1)).expect("q");
     let k = Var::from_tensor(&values(&[b, args.kv_heads, t, d], 2)).expect("k");

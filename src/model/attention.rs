@@ -181,135 +181,274 @@ impl Dims {
     fn key_tiles(&self) -> usize {
         self.keys.div_ceil(KEY_TILE)
     }
+
+    /// Query rows in tile `qt` (the last may be short).
+    fn tile_rows(&self, qt: usize) -> usize {
+        QUERY_TILE.min(self.t - qt * QUERY_TILE)
+    }
+
+    /// Where tile `qt` of (row `r`, KV head `kh`) starts in a [`Packed`] array of `width`.
+    fn packed_offset(&self, r: usize, kh: usize, qt: usize, width: usize) -> usize {
+        ((r * self.kvh + kh) * self.t + qt * QUERY_TILE) * self.g * width
+    }
+}
+
+/// Query-side rows (`q`, the output, its gradient, per-row statistics) rearranged so that each
+/// (row, KV head, query tile) is one contiguous `[g · rows, width]` block, head-major: the `g`
+/// query heads that share a KV head meet each K/V tile in one matrix product.
+struct Packed {
+    data: Vec<f32>,
+    width: usize,
+}
+
+impl Packed {
+    /// The rows of a `[b, heads, t, width]` view, packed.
+    fn pack(view: View, dims: &Dims) -> Self {
+        let Dims { g, t, d, kvh, .. } = *dims;
+        let mut data = vec![0f32; dims.b * kvh * t * g * d];
+        data.par_chunks_mut(t * g * d)
+            .enumerate()
+            .for_each(|(region, out)| {
+                let (r, kh) = (region / kvh, region % kvh);
+                for qt in 0..dims.query_tiles() {
+                    let (i0, rows) = (qt * QUERY_TILE, dims.tile_rows(qt));
+                    let tile = &mut out[i0 * g * d..(i0 + rows) * g * d];
+                    for (n, row) in tile.chunks_exact_mut(d).enumerate() {
+                        row.copy_from_slice(view.row(r, kh * g + n / rows, i0 + n % rows, d));
+                    }
+                }
+            });
+        Self { data, width: d }
+    }
+
+    /// Zeros in the packed layout, `width` values per query row.
+    fn zeros(dims: &Dims, width: usize) -> Self {
+        Self {
+            data: vec![0f32; dims.b * dims.kvh * dims.t * dims.g * width],
+            width,
+        }
+    }
+
+    fn tile(&self, dims: &Dims, r: usize, kh: usize, qt: usize) -> &[f32] {
+        let at = dims.packed_offset(r, kh, qt, self.width);
+        &self.data[at..at + dims.g * dims.tile_rows(qt) * self.width]
+    }
+
+    fn tile_mut(&mut self, dims: &Dims, r: usize, kh: usize, qt: usize) -> &mut [f32] {
+        let at = dims.packed_offset(r, kh, qt, self.width);
+        &mut self.data[at..at + dims.g * dims.tile_rows(qt) * self.width]
+    }
+
+    /// Back to `[b, heads, t, width]`.
+    fn unpack(&self, dims: &Dims) -> Vec<f32> {
+        let Dims { g, t, h, .. } = *dims;
+        let w = self.width;
+        let mut out = vec![0f32; dims.b * h * t * w];
+        out.par_chunks_mut(t * w).enumerate().for_each(|(rh, out)| {
+            let (r, hh) = (rh / h, rh % h);
+            let (kh, hj) = (hh / g, hh % g);
+            for qt in 0..dims.query_tiles() {
+                let (i0, rows) = (qt * QUERY_TILE, dims.tile_rows(qt));
+                let tile = self.tile(dims, r, kh, qt);
+                out[i0 * w..(i0 + rows) * w]
+                    .copy_from_slice(&tile[hj * rows * w..(hj + 1) * rows * w]);
+            }
+        });
+        out
+    }
+}
+
+/// A matrix operand of [`product`]: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    /// Row-major rows `stride` apart.
+    fn rows(ptr: *const f32, stride: usize) -> Self {
+        Self {
+            ptr,
+            rs: stride as isize,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of row-major rows `stride` apart.
+    fn transposed(ptr: *const f32, stride: usize) -> Self {
+        Self {
+            ptr,
+            rs: 1,
+            cs: stride as isize,
+        }
+    }
+}
+
+/// `dst = beta · lhs · rhs`, or `dst += beta · lhs · rhs` when `accumulate`; `dst` is
+/// row-major `[m, n]`, `lhs` `[m, k]`, `rhs` `[k, n]`, on the calling thread.
+///
+/// # Safety
+/// Each operand must hold its elements at the offsets its strides give.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    beta: f32,
+) {
+    // SAFETY: the caller guarantees the operands' extents.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            if accumulate { 1.0 } else { 0.0 },
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
 }
 
 impl FlashAttention {
     /// The union `[lo, hi)` of the spans of query tile `qt` in row `r`.
     fn tile_span(&self, dims: &Dims, r: usize, qt: usize) -> (usize, usize) {
-        let rows = qt * QUERY_TILE..((qt + 1) * QUERY_TILE).min(dims.t);
+        let rows = qt * QUERY_TILE..qt * QUERY_TILE + dims.tile_rows(qt);
         rows.map(|i| self.mask.span(r, i))
             .fold((usize::MAX, 0), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)))
     }
 
-    /// The visible part `[a, e)` of key tile `[j0, j1)` for query `i` of row `r`.
-    fn visible(&self, r: usize, i: usize, j0: usize, j1: usize) -> (usize, usize) {
-        let (lo, hi) = self.mask.span(r, i);
-        (lo.max(j0), hi.min(j1))
-    }
-
-    /// Forward pass of the query heads sharing KV head `kh` over query tile `qt` of row `r`:
-    /// the outputs `[g, rows, d]` and log-sum-exps `[g, rows]`.
-    fn forward_tile(
+    /// Turns the scores of a packed tile `[g · rows, kt]` (keys `j0..`) into
+    /// `exp(score − shift(n))` where query row `n` sees the key and 0 elsewhere; `shift`
+    /// gives each row's subtrahend from its masked maximum (`-∞` when it sees no key here,
+    /// which leaves the row 0). Returns whether any row saw a key.
+    fn exp_tile(
         &self,
-        dims: &Dims,
-        (q, k, v): (View, View, View),
-        (r, kh, qt): (usize, usize, usize),
-    ) -> (Vec<f32>, Vec<f32>) {
-        let Dims { g, d, keys, .. } = *dims;
-        let i0 = qt * QUERY_TILE;
-        let rows = QUERY_TILE.min(dims.t - i0);
-        let (lo, hi) = self.tile_span(dims, r, qt);
-        let mut acc = vec![0f32; g * rows * d];
-        let mut max = vec![f32::NEG_INFINITY; g * rows];
-        let mut sum = vec![0f32; g * rows];
-        let mut s = vec![0f32; rows * KEY_TILE];
-        for j0 in (lo / KEY_TILE * KEY_TILE..hi).step_by(KEY_TILE) {
-            let j1 = (j0 + KEY_TILE).min(keys);
-            let kt = j1 - j0;
-            for hj in 0..g {
-                let hh = kh * g + hj;
-                // s = scale · q kᵀ, [rows, kt]
-                // SAFETY: the views were checked to hold `rows`/`kt` rows of `d` from these
-                // offsets, and `s` holds rows × kt.
-                unsafe {
-                    gemm(
-                        rows,
-                        kt,
-                        d,
-                        s.as_mut_ptr(),
-                        1,
-                        kt as isize,
-                        false,
-                        q.ptr(r, hh, i0),
-                        1,
-                        q.row_stride as isize,
-                        k.ptr(r, kh, j0),
-                        k.row_stride as isize,
-                        1,
-                        0.0,
-                        self.scale,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
-                for ii in 0..rows {
-                    let n = hj * rows + ii;
-                    let line = &mut s[ii * kt..(ii + 1) * kt];
-                    let (a, e) = self.visible(r, i0 + ii, j0, j1);
-                    let live = self.mask.live_keys(r, i0 + ii);
-                    let seen = |j: usize| live.is_none_or(|l| l[j]);
-                    let tile_max = (a..e)
-                        .filter(|&j| seen(j))
-                        .map(|j| line[j - j0])
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    if tile_max == f32::NEG_INFINITY {
-                        line.fill(0.0);
-                        continue;
-                    }
-                    let new_max = max[n].max(tile_max);
-                    let correction = if max[n] == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        exp(max[n] - new_max)
-                    };
-                    line[..a - j0].fill(0.0);
-                    line[e - j0..].fill(0.0);
-                    exp_minus(&mut line[a - j0..e - j0], new_max);
-                    if let Some(live) = live {
-                        for j in a..e {
-                            if !live[j] {
-                                line[j - j0] = 0.0;
-                            }
-                        }
-                    }
-                    sum[n] = sum[n] * correction + line[a - j0..e - j0].iter().sum::<f32>();
-                    max[n] = new_max;
-                    if correction != 1.0 {
-                        acc[n * d..(n + 1) * d]
-                            .iter_mut()
-                            .for_each(|x| *x *= correction);
+        s: &mut [f32],
+        (r, i0, rows, j0, kt): (usize, usize, usize, usize, usize),
+        mut shift: impl FnMut(usize, f32) -> f32,
+    ) -> bool {
+        let mut any = false;
+        for (n, line) in s.chunks_exact_mut(kt).enumerate() {
+            let i = i0 + n % rows;
+            let (lo, hi) = self.mask.span(r, i);
+            let (a, e) = (lo.max(j0), hi.min(j0 + kt));
+            if a >= e {
+                line.fill(0.0);
+                shift(n, f32::NEG_INFINITY);
+                continue;
+            }
+            let (a, e) = (a - j0, e - j0);
+            let live = self.mask.live_keys(r, i).map(|l| &l[j0..j0 + kt]);
+            if let Some(live) = live {
+                for (x, &l) in line.iter_mut().zip(live) {
+                    if !l {
+                        *x = f32::NEG_INFINITY;
                     }
                 }
-                // acc += p v, [rows, d]
-                // SAFETY: as above; `acc` holds g × rows × d.
-                unsafe {
-                    gemm(
-                        rows,
-                        d,
-                        kt,
-                        acc[hj * rows * d..].as_mut_ptr(),
-                        1,
-                        d as isize,
-                        true,
-                        s.as_ptr(),
-                        1,
-                        kt as isize,
-                        v.ptr(r, kh, j0),
-                        1,
-                        v.row_stride as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
+            }
+            let sub = shift(n, row_max(&line[a..e]));
+            if sub == f32::NEG_INFINITY {
+                line.fill(0.0);
+                continue;
+            }
+            any = true;
+            line[..a].fill(0.0);
+            line[e..].fill(0.0);
+            exp_minus(&mut line[a..e], sub);
+            if let Some(live) = live {
+                for (x, &l) in line.iter_mut().zip(live) {
+                    if !l {
+                        *x = 0.0;
+                    }
                 }
             }
         }
-        let mut lse = vec![0f32; g * rows];
+        any
+    }
+
+    /// Forward pass of the query heads sharing KV head `kh` over query tile `qt` of row `r`:
+    /// the packed outputs `[g · rows, d]` and log-sum-exps `[g · rows]`.
+    fn forward_tile(
+        &self,
+        dims: &Dims,
+        q: &Packed,
+        (k, v): (View, View),
+        (r, kh, qt): (usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>) {
+        let Dims { g, d, keys, .. } = *dims;
+        let (i0, rows) = (qt * QUERY_TILE, dims.tile_rows(qt));
+        let n_rows = g * rows;
+        let qs = q.tile(dims, r, kh, qt);
+        let (lo, hi) = self.tile_span(dims, r, qt);
+        let mut acc = vec![0f32; n_rows * d];
+        let mut max = vec![f32::NEG_INFINITY; n_rows];
+        let mut sum = vec![0f32; n_rows];
+        let mut correction = vec![1f32; n_rows];
+        let mut s = vec![0f32; n_rows * KEY_TILE];
+        for j0 in (lo / KEY_TILE * KEY_TILE..hi).step_by(KEY_TILE) {
+            let kt = KEY_TILE.min(keys - j0);
+            let s = &mut s[..n_rows * kt];
+            // SAFETY: `qs` is [n_rows, d], the K/V views hold kt rows of d from j0, `s` is
+            // [n_rows, kt] and `acc` [n_rows, d].
+            unsafe {
+                product(
+                    (n_rows, kt, d),
+                    s.as_mut_ptr(),
+                    false,
+                    Mat::rows(qs.as_ptr(), d),
+                    Mat::transposed(k.ptr(r, kh, j0), k.row_stride),
+                    self.scale,
+                );
+            }
+            self.exp_tile(s, (r, i0, rows, j0, kt), |n, tile_max| {
+                if tile_max == f32::NEG_INFINITY {
+                    correction[n] = 1.0;
+                    return f32::NEG_INFINITY;
+                }
+                let new_max = max[n].max(tile_max);
+                correction[n] = if max[n] == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp(max[n] - new_max)
+                };
+                max[n] = new_max;
+                new_max
+            });
+            for (n, line) in s.chunks_exact(kt).enumerate() {
+                sum[n] = sum[n] * correction[n] + row_sum(line);
+                if correction[n] != 1.0 {
+                    let c = correction[n];
+                    acc[n * d..(n + 1) * d].iter_mut().for_each(|x| *x *= c);
+                }
+            }
+            unsafe {
+                product(
+                    (n_rows, d, kt),
+                    acc.as_mut_ptr(),
+                    true,
+                    Mat::rows(s.as_ptr(), kt),
+                    Mat::rows(v.ptr(r, kh, j0), v.row_stride),
+                    1.0,
+                );
+            }
+        }
+        let mut lse = vec![0f32; n_rows];
         for (n, out) in acc.chunks_exact_mut(d).enumerate() {
             let inv = 1.0 / sum[n];
             out.iter_mut().for_each(|x| *x *= inv);
@@ -319,191 +458,101 @@ impl FlashAttention {
     }
 
     /// Backward pass over the key tiles `first, first + step, …` of KV head `kh` in row `r`:
-    /// `∂q` of its `g` query heads `[g, t, d]` (partial: these keys' share) and `(j0, ∂k, ∂v)`
+    /// this share of `∂q` for the KV head's query rows (packed, `[t · g, d]`) and `∂k`, `∂v`
     /// per key tile.
     #[allow(clippy::too_many_arguments)]
     fn backward_keys(
         &self,
         dims: &Dims,
-        (q, k, v, go): (View, View, View, View),
-        lse: &[f32],
-        delta: &[f32],
+        (q, go, lse, delta): (&Packed, &Packed, &Packed, &Packed),
+        (k, v): (View, View),
         spans: &[(usize, usize)],
         (r, kh): (usize, usize),
         (first, step): (usize, usize),
     ) -> (Vec<f32>, Vec<KeyTileGrads>) {
-        let Dims {
-            g, d, t, h, keys, ..
-        } = *dims;
-        let mut dq = vec![0f32; g * t * d];
+        let Dims { g, d, t, keys, .. } = *dims;
+        let region = dims.packed_offset(r, kh, 0, d);
+        let mut dq = vec![0f32; t * g * d];
         let mut tiles = Vec::new();
-        let mut p = vec![0f32; QUERY_TILE * KEY_TILE];
-        let mut ds = vec![0f32; QUERY_TILE * KEY_TILE];
+        let mut p = vec![0f32; g * QUERY_TILE * KEY_TILE];
+        let mut ds = vec![0f32; g * QUERY_TILE * KEY_TILE];
         for jt in (first..dims.key_tiles()).step_by(step) {
             let j0 = jt * KEY_TILE;
-            let j1 = (j0 + KEY_TILE).min(keys);
-            let kt = j1 - j0;
+            let kt = KEY_TILE.min(keys - j0);
             let mut dk = vec![0f32; kt * d];
             let mut dv = vec![0f32; kt * d];
             for (qt, &(lo, hi)) in spans.iter().enumerate() {
-                if lo >= j1 || hi <= j0 {
+                if lo >= j0 + kt || hi <= j0 {
                     continue;
                 }
-                let i0 = qt * QUERY_TILE;
-                let rows = QUERY_TILE.min(t - i0);
-                for hj in 0..g {
-                    let hh = kh * g + hj;
-                    let base = (r * h + hh) * t + i0;
-                    // SAFETY (all gemm calls below): the views hold `rows`/`kt` rows of `d`
-                    // from these offsets; `p`, `ds` hold rows × kt, `dk`/`dv` kt × d, `dq`
-                    // g × t × d.
-                    unsafe {
-                        gemm(
-                            rows,
-                            kt,
-                            d,
-                            p.as_mut_ptr(),
-                            1,
-                            kt as isize,
-                            false,
-                            q.ptr(r, hh, i0),
-                            1,
-                            q.row_stride as isize,
-                            k.ptr(r, kh, j0),
-                            k.row_stride as isize,
-                            1,
-                            0.0,
-                            self.scale,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
+                let (i0, rows) = (qt * QUERY_TILE, dims.tile_rows(qt));
+                let n_rows = g * rows;
+                let (qs, gos) = (q.tile(dims, r, kh, qt), go.tile(dims, r, kh, qt));
+                let (lses, deltas) = (lse.tile(dims, r, kh, qt), delta.tile(dims, r, kh, qt));
+                let (p, ds) = (&mut p[..n_rows * kt], &mut ds[..n_rows * kt]);
+                let dq_at = dims.packed_offset(r, kh, qt, d) - region;
+                // SAFETY (every product below): the packed tiles are [n_rows, d], the K/V
+                // views hold kt rows of d from j0, `p`/`ds` are [n_rows, kt], `dk`/`dv`
+                // [kt, d], and `dq` holds the tile's [n_rows, d] from `dq_at`.
+                unsafe {
+                    product(
+                        (n_rows, kt, d),
+                        p.as_mut_ptr(),
+                        false,
+                        Mat::rows(qs.as_ptr(), d),
+                        Mat::transposed(k.ptr(r, kh, j0), k.row_stride),
+                        self.scale,
+                    );
+                }
+                if !self.exp_tile(p, (r, i0, rows, j0, kt), |n, _| lses[n]) {
+                    continue;
+                }
+                unsafe {
+                    // dv += pᵀ dO
+                    product(
+                        (kt, d, n_rows),
+                        dv.as_mut_ptr(),
+                        true,
+                        Mat::transposed(p.as_ptr(), kt),
+                        Mat::rows(gos.as_ptr(), d),
+                        1.0,
+                    );
+                    // ds = dO vᵀ
+                    product(
+                        (n_rows, kt, d),
+                        ds.as_mut_ptr(),
+                        false,
+                        Mat::rows(gos.as_ptr(), d),
+                        Mat::transposed(v.ptr(r, kh, j0), v.row_stride),
+                        1.0,
+                    );
+                }
+                // ds = p ⊙ (dO vᵀ − Σ dO ⊙ O)
+                for ((dsl, pl), &dl) in ds.chunks_exact_mut(kt).zip(p.chunks_exact(kt)).zip(deltas)
+                {
+                    for (x, &pv) in dsl.iter_mut().zip(pl) {
+                        *x = pv * (*x - dl);
                     }
-                    let mut any = false;
-                    for ii in 0..rows {
-                        let line = &mut p[ii * kt..(ii + 1) * kt];
-                        let (a, e) = self.visible(r, i0 + ii, j0, j1);
-                        if a >= e {
-                            line.fill(0.0);
-                            continue;
-                        }
-                        any = true;
-                        line[..a - j0].fill(0.0);
-                        line[e - j0..].fill(0.0);
-                        exp_minus(&mut line[a - j0..e - j0], lse[base + ii]);
-                        if let Some(live) = self.mask.live_keys(r, i0 + ii) {
-                            for j in a..e {
-                                if !live[j] {
-                                    line[j - j0] = 0.0;
-                                }
-                            }
-                        }
-                    }
-                    if !any {
-                        continue;
-                    }
-                    unsafe {
-                        // dv += pᵀ dO
-                        gemm(
-                            kt,
-                            d,
-                            rows,
-                            dv.as_mut_ptr(),
-                            1,
-                            d as isize,
-                            true,
-                            p.as_ptr(),
-                            kt as isize,
-                            1,
-                            go.ptr(r, hh, i0),
-                            1,
-                            go.row_stride as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                        // ds = dO vᵀ
-                        gemm(
-                            rows,
-                            kt,
-                            d,
-                            ds.as_mut_ptr(),
-                            1,
-                            kt as isize,
-                            false,
-                            go.ptr(r, hh, i0),
-                            1,
-                            go.row_stride as isize,
-                            v.ptr(r, kh, j0),
-                            v.row_stride as isize,
-                            1,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                    }
-                    // ds = p ⊙ (dO vᵀ − Σ dO ⊙ O)
-                    for ii in 0..rows {
-                        let dl = delta[base + ii];
-                        let (pl, dsl) =
-                            (&p[ii * kt..(ii + 1) * kt], &mut ds[ii * kt..(ii + 1) * kt]);
-                        for (x, &pv) in dsl.iter_mut().zip(pl) {
-                            *x = pv * (*x - dl);
-                        }
-                    }
-                    unsafe {
-                        // dk += scale · dsᵀ q
-                        gemm(
-                            kt,
-                            d,
-                            rows,
-                            dk.as_mut_ptr(),
-                            1,
-                            d as isize,
-                            true,
-                            ds.as_ptr(),
-                            kt as isize,
-                            1,
-                            q.ptr(r, hh, i0),
-                            1,
-                            q.row_stride as isize,
-                            1.0,
-                            self.scale,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                        // dq += scale · ds k
-                        gemm(
-                            rows,
-                            d,
-                            kt,
-                            dq[(hj * t + i0) * d..].as_mut_ptr(),
-                            1,
-                            d as isize,
-                            true,
-                            ds.as_ptr(),
-                            1,
-                            kt as isize,
-                            k.ptr(r, kh, j0),
-                            1,
-                            k.row_stride as isize,
-                            1.0,
-                            self.scale,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                    }
+                }
+                unsafe {
+                    // dk += scale · dsᵀ q
+                    product(
+                        (kt, d, n_rows),
+                        dk.as_mut_ptr(),
+                        true,
+                        Mat::transposed(ds.as_ptr(), kt),
+                        Mat::rows(qs.as_ptr(), d),
+                        self.scale,
+                    );
+                    // dq += scale · ds k
+                    product(
+                        (n_rows, d, kt),
+                        dq[dq_at..].as_mut_ptr(),
+                        true,
+                        Mat::rows(ds.as_ptr(), kt),
+                        Mat::rows(k.ptr(r, kh, j0), k.row_stride),
+                        self.scale,
+                    );
                 }
             }
             tiles.push((j0, dk, dv));
@@ -527,9 +576,10 @@ impl CustomOp3 for FlashAttention {
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = Dims::of(ql, kl)?;
-        let views = (View::new(qs, ql)?, View::new(ks, kl)?, View::new(vs, vl)?);
+        let q = Packed::pack(View::new(qs, ql)?, &dims);
+        let kv = (View::new(ks, kl)?, View::new(vs, vl)?);
         let Dims {
-            b, h, kvh, g, t, d, ..
+            b, h, kvh, t, d, ..
         } = dims;
         let tasks: Vec<(usize, usize, usize)> = (0..b)
             .flat_map(|r| {
@@ -538,25 +588,23 @@ impl CustomOp3 for FlashAttention {
             .collect();
         let done: Vec<_> = tasks
             .par_iter()
-            .map(|&task| self.forward_tile(&dims, views, task))
+            .map(|&task| self.forward_tile(&dims, &q, kv, task))
             .collect();
-        let mut out = vec![0f32; b * h * t * d];
-        let mut lse = vec![0f32; b * h * t];
+        let mut out = Packed::zeros(&dims, d);
+        let mut lse = Packed::zeros(&dims, 1);
         for (&(r, kh, qt), (o, l)) in tasks.iter().zip(done) {
-            let i0 = qt * QUERY_TILE;
-            let rows = QUERY_TILE.min(t - i0);
-            for hj in 0..g {
-                let base = (r * h + kh * g + hj) * t + i0;
-                out[base * d..(base + rows) * d]
-                    .copy_from_slice(&o[hj * rows * d..(hj + 1) * rows * d]);
-                lse[base..base + rows].copy_from_slice(&l[hj * rows..(hj + 1) * rows]);
-            }
+            out.tile_mut(&dims, r, kh, qt).copy_from_slice(&o);
+            lse.tile_mut(&dims, r, kh, qt).copy_from_slice(&l);
         }
         *self
             .lse
             .lock()
-            .map_err(|_| candle_core::Error::Msg("flash-attention state poisoned".into()))? = lse;
-        Ok((CpuStorage::F32(out), Shape::from((b, h, t, d))))
+            .map_err(|_| candle_core::Error::Msg("flash-attention state poisoned".into()))? =
+            lse.data;
+        Ok((
+            CpuStorage::F32(out.unpack(&dims)),
+            Shape::from((b, h, t, d)),
+        ))
     }
 
     fn bwd(
@@ -567,11 +615,14 @@ impl CustomOp3 for FlashAttention {
         out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let lse = self
-            .lse
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("flash-attention state poisoned".into()))?
-            .clone();
+        let lse = Packed {
+            data: self
+                .lse
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("flash-attention state poisoned".into()))?
+                .clone(),
+            width: 1,
+        };
         let (out, grad) = (out.contiguous()?, grad.contiguous()?);
         let (qs, ql) = q.storage_and_layout();
         let (ks, kl) = k.storage_and_layout();
@@ -583,32 +634,29 @@ impl CustomOp3 for FlashAttention {
             b,
             h,
             kvh,
-            g,
             t,
             keys,
             d,
+            ..
         } = dims;
-        if lse.len() != b * h * t {
+        if lse.data.len() != b * h * t {
             candle_core::bail!("flash-attention: backward without its forward");
         }
-        let (q, k, v) = (
-            View::new(cpu(&qs)?, ql)?,
-            View::new(cpu(&ks)?, kl)?,
-            View::new(cpu(&vs)?, vl)?,
-        );
-        let (o, go) = (View::new(cpu(&os)?, ol)?, View::new(cpu(&gs)?, gl)?);
+        let qp = Packed::pack(View::new(cpu(&qs)?, ql)?, &dims);
+        let gop = Packed::pack(View::new(cpu(&gs)?, gl)?, &dims);
+        let op = Packed::pack(View::new(cpu(&os)?, ol)?, &dims);
+        let kv = (View::new(cpu(&ks)?, kl)?, View::new(cpu(&vs)?, vl)?);
         // delta = Σ dO ⊙ O per query row
-        let delta: Vec<f32> = (0..b * h * t)
-            .into_par_iter()
-            .map(|n| {
-                let (r, hh, i) = (n / (h * t), n / t % h, n % t);
-                o.row(r, hh, i, d)
-                    .iter()
-                    .zip(go.row(r, hh, i, d))
-                    .map(|(a, b)| a * b)
-                    .sum()
-            })
-            .collect();
+        let delta = Packed {
+            data: op
+                .data
+                .par_chunks_exact(d)
+                .zip(gop.data.par_chunks_exact(d))
+                .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
+                .collect(),
+            width: 1,
+        };
+        drop(op);
         // Key tiles of each (row, KV head) are split round-robin into enough tasks to fill
         // the threads (causal work is uneven along the keys).
         let threads = rayon::current_num_threads();
@@ -628,21 +676,20 @@ impl CustomOp3 for FlashAttention {
             .map(|&(r, kh, c)| {
                 self.backward_keys(
                     &dims,
-                    (q, k, v, go),
-                    &lse,
-                    &delta,
+                    (&qp, &gop, &lse, &delta),
+                    kv,
                     &spans[r],
                     (r, kh),
                     (c, split),
                 )
             })
             .collect();
-        let mut dq = vec![0f32; b * h * t * d];
+        let mut dq = Packed::zeros(&dims, d);
         let mut dk = vec![0f32; b * kvh * keys * d];
         let mut dv = vec![0f32; b * kvh * keys * d];
         for (&(r, kh, _), (part, tiles)) in tasks.iter().zip(done) {
-            let at = (r * h + kh * g) * t * d;
-            for (x, y) in dq[at..at + g * t * d].iter_mut().zip(&part) {
+            let at = dims.packed_offset(r, kh, 0, d);
+            for (x, y) in dq.data[at..at + part.len()].iter_mut().zip(&part) {
                 *x += y;
             }
             for (j0, tk, tv) in tiles {
@@ -653,11 +700,39 @@ impl CustomOp3 for FlashAttention {
         }
         let cpu = Device::Cpu;
         Ok((
-            Some(Tensor::from_vec(dq, (b, h, t, d), &cpu)?),
+            Some(Tensor::from_vec(dq.unpack(&dims), (b, h, t, d), &cpu)?),
             Some(Tensor::from_vec(dk, (b, kvh, keys, d), &cpu)?),
             Some(Tensor::from_vec(dv, (b, kvh, keys, d), &cpu)?),
         ))
     }
+}
+
+/// The largest value of a slice (`-∞` for an empty one), in 16 independent lanes.
+fn row_max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in chunks.by_ref() {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let tail = chunks.remainder().iter().copied();
+    lanes
+        .into_iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The sum of a slice, in 16 independent lanes.
+fn row_sum(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in chunks.by_ref() {
+        for (s, &x) in lanes.iter_mut().zip(c) {
+            *s += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// The CPU storage behind a tensor.
@@ -717,7 +792,10 @@ fn exp(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // SAFETY: the clamp keeps n finite in [−126, 127]. (`as i32` would saturate, which
+    // keeps the loop from vectorising.)
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    y * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 #[cfg(test)]
