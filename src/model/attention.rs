@@ -4,8 +4,9 @@
 //! in tiles with an online softmax, so no `[queries, keys]` matrix is ever held; tiles the mask
 //! hides entirely (above the causal diagonal, before a packed sequence's start, left padding)
 //! are skipped; the query heads that share a KV head read the same K/V tile; the backward pass
-//! recomputes the probabilities from the saved log-sum-exp. Elsewhere it is the plain
-//! composition of candle ops over the mask's additive bias.
+//! recomputes the probabilities from the saved log-sum-exp. Elsewhere (GPU, half precision) it
+//! runs the same way in chunks of queries with candle ops ([`attention_chunked`]), so no
+//! `[t, keys]` matrix of all queries is kept for the backward there either.
 
 use std::sync::{Arc, Mutex};
 
@@ -51,7 +52,8 @@ pub fn attention(
         .iter()
         .all(|x| x.device().is_cpu() && x.dtype() == DType::F32);
     if !fused {
-        return attention_unfused(q, k, v, mask, scale);
+        let rows = chunk_rows(b, h, t, keys);
+        return attention_chunked(q, k, v, mask, scale, rows);
     }
     q.apply_op3(
         k,
@@ -86,6 +88,175 @@ pub fn attention_unfused(
         .reshape((b, kvh, g * t, keys))?
         .matmul(v)?
         .reshape((b, h, t, d))
+}
+
+/// Elements of one query chunk's `[b, heads, chunk, keys]` scores in [`attention_chunked`]:
+/// 64 M (256 MB in f32).
+const CHUNK_SCORES: usize = 64 << 20;
+
+/// Query rows per chunk of [`attention_chunked`] for these sizes.
+fn chunk_rows(b: usize, h: usize, t: usize, keys: usize) -> usize {
+    (CHUNK_SCORES / (b * h * keys).max(1)).clamp(1, t.max(1))
+}
+
+/// Attention in chunks of queries with plain candle ops, for every device and dtype: no
+/// `[t, keys]` matrix of all queries is held, in the forward pass or for the backward, which
+/// recomputes each chunk's probabilities (the same algorithm as the tiled kernel, at the
+/// granularity of whole query chunks). Grouped heads read their KV head without copies.
+pub fn attention_chunked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Arc<AttentionMask>,
+    scale: f64,
+    rows: usize,
+) -> Result<Tensor> {
+    let out = chunked_forward(&q.detach(), &k.detach(), &v.detach(), mask, scale, rows)?;
+    if !(q.track_op() || k.track_op() || v.track_op()) {
+        return Ok(out);
+    }
+    // The keys and values travel as one argument; `stack` routes their gradients apart.
+    let kv = Tensor::stack(&[k, v], 0)?;
+    out.apply_op3(
+        q,
+        &kv,
+        ChunkedAttentionGrad {
+            mask: mask.clone(),
+            scale,
+            rows,
+        },
+    )
+}
+
+/// Grouped queries of chunk `[i0, i0 + len)`: `[b, kvh, g·len, d]`.
+fn query_chunk(q: &Tensor, kvh: usize, i0: usize, len: usize) -> Result<Tensor> {
+    let (b, h, _, d) = q.dims4()?;
+    q.narrow(2, i0, len)?
+        .contiguous()?
+        .reshape((b, kvh, h / kvh * len, d))
+}
+
+/// The probabilities `[b, kvh, g·len, keys]` (accumulation dtype) of a query chunk.
+fn chunk_probs(
+    qc: &Tensor,
+    k: &Tensor,
+    mask: &AttentionMask,
+    scale: f64,
+    (i0, len, g): (usize, usize, usize),
+) -> Result<Tensor> {
+    let (b, kvh, _, _) = qc.dims4()?;
+    let keys = k.dim(2)?;
+    let acc = ops::accumulation_dtype(qc.dtype());
+    let scores = qc.matmul(&k.t()?)?.reshape((b, kvh, g, len, keys))?;
+    let bias = mask.bias()?.narrow(3, i0, len)?.to_dtype(acc)?;
+    let logits = (scores.to_dtype(acc)? * scale)?.broadcast_add(&bias)?;
+    ops::softmax_last_dim(&logits)?.reshape((b, kvh, g * len, keys))
+}
+
+fn chunked_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttentionMask,
+    scale: f64,
+    rows: usize,
+) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let kvh = k.dim(1)?;
+    let g = h / kvh;
+    let mut parts = Vec::with_capacity(t.div_ceil(rows));
+    for i0 in (0..t).step_by(rows) {
+        let len = rows.min(t - i0);
+        let qc = query_chunk(q, kvh, i0, len)?;
+        let probs = chunk_probs(&qc, k, mask, scale, (i0, len, g))?.to_dtype(q.dtype())?;
+        parts.push(probs.matmul(v)?.reshape((b, h, len, d))?);
+    }
+    Tensor::cat(&parts, 2)
+}
+
+/// Passes the chunked forward's output through and computes `∂q` and `∂[k; v]` chunk by chunk.
+struct ChunkedAttentionGrad {
+    mask: Arc<AttentionMask>,
+    scale: f64,
+    rows: usize,
+}
+
+impl CustomOp3 for ChunkedAttentionGrad {
+    fn name(&self) -> &'static str {
+        "chunked-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &CpuStorage,
+        l: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        ops::pass_through(y, l, self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        y: &candle_core::CudaStorage,
+        l: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        ops::pass_through(y, l, self.name())
+    }
+
+    fn metal_fwd(
+        &self,
+        y: &candle_core::MetalStorage,
+        l: &Layout,
+        _: &candle_core::MetalStorage,
+        _: &Layout,
+        _: &candle_core::MetalStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        ops::pass_through(y, l, self.name())
+    }
+
+    fn bwd(
+        &self,
+        out: &Tensor,
+        q: &Tensor,
+        kv: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (q, out, grad) = (q.detach(), out.detach(), grad.detach());
+        let (k, v) = (kv.get(0)?.detach(), kv.get(1)?.detach());
+        let (b, h, t, d) = q.dims4()?;
+        let kvh = k.dim(1)?;
+        let g = h / kvh;
+        let acc = ops::accumulation_dtype(q.dtype());
+        let (ka, va) = (k.to_dtype(acc)?, v.to_dtype(acc)?);
+        let mut dk = ka.zeros_like()?;
+        let mut dv = va.zeros_like()?;
+        let mut dq = Vec::with_capacity(t.div_ceil(self.rows));
+        for i0 in (0..t).step_by(self.rows) {
+            let len = self.rows.min(t - i0);
+            let qc = query_chunk(&q, kvh, i0, len)?;
+            let p = chunk_probs(&qc, &k, &self.mask, self.scale, (i0, len, g))?;
+            let go = query_chunk(&grad, kvh, i0, len)?.to_dtype(acc)?;
+            let oc = query_chunk(&out, kvh, i0, len)?.to_dtype(acc)?;
+            dv = (dv + p.t()?.matmul(&go)?)?;
+            let delta = (&go * &oc)?.sum_keepdim(3)?;
+            let ds = (&p * go.matmul(&va.t()?)?.broadcast_sub(&delta)?)?;
+            dk = (dk + (ds.t()?.matmul(&qc.to_dtype(acc)?)? * self.scale)?)?;
+            let dqc = (ds.matmul(&ka)? * self.scale)?;
+            dq.push(dqc.reshape((b, h, len, d))?);
+        }
+        let dq = Tensor::cat(&dq, 2)?.to_dtype(q.dtype())?;
+        let dkv = Tensor::stack(&[dk, dv], 0)?.to_dtype(kv.dtype())?;
+        Ok((None, Some(dq), Some(dkv)))
+    }
 }
 
 /// The tiled CPU kernel; keeps each query's log-sum-exp from the forward for the backward.
@@ -824,54 +995,97 @@ mod tests {
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
     }
 
-    /// Compares the kernel with the composition in value and in the gradients of q, k, v.
+    /// Runs `path` (0 the tiled kernel, 1 query chunks of 7 rows, 2 the composition) in
+    /// `dtype` and returns the output and the gradients of q, k, v of a weighted sum.
+    fn run(
+        path: usize,
+        (q, k, v, w): (&Tensor, &Tensor, &Tensor, &Tensor),
+        mask: &Arc<AttentionMask>,
+        dtype: DType,
+    ) -> [Tensor; 4] {
+        let vars = [q, k, v].map(|x| Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap());
+        let (q, k, v) = (
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+        );
+        let scale = 1.0 / (q.dim(3).unwrap() as f64).sqrt();
+        let y = match path {
+            0 => attention(q, k, v, mask, scale),
+            1 => attention_chunked(q, k, v, mask, scale, 7),
+            _ => attention_unfused(q, k, v, mask, scale),
+        }
+        .unwrap();
+        let loss = (&y * w.to_dtype(dtype).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let grad = |x: &Var| {
+            grads
+                .get(x.as_tensor())
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
+        [
+            y.to_dtype(DType::F32).unwrap(),
+            grad(&vars[0]),
+            grad(&vars[1]),
+            grad(&vars[2]),
+        ]
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Compares the tiled kernel and the query-chunked path with the composition, in value and
+    /// in the gradients of q, k, v.
     fn compare(q: &[usize; 4], kvh: usize, mask: AttentionMask) {
         let (b, h, t, d) = (q[0], q[1], q[2], q[3]);
         let keys = mask.dims().2;
         let mask = Arc::new(mask);
-        let qv = Var::from_tensor(&random(&[b, h, t, d], 1)).unwrap();
-        let kv = Var::from_tensor(&random(&[b, kvh, keys, d], 2)).unwrap();
-        let vv = Var::from_tensor(&random(&[b, kvh, keys, d], 3)).unwrap();
-        let weights = random(&[b, h, t, d], 4);
-        let scale = 1.0 / (d as f64).sqrt();
-        let run = |fused: bool| {
-            let (q, k, v) = (qv.as_tensor(), kv.as_tensor(), vv.as_tensor());
-            let y = if fused {
-                attention(q, k, v, &mask, scale).unwrap()
-            } else {
-                attention_unfused(q, k, v, &mask, scale).unwrap()
-            };
-            let grads = (&y * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let grad = |x: &Var| grads.get(x.as_tensor()).unwrap().clone();
-            (y, grad(&qv), grad(&kv), grad(&vv))
-        };
-        let (fast, slow) = (run(true), run(false));
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        // pad queries (alone) differ only where the composition also sees just themselves
-        for (name, a, b) in [
-            ("out", &fast.0, &slow.0),
-            ("dq", &fast.1, &slow.1),
-            ("dk", &fast.2, &slow.2),
-            ("dv", &fast.3, &slow.3),
-        ] {
-            let err = diff(a, b);
-            assert!(err < 2e-5, "{name}: max difference {err}");
+        let inputs = (
+            &random(&[b, h, t, d], 1),
+            &random(&[b, kvh, keys, d], 2),
+            &random(&[b, kvh, keys, d], 3),
+            &random(&[b, h, t, d], 4),
+        );
+        let reference = run(2, inputs, &mask, DType::F32);
+        for path in [0, 1] {
+            let got = run(path, inputs, &mask, DType::F32);
+            for (name, a, b) in ["out", "dq", "dk", "dv"]
+                .iter()
+                .zip(&got)
+                .zip(&reference)
+                .map(|((n, a), b)| (n, a, b))
+            {
+                let err = max_diff(a, b);
+                assert!(err < 2e-5, "path {path}, {name}: max difference {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_chunked_path_runs_every_dtype_like_the_composition() {
+        let (b, h, kvh, t, d) = (2, 4, 2, 30, 8);
+        let mask = Arc::new(causal(b, t));
+        let inputs = (
+            &random(&[b, h, t, d], 11),
+            &random(&[b, kvh, t, d], 12),
+            &random(&[b, kvh, t, d], 13),
+            &random(&[b, h, t, d], 14),
+        );
+        for (dtype, tolerance) in [(DType::F64, 1e-6), (DType::BF16, 0.05), (DType::F16, 0.01)] {
+            // in these dtypes `attention` itself takes the chunked path
+            let got = run(0, inputs, &mask, dtype);
+            let reference = run(2, inputs, &mask, dtype);
+            for (a, b) in got.iter().zip(&reference) {
+                let err = max_diff(a, b);
+                assert!(err < tolerance, "{dtype:?}: max difference {err}");
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Rows of logits computed at once by [`LinearLogprobs`]: about 64 MB of f32 per chunk.
-const LOGIT_CHUNK_ELEMS: usize = 16 << 20;
+pub(crate) const LOGIT_CHUNK_ELEMS: usize = 16 << 20;
 
 /// The contiguous f32 CPU data of a layout, or an error naming the kernel.
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, kernel: &str) -> Result<&'a [f32]> {

@@ -218,22 +218,143 @@ impl CustomOp2 for GradFromWeight {
 /// `log softmax(hidden · headᵀ)[targets]` per row, `[n]`, for `hidden` `[n, h]` and a frozen
 /// output head `[vocab, h]`.
 ///
-/// On CPU in f32 the logits are never materialised whole: rows are processed in chunks of about
-/// 64 MB, and the backward pass recomputes each chunk's softmax to form `∂/∂hidden`. With a
-/// 152k vocabulary that replaces several `[n, vocab]` tensors (600 MB each at 4 × 256 tokens)
-/// by one chunk. Elsewhere it is the composition of [`frozen_linear`], [`log_softmax_last_dim`]
-/// and a gather, which gives the same values and gradients.
+/// The logits are never materialised whole: rows are processed in chunks of about 64 MB of f32
+/// logits, and the backward pass recomputes each chunk's softmax to form `∂/∂hidden`. With a
+/// 152k vocabulary that replaces several `[n, vocab]` tensors (600 MB each at 4 × 256 tokens,
+/// 2.5 GB at 4096 tokens) by one chunk. On CPU in f32 this is a fused kernel; elsewhere (GPU,
+/// half precision) [`linear_logprobs_chunked`] does it with candle ops. Both give the values and
+/// gradients of the plain composition, [`linear_logprobs_unfused`].
 pub fn linear_logprobs(hidden: &Tensor, head: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let fused =
         hidden.device().is_cpu() && hidden.dtype() == DType::F32 && head.dtype() == DType::F32;
     if !fused {
-        return linear_logprobs_unfused(hidden, head, targets);
+        let rows = kernels::LOGIT_CHUNK_ELEMS / head.dim(0)?.max(1);
+        return linear_logprobs_chunked(hidden, head, targets, rows);
     }
     let op = kernels::LinearLogprobs {
         head: head.contiguous()?,
         targets: targets.to_dtype(DType::U32)?.to_vec1::<u32>()?,
     };
     hidden.contiguous()?.apply_op1(op)
+}
+
+/// `log softmax(hidden · headᵀ)[targets]` computed `rows` rows at a time with candle ops (any
+/// device and dtype): the logits of all rows are never held at once, and the backward pass
+/// recomputes each chunk's softmax from the saved log-sum-exp.
+pub fn linear_logprobs_chunked(
+    hidden: &Tensor,
+    head: &Tensor,
+    targets: &Tensor,
+    rows: usize,
+) -> Result<Tensor> {
+    let n = hidden.dim(0)?;
+    let rows = rows.clamp(1, n.max(1));
+    let targets = targets.to_dtype(DType::U32)?;
+    let detached = hidden.detach();
+    let (mut values, mut lses) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(rows) {
+        let len = rows.min(n - start);
+        let logits = chunk_logits(&detached, head, start, len)?;
+        let max = logits.max_keepdim(1)?;
+        let lse = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?;
+        let picked = logits.gather(&targets.narrow(0, start, len)?.unsqueeze(1)?, 1)?;
+        values.push((picked - &lse)?.squeeze(1)?);
+        lses.push(lse.squeeze(1)?);
+    }
+    let values = Tensor::cat(&values, 0)?;
+    if !hidden.track_op() {
+        return Ok(values);
+    }
+    values.apply_op2(
+        hidden,
+        HeadGrad {
+            head: head.clone(),
+            targets,
+            lse: Tensor::cat(&lses, 0)?,
+            rows,
+        },
+    )
+}
+
+/// Logits `[len, vocab]` of rows `[start, start + len)`, in the accumulation dtype.
+fn chunk_logits(hidden: &Tensor, head: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let h = hidden.narrow(0, start, len)?;
+    h.matmul(&head.t()?)?
+        .to_dtype(accumulation_dtype(h.dtype()))
+}
+
+/// Passes [`linear_logprobs_chunked`]'s values through; its backward is
+/// `∂hidden = (g ⊙ (onehot(target) − softmax)) · head`, chunk by chunk.
+struct HeadGrad {
+    head: Tensor,
+    targets: Tensor,
+    lse: Tensor,
+    rows: usize,
+}
+
+impl CustomOp2 for HeadGrad {
+    fn name(&self) -> &'static str {
+        "chunked-head-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &CpuStorage,
+        l: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        pass_through(y, l, self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        y: &CudaStorage,
+        l: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        pass_through(y, l, self.name())
+    }
+
+    fn metal_fwd(
+        &self,
+        y: &MetalStorage,
+        l: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> Result<(MetalStorage, Shape)> {
+        pass_through(y, l, self.name())
+    }
+
+    fn bwd(
+        &self,
+        _values: &Tensor,
+        hidden: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let hidden = hidden.detach();
+        let n = hidden.dim(0)?;
+        let mut parts = Vec::with_capacity(n.div_ceil(self.rows));
+        for start in (0..n).step_by(self.rows) {
+            let len = self.rows.min(n - start);
+            let logits = chunk_logits(&hidden, &self.head, start, len)?;
+            let lse = self.lse.narrow(0, start, len)?.unsqueeze(1)?;
+            let probs = logits.broadcast_sub(&lse)?.exp()?;
+            let g = grad
+                .narrow(0, start, len)?
+                .to_dtype(probs.dtype())?
+                .unsqueeze(1)?;
+            let targets = self.targets.narrow(0, start, len)?.unsqueeze(1)?;
+            let dlogits = probs
+                .broadcast_mul(&g)?
+                .neg()?
+                .scatter_add(&targets, &g, 1)?;
+            parts.push(dlogits.to_dtype(hidden.dtype())?.matmul(&self.head)?);
+        }
+        Ok((None, Some(Tensor::cat(&parts, 0)?)))
+    }
 }
 
 /// The reference composition behind [`linear_logprobs`].
@@ -306,22 +427,45 @@ mod tests {
     }
 
     #[test]
-    fn fused_linear_logprobs_match_the_composition_in_value_and_gradient() {
+    fn fused_and_chunked_linear_logprobs_match_the_composition_in_value_and_gradient() {
         let dev = Device::Cpu;
-        let hidden = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 8), &dev).unwrap()).unwrap();
+        let hidden = Tensor::randn(0f32, 1.0, (5, 8), &dev).unwrap();
         let head = Tensor::randn(0f32, 1.0, (11, 8), &dev).unwrap();
         let targets = Tensor::new(&[0u32, 10, 3, 3, 7], &dev).unwrap();
         let w = Tensor::new(&[1f32, -2.0, 0.5, 3.0, 1.5], &dev).unwrap();
-        let fused = linear_logprobs(hidden.as_tensor(), &head, &targets).unwrap();
-        let plain = linear_logprobs_unfused(hidden.as_tensor(), &head, &targets).unwrap();
-        let diff = (&fused - &plain).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
-        let g_fused = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_plain = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let a = g_fused.get(&hidden).unwrap();
-        let b = g_plain.get(&hidden).unwrap();
-        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        // (path, dtype, tolerance): the fused kernel, 2-row chunks, and half precision (which
+        // `linear_logprobs` sends to the chunked path)
+        for (path, dtype, tolerance) in [
+            (0, DType::F32, 1e-5),
+            (1, DType::F32, 1e-5),
+            (1, DType::F64, 1e-12),
+            (0, DType::BF16, 1e-2),
+        ] {
+            let hidden = Var::from_tensor(&hidden.to_dtype(dtype).unwrap()).unwrap();
+            let head = head.to_dtype(dtype).unwrap();
+            let h = hidden.as_tensor();
+            let got = match path {
+                0 => linear_logprobs(h, &head, &targets),
+                _ => linear_logprobs_chunked(h, &head, &targets, 2),
+            }
+            .unwrap();
+            let plain = linear_logprobs_unfused(h, &head, &targets).unwrap();
+            let to64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            let gap = |a: &Tensor, b: &Tensor| {
+                let d = (to64(a) - to64(b)).unwrap().abs().unwrap();
+                d.max_all().unwrap().to_scalar::<f64>().unwrap()
+            };
+            assert!(gap(&got, &plain) < tolerance, "{path} {dtype:?} values");
+            let w = w.to_dtype(got.dtype()).unwrap();
+            let g_got = (got * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_plain = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (g_got.get(h).unwrap(), g_plain.get(h).unwrap());
+            assert!(
+                gap(a, b) < tolerance * 10.0,
+                "{path} {dtype:?} gradients {}",
+                gap(a, b)
+            );
+        }
     }
 
     /// Value and input-gradient of a fused op against its reference composition.
