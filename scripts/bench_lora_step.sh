@@ -5,7 +5,8 @@
 #   bash scripts/bench_lora_step.sh [models...]     (default: qwen2-55m smollm2 qwen2.5-0.5b)
 #
 # Env: STEPS (8), WARMUP (2), BATCH (4), SEQ (256), THREADS (all cores).
-# Needs the reference environment: bash scripts/setup_ref.sh. Prints a markdown table.
+# Needs the reference environment: bash scripts/setup_ref.sh. Prints a markdown table and records
+# the rows in docs/results/speed.json.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -36,5 +37,15 @@ for m in models:
     print(f"| {m} | {c['params']/1e6:.0f}M | {c['ms_per_step']:.0f} ({c['forward_ms']:.0f}/{c['backward_ms']:.0f}/{c['optimizer_ms']:.0f}) "
           f"| {tm:.0f} | {c['tokens_per_s']:.0f} | {t['tokens_per_s']:.0f} | **{tm / c['ms_per_step']:.2f}×** "
           f"| {c['peak_rss_mb']:.0f} MB | {t['peak_rss_mb']:.0f} MB | {c['losses'][0]:.4f} / {t['losses'][0]:.4f} |")
-print(f"\nthreads {c['threads']}, batch {c['batch']} × {c['seq']} tokens, LoRA r 16 alpha 32 on 7 projections, f32; torch {t['torch']}, peft {t['peft']}")
+settings = f"threads {c['threads']}, batch {c['batch']} × {c['seq']} tokens, LoRA r 16 alpha 32 on 7 projections, f32; torch {t['torch']}, peft {t['peft']}"
+print(f"\n{settings}")
+import sys; sys.path.insert(0, "scripts")
+from speed_json import record
+rows = []
+for m in models:
+    c = json.load(open(f"{out}/{m}.candle.json")); t = json.load(open(f"{out}/{m}.torch.json"))
+    rows.append(dict(name=f"lora step {m} {c['batch']}x{c['seq']}", candle=round(c["ms_per_step"], 1),
+                     reference=round(t["ms_per_step_median"], 1), unit="ms", settings=settings,
+                     peak_rss_mb=[round(c["peak_rss_mb"]), round(t["peak_rss_mb"])]))
+record(rows)
 PY
