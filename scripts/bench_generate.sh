@@ -7,7 +7,8 @@
 # Env: BATCHES ("1 8"), PROMPT (128), NEW (64), REPS (3), WARMUP (1), THREADS (all cores).
 # CANDLE_RESULTS=dir skips cargo and reads the candle side from dir/<model>.b<batch>.candle.json
 # (one JSON line each, e.g. kept from an earlier run; the run's files are kept in the directory it names on stderr).
-# Needs the reference environment: bash scripts/setup_ref.sh. Prints a markdown table.
+# Needs the reference environment: bash scripts/setup_ref.sh. Prints a markdown table and records
+# the rows in docs/results/speed.json (named `generate greedy ...`).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -58,6 +59,16 @@ for m in models:
 threads = f"threads {t['threads']}"
 if cand_threads != {t["threads"]}:
     threads += f" (candle reported {', '.join(map(str, sorted(cand_threads)))})"
-print(f"\n{threads}, prompt {t['prompt']} tokens + {t['new']} new (greedy, KV cache, prefill included in tok/s), f32; "
-      f"torch {t['torch']}, transformers {t['transformers']}")
+settings = (f"{threads}, prompt {t['prompt']} tokens + {t['new']} new (greedy, KV cache, prefill included in tok/s), f32; "
+            f"torch {t['torch']}, transformers {t['transformers']}")
+print(f"\n{settings}")
+sys.path.insert(0, "scripts")
+from speed_json import record
+rows = []
+for m in models:
+    for b in batches:
+        c = json.load(open(f"{out}/{m}.b{b}.candle.json")); t = json.load(open(f"{out}/{m}.b{b}.torch.json"))
+        rows.append(dict(name=f"generate greedy {m} batch {b}", candle=round(c["tokens_per_s"], 2),
+                         reference=round(t["tokens_per_s"], 2), unit="tokens/s", settings=settings))
+record(rows)
 PY
