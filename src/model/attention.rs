@@ -186,41 +186,7 @@ impl CustomOp3 for ChunkedAttentionGrad {
         "chunked-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        y: &CpuStorage,
-        l: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        ops::pass_through(y, l, self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        y: &candle_core::CudaStorage,
-        l: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        ops::pass_through(y, l, self.name())
-    }
-
-    fn metal_fwd(
-        &self,
-        y: &candle_core::MetalStorage,
-        l: &Layout,
-        _: &candle_core::MetalStorage,
-        _: &Layout,
-        _: &candle_core::MetalStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::MetalStorage, Shape)> {
-        ops::pass_through(y, l, self.name())
-    }
+    super::ops::pass_through_forwards!(_x, _z);
 
     fn bwd(
         &self,

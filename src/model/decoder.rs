@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, CustomOp3, D, DType, Device, Layout, Shape, Tensor, Var};
+use candle_core::{CustomOp3, D, DType, Device, Tensor, Var};
 
 use super::attention;
 use super::batch::TokenBatch;
@@ -853,29 +853,7 @@ impl CustomOp3 for LayerCheckpoint {
         "layer-checkpoint"
     }
 
-    fn cpu_fwd(
-        &self,
-        y: &CpuStorage,
-        l: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        ops::pass_through(y, l, self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        y: &candle_core::CudaStorage,
-        l: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        ops::pass_through(y, l, self.name())
-    }
+    super::ops::pass_through_forwards!(_x, _anchor);
 
     fn bwd(
         &self,

@@ -7,9 +7,7 @@
 use candle_core::backend::BackendStorage;
 
 use super::kernels;
-use candle_core::{
-    CpuStorage, CudaStorage, CustomOp2, D, DType, Layout, MetalStorage, Result, Shape, Tensor,
-};
+use candle_core::{CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 
 /// The dtype reductions run in: f64 stays f64 (for gradient checks), everything else is f32.
 pub fn accumulation_dtype(dtype: DType) -> DType {
@@ -164,6 +162,41 @@ pub(crate) fn pass_through<S: BackendStorage>(y: &S, l: &Layout, op: &str) -> Re
     Ok((y.try_clone(l)?, l.shape().clone()))
 }
 
+/// The forward passes, on every backend, of a custom op whose first argument is its output
+/// (see [`pass_through`]); the op supplies `name` and `bwd`. The identifiers name the other
+/// arguments' storages (one for a `CustomOp2`, two for a `CustomOp3`).
+macro_rules! pass_through_forwards {
+    ($($arg:ident),+) => {
+        fn cpu_fwd(
+            &self,
+            y: &candle_core::CpuStorage,
+            l: &candle_core::Layout,
+            $($arg: &candle_core::CpuStorage, _: &candle_core::Layout,)+
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            $crate::model::ops::pass_through(y, l, self.name())
+        }
+
+        fn cuda_fwd(
+            &self,
+            y: &candle_core::CudaStorage,
+            l: &candle_core::Layout,
+            $($arg: &candle_core::CudaStorage, _: &candle_core::Layout,)+
+        ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+            $crate::model::ops::pass_through(y, l, self.name())
+        }
+
+        fn metal_fwd(
+            &self,
+            y: &candle_core::MetalStorage,
+            l: &candle_core::Layout,
+            $($arg: &candle_core::MetalStorage, _: &candle_core::Layout,)+
+        ) -> candle_core::Result<(candle_core::MetalStorage, candle_core::Shape)> {
+            $crate::model::ops::pass_through(y, l, self.name())
+        }
+    };
+}
+pub(crate) use pass_through_forwards;
+
 /// Passes a precomputed `y = x Wᵀ` through and routes `∂L/∂y · W` to `x` in the backward pass.
 struct GradFromWeight {
     weight: Tensor,
@@ -174,35 +207,7 @@ impl CustomOp2 for GradFromWeight {
         "grad-from-frozen-weight"
     }
 
-    fn cpu_fwd(
-        &self,
-        y: &CpuStorage,
-        l: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        pass_through(y, l, self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        y: &CudaStorage,
-        l: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        pass_through(y, l, self.name())
-    }
-
-    fn metal_fwd(
-        &self,
-        y: &MetalStorage,
-        l: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-    ) -> Result<(MetalStorage, Shape)> {
-        pass_through(y, l, self.name())
-    }
+    super::ops::pass_through_forwards!(_x);
 
     fn bwd(
         &self,
@@ -297,35 +302,7 @@ impl CustomOp2 for HeadGrad {
         "chunked-head-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        y: &CpuStorage,
-        l: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        pass_through(y, l, self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        y: &CudaStorage,
-        l: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        pass_through(y, l, self.name())
-    }
-
-    fn metal_fwd(
-        &self,
-        y: &MetalStorage,
-        l: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-    ) -> Result<(MetalStorage, Shape)> {
-        pass_through(y, l, self.name())
-    }
+    super::ops::pass_through_forwards!(_hidden);
 
     fn bwd(
         &self,
