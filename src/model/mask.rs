@@ -149,7 +149,7 @@ impl AttentionMask {
             let (r, i) = (n / t, n % t);
             let (lo, hi) = self.span(r, i);
             for (j, v) in line.iter_mut().enumerate().take(hi).skip(lo) {
-                if self.live_keys(r, i).is_none_or(|live| live[j]) {
+                if self.sees(r, i, j) {
                     *v = 0.0;
                 }
             }
