@@ -12,7 +12,7 @@ venv="$root/.venv-ref"
 source scripts/venv.sh
 ensure_venv setup_ref "$venv" scripts/requirements-ref.txt "torch, transformers, PEFT (torch pulls ~5.6 GB of CUDA wheels)"
 "$venv/bin/python" - <<'PY'
-import torch, transformers, peft, gguf, safetensors, numpy
+import torch, transformers, peft, gguf, safetensors, numpy, bitsandbytes
 print("setup_ref: torch", torch.__version__, "| transformers", transformers.__version__,
-      "| peft", peft.__version__, "| safetensors", safetensors.__version__, "| numpy", numpy.__version__)
+      "| peft", peft.__version__, "| bitsandbytes", bitsandbytes.__version__, "| safetensors", safetensors.__version__, "| numpy", numpy.__version__)
 PY

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use agentbench_tuning::model::{
-    Decoder, LoraConfig, Mode, ModelFiles, ModelSource, Padding, Target, TokenBatch,
+    BaseWeight, Decoder, LoraConfig, Mode, ModelFiles, ModelSource, Nf4Config, Padding, Target,
+    TokenBatch,
 };
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::Optimizer;
@@ -253,8 +254,13 @@ fn every_lora_var_gets_a_gradient_that_matches_finite_differences() {
     // f64 activations so central differences are accurate; adapters stay f32 as in training.
     let mut model = load_as("llama", DType::F64);
     model.load_adapter(&fixture("llama_lora")).unwrap();
-    let batch = expected("llama_lora").batch;
-    let loss = weighted_logprob(&model, &batch);
+    assert_lora_gradients_match_finite_differences(&model, &expected("llama_lora").batch);
+}
+
+/// Every LoRA var of `model` gets a nonzero gradient of [`weighted_logprob`], and sampled
+/// entries equal central differences.
+fn assert_lora_gradients_match_finite_differences(model: &Decoder, batch: &TokenBatch) {
+    let loss = weighted_logprob(model, batch);
     let grads = loss.backward().unwrap();
     let vars = model.trainable_vars();
     assert_eq!(vars.len(), 2 * 7 * 2);
@@ -284,7 +290,7 @@ fn every_lora_var_gets_a_gradient_that_matches_finite_differences() {
                 v[idx] += delta;
                 var.set(&Tensor::from_vec(v, original.shape(), &Device::Cpu).unwrap())
                     .unwrap();
-                weighted_logprob(&model, &batch)
+                weighted_logprob(model, batch)
                     .to_dtype(DType::F64)
                     .unwrap()
                     .to_scalar::<f64>()
@@ -697,5 +703,203 @@ fn half_precision_weights_and_activations_track_f32_and_train_f32_adapters() {
                 .expect("gradient reaches every f32 adapter");
             assert!(max_abs(g) > 0.0);
         }
+    }
+}
+
+/// The fixture model with its projections quantised to NF4 (QLoRA), and the same model with the
+/// dequantised weights stored dense: the reference the quantised model must equal.
+fn quantised_and_dequantised(name: &str, config: Nf4Config) -> (Decoder, Decoder) {
+    let mut quantised = load(name);
+    quantised.quantize(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    quantised.save_merged(dir.path()).unwrap();
+    let source = ModelSource::Dir(dir.path().to_path_buf());
+    let dense = Decoder::load(&source, &Device::Cpu, DType::F32).unwrap();
+    (quantised, dense)
+}
+
+#[test]
+fn qlora_logits_equal_the_model_with_dequantised_weights() {
+    for (name, adapter, config) in [
+        ("llama", Some("llama_lora"), Nf4Config::default()),
+        ("qwen2", None, Nf4Config { double_quant: true }),
+        ("qwen3", None, Nf4Config::default()),
+    ] {
+        let (mut quantised, mut dense) = quantised_and_dequantised(name, config);
+        assert!(matches!(
+            quantised.projection(0, Target::Q).unwrap().weight(),
+            BaseWeight::Nf4(_)
+        ));
+        let mode = match adapter {
+            Some(a) => {
+                quantised.load_adapter(&fixture(a)).unwrap();
+                dense.load_adapter(&fixture(a)).unwrap();
+                Mode::Eval
+            }
+            None => Mode::Reference,
+        };
+        let exp = expected(adapter.unwrap_or(name));
+        let got = quantised.forward(&exp.batch, mode).unwrap();
+        let want = dense.forward(&exp.batch, mode).unwrap();
+        let diff = max_diff_on_real_tokens(&got, &want, &exp.mask);
+        let off = max_diff_on_real_tokens(&got, &exp.logits, &exp.mask);
+        println!("{name}: NF4 vs dequantised {diff:.1e}; vs full precision {off:.1e}");
+        assert!(diff < 1e-5, "{name}: NF4 model differs by {diff}");
+        // The weights really are quantised (these tiny random models are not a measure of its
+        // error: see `nf4_keeps_the_default_models_predictions`).
+        assert!(off > 1e-3, "{name}: NF4 vs full precision {off}");
+    }
+}
+
+#[test]
+fn lora_gradients_through_an_nf4_base_equal_finite_differences() {
+    let mut model = load_as("llama", DType::F64);
+    model.quantize(Nf4Config::default()).unwrap();
+    model.load_adapter(&fixture("llama_lora")).unwrap();
+    assert_lora_gradients_match_finite_differences(&model, &expected("llama_lora").batch);
+}
+
+#[test]
+fn checkpointed_qlora_gives_the_same_loss_and_gradients() {
+    let quantised = || {
+        let mut m = common::parity::adapted_qwen3(&Device::Cpu, DType::F32, 0.0);
+        m.quantize(Nf4Config { double_quant: true }).unwrap();
+        m
+    };
+    let plain = quantised();
+    let mut ckpt = quantised();
+    ckpt.set_checkpointing(true);
+    let batch = expected("qwen3").batch;
+    let loss = |m: &Decoder| {
+        m.token_logprobs(&batch, Mode::Train)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let (l1, l2) = (loss(&plain), loss(&ckpt));
+    let value = |t: &Tensor| t.to_scalar::<f32>().unwrap();
+    assert!((value(&l1) - value(&l2)).abs() < 1e-5);
+    let (g1, g2) = (plain.backward(&l1).unwrap(), ckpt.backward(&l2).unwrap());
+    for (a, b) in plain.trainable_vars().iter().zip(&ckpt.trainable_vars()) {
+        let (ga, gb) = (
+            g1.get(a.as_tensor()).unwrap(),
+            g2.get(b.as_tensor()).unwrap(),
+        );
+        let scale = max_abs(ga);
+        assert!(scale > 0.0 && max_abs_diff(ga, gb) <= 1e-5 * scale.max(1.0));
+    }
+}
+
+#[test]
+fn an_nf4_model_merges_adapters_beside_its_weights_and_saves_them_for_the_full_base() {
+    let exp = expected("qwen3");
+    let mut model = load("qwen3");
+    let full_size = model.base_size_in_bytes();
+    model.quantize(Nf4Config::default()).unwrap();
+    println!("base {full_size} → {} bytes", model.base_size_in_bytes());
+    // Projections go from 32 to 4.5 bits per weight; embeddings and norms stay f32.
+    assert!(model.base_size_in_bytes() < full_size * 3 / 4);
+    assert!(model.quantize(Nf4Config::default()).is_err());
+    let first = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        seed: 3,
+        targets: vec![Target::Q, Target::V, Target::Down],
+        ..LoraConfig::default()
+    };
+    model.add_lora(&first).unwrap();
+    randomize_adapters(&model, 0.1);
+    let with_first = model.forward(&exp.batch, Mode::Eval).unwrap();
+    model.merge_lora().unwrap();
+    let merged = model.forward(&exp.batch, Mode::Reference).unwrap();
+    let diff = max_diff_on_real_tokens(&with_first, &merged, &exp.mask);
+    assert!(diff < 1e-5, "merging changed the logits by {diff}");
+    model
+        .add_lora(&LoraConfig {
+            r: 2,
+            seed: 5,
+            ..LoraConfig::default()
+        })
+        .unwrap();
+    randomize_adapters(&model, 0.1);
+    let both = model.forward(&exp.batch, Mode::Eval).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model
+        .save_adapter(dir.path(), "tests/fixtures/model/qwen3")
+        .unwrap();
+    // On a freshly quantised base the saved adapter gives the same model ...
+    let mut again = load("qwen3");
+    again.quantize(Nf4Config::default()).unwrap();
+    again.load_adapter(dir.path()).unwrap();
+    let after = again.forward(&exp.batch, Mode::Eval).unwrap();
+    let diff = max_diff_on_real_tokens(&both, &after, &exp.mask);
+    assert!(diff < 1e-5, "stacked adapter on NF4 differs by {diff}");
+    // ... and it loads on the full-precision base like any adapter (PEFT's QLoRA adapters too).
+    let mut full = load("qwen3");
+    full.load_adapter(dir.path()).unwrap();
+    let on_full = full.forward(&exp.batch, Mode::Eval).unwrap();
+    assert_eq!(on_full.dims(), both.dims());
+}
+
+/// The embedded default model with NF4 projections against transformers with bitsandbytes' NF4
+/// round trip on every projection (`scripts/make_nf4_fixtures.py`).
+#[test]
+fn nf4_default_model_matches_bitsandbytes() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let source = ModelSource::Gguf(path);
+    let t = candle_core::safetensors::load(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/nf4/smollm2_nf4.safetensors"
+        ),
+        &Device::Cpu,
+    )
+    .unwrap();
+    // With double quantisation bitsandbytes' CPU kernel rounds a few scales per tensor to a
+    // neighbouring 8-bit code (see `model::nf4`), which this small, sensitive model amplifies.
+    for (double_quant, key, tolerance) in [
+        (false, "logprobs_nf4", 1e-3),
+        (true, "logprobs_nf4_dq", 0.15),
+    ] {
+        let nf4 = Nf4Config { double_quant };
+        let model = Decoder::load_with(&source, &Device::Cpu, DType::F32, Some(nf4)).unwrap();
+        assert_eq!(model.quantization(), Some(nf4));
+        let ids: Vec<u32> = t["input_ids"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        let batch = TokenBatch::pad(&[ids], 0, Padding::Right, &Device::Cpu).unwrap();
+        let got = model
+            .token_logprobs(&batch, Mode::Reference)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let full = t["logprobs"]
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let mean = got.mean_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = max_abs_diff(&got, &t[key]);
+        println!(
+            "SmolLM2 with NF4 projections ({key}): next-token log-probs within {diff:.1e} of bitsandbytes \
+         (mean {mean:.3}; f32 model {full:.3}); base {} MB",
+            model.base_size_in_bytes() >> 20
+        );
+        assert!(
+            diff < tolerance,
+            "NF4 model differs from bitsandbytes by {diff}"
+        );
+        let theirs = t[key].mean_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(
+            (mean - theirs).abs() < 0.02,
+            "mean log-prob {mean} vs {theirs}"
+        );
     }
 }

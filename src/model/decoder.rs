@@ -14,6 +14,7 @@ use super::config::ModelConfig;
 use super::host;
 use super::lora::{LoraConfig, LoraPair, Target};
 use super::mask::AttentionMask;
+use super::nf4::{Nf4Config, Nf4Tables, Nf4Weight};
 use super::ops;
 use super::source::{ModelFiles, ModelSource};
 use crate::error::{Error, Result};
@@ -56,18 +57,55 @@ impl Pass {
     }
 }
 
+/// The frozen base weight `[out, in]` of a projection.
+#[derive(Debug, Clone)]
+pub enum BaseWeight {
+    /// In the model's dtype.
+    Dense(Tensor),
+    /// 4-bit NormalFloat (QLoRA), dequantised each time it is used.
+    Nf4(Nf4Weight),
+}
+
+impl BaseWeight {
+    /// `(out, in)`.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            BaseWeight::Dense(w) => Ok(w.dims2()?),
+            BaseWeight::Nf4(q) => Ok(q.dims()),
+        }
+    }
+
+    /// The weight as a dense tensor in `dtype`.
+    pub fn to_dense(&self, dtype: DType) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) => Ok(w.to_dtype(dtype)?),
+            BaseWeight::Nf4(q) => Ok(q.dequantize(dtype)?),
+        }
+    }
+
+    /// Bytes it holds on its device.
+    pub fn size_in_bytes(&self) -> usize {
+        match self {
+            BaseWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            BaseWeight::Nf4(q) => q.size_in_bytes(),
+        }
+    }
+}
+
 /// A linear projection `x Wᵀ + b` with a frozen `W` and an optional adapter.
 #[derive(Debug, Clone)]
 pub struct Projection {
-    weight: Tensor,
+    weight: BaseWeight,
     bias: Option<Tensor>,
     lora: Option<LoraPair>,
-    /// Adapters already merged into `weight`, stacked: `A` `[r, in]` and `scale·B` `[out, r]`.
+    /// Adapters merged into the base, stacked: `A` `[r, in]` and `scale·B` `[out, r]`. A dense
+    /// weight has them folded in; an NF4 weight keeps them beside it and adds `x Aᵀ (scale·B)ᵀ`
+    /// in the forward pass (folding would requantise the weight).
     merged: Option<(Tensor, Tensor)>,
 }
 
 impl Projection {
-    fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+    fn new(weight: BaseWeight, bias: Option<Tensor>) -> Self {
         Self {
             weight,
             bias,
@@ -76,9 +114,20 @@ impl Projection {
         }
     }
 
-    /// `[out, in]`.
-    pub fn weight(&self) -> &Tensor {
+    /// The frozen base weight.
+    pub fn weight(&self) -> &BaseWeight {
         &self.weight
+    }
+
+    /// The base weight with the merged adapters, dense in `dtype`.
+    fn merged_weight(&self, dtype: DType) -> Result<Tensor> {
+        match (&self.weight, &self.merged) {
+            (BaseWeight::Nf4(q), Some((a, b))) => {
+                let w = (q.dequantize(DType::F32)? + b.matmul(a)?)?;
+                Ok(w.to_dtype(dtype)?)
+            }
+            (weight, _) => weight.to_dense(dtype),
+        }
     }
 
     /// The adapter on this projection, if any.
@@ -93,7 +142,20 @@ impl Projection {
 
     /// Applies the projection to `x` `[.., in]`.
     fn forward(&self, x: &Tensor, pass: Pass, layer: usize, target: Target) -> Result<Tensor> {
-        let y = ops::frozen_linear(x, &self.weight, self.bias.as_ref())?;
+        let y = match &self.weight {
+            BaseWeight::Dense(w) => ops::frozen_linear(x, w, self.bias.as_ref())?,
+            BaseWeight::Nf4(q) => {
+                let y = ops::nf4_linear(x, q, self.bias.as_ref())?;
+                match &self.merged {
+                    Some((a, b)) => {
+                        let (a, b) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
+                        let low = ops::frozen_linear(&ops::frozen_linear(x, &a, None)?, &b, None)?;
+                        (y + low)?
+                    }
+                    None => y,
+                }
+            }
+        };
         match (&self.lora, pass.mode.adapters()) {
             (Some(lora), true) => {
                 Ok((y + lora.forward(x, pass.dropout_seed(layer, target), pass.track)?)?)
@@ -182,6 +244,8 @@ pub struct Decoder {
     lora: Option<LoraConfig>,
     /// Adapters merged into the base weights: their stacked rank and targets.
     merged: Option<(usize, Vec<Target>)>,
+    /// How the projections' base weights are quantised, if they are (QLoRA).
+    quantization: Option<Nf4Config>,
     device: Device,
     dtype: DType,
     checkpointing: bool,
@@ -194,11 +258,32 @@ pub struct Decoder {
 impl Decoder {
     /// Loads a model from a directory, a `.gguf` file or a hub repo id.
     pub fn load(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self> {
-        Self::from_files(&source.resolve()?, device, dtype)
+        Self::load_with(source, device, dtype, None)
+    }
+
+    /// [`Decoder::load`], with the projections' base weights quantised to NF4 as they are read
+    /// when `quantization` is given (QLoRA): no dense copy of the model is ever held.
+    pub fn load_with(
+        source: &ModelSource,
+        device: &Device,
+        dtype: DType,
+        quantization: Option<Nf4Config>,
+    ) -> Result<Self> {
+        Self::from_files_with(&source.resolve()?, device, dtype, quantization)
     }
 
     /// Loads a model from resolved files (GGUF is dequantised to `dtype`).
     pub fn from_files(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        Self::from_files_with(files, device, dtype, None)
+    }
+
+    /// [`Decoder::from_files`] with optional NF4 base weights (see [`Decoder::load_with`]).
+    pub fn from_files_with(
+        files: &ModelFiles,
+        device: &Device,
+        dtype: DType,
+        quantization: Option<Nf4Config>,
+    ) -> Result<Self> {
         let (mut checkpoint, config) = match (&files.gguf, &files.config) {
             (Some(gguf), _) => Checkpoint::gguf(gguf)?,
             (None, Some(config)) => (
@@ -213,7 +298,7 @@ impl Decoder {
             }
         };
         let mut load = |name: &str, shape: &[usize]| checkpoint.load(name, shape, device, dtype);
-        Self::build(config, &mut load, device, dtype)
+        Self::build(config, &mut load, device, dtype, quantization)
     }
 
     /// A model with random weights (normal, std 0.02; norms 1), for benchmarks and tests.
@@ -228,7 +313,7 @@ impl Decoder {
             };
             Ok(host::tensor(values, shape, device)?.to_dtype(dtype)?)
         };
-        Self::build(config, &mut init, device, dtype)
+        Self::build(config, &mut init, device, dtype, None)
     }
 
     /// A model with random weights drawn by the device's own generator (candle's `randn`:
@@ -243,17 +328,23 @@ impl Decoder {
             };
             Ok(t.to_dtype(dtype)?)
         };
-        Self::build(config, &mut init, device, dtype)
+        Self::build(config, &mut init, device, dtype, None)
     }
 
-    /// Assembles the decoder from a source of named tensors (transformers names and shapes).
+    /// Assembles the decoder from a source of named tensors (transformers names and shapes),
+    /// quantising each projection's weight as soon as it is read when `quantization` is given.
     fn build(
         config: ModelConfig,
         load: &mut dyn FnMut(&str, &[usize]) -> Result<Tensor>,
         device: &Device,
         dtype: DType,
+        quantization: Option<Nf4Config>,
     ) -> Result<Self> {
         crate::system::tune_allocator();
+        let tables = match quantization {
+            Some(_) => Some(Nf4Tables::new(device)?),
+            None => None,
+        };
         let c = &config;
         let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
         let (qd, kvd) = (c.num_heads * d, c.num_kv_heads * d);
@@ -264,6 +355,12 @@ impl Decoder {
             let mut proj =
                 |module: &str, out: usize, inp: usize, bias: bool| -> Result<Projection> {
                     let weight = load(&format!("{p}.{module}.weight"), &[out, inp])?;
+                    let weight = match (quantization, &tables) {
+                        (Some(q), Some(tables)) => {
+                            BaseWeight::Nf4(Nf4Weight::quantize(&weight, q, tables)?)
+                        }
+                        _ => BaseWeight::Dense(weight),
+                    };
                     let bias = if bias {
                         Some(load(&format!("{p}.{module}.bias"), &[out])?)
                     } else {
@@ -314,6 +411,7 @@ impl Decoder {
             inv_freq,
             lora: None,
             merged: None,
+            quantization,
             device: device.clone(),
             dtype,
             checkpointing: false,
@@ -337,6 +435,56 @@ impl Decoder {
         self.dtype
     }
 
+    /// How the projections' base weights are quantised, if they are (QLoRA).
+    pub fn quantization(&self) -> Option<Nf4Config> {
+        self.quantization
+    }
+
+    /// Quantises every projection's base weight to NF4 (QLoRA); norms, embeddings and the output
+    /// head stay in the model's dtype. Quantise before merging adapters: a merged adapter is
+    /// folded into a dense weight and would be quantised with it.
+    pub fn quantize(&mut self, config: Nf4Config) -> Result<()> {
+        if self.quantization.is_some() {
+            return Err(Error::Adapter("the model is already quantised".into()));
+        }
+        if self.merged.is_some() {
+            return Err(Error::Adapter(
+                "quantise the model before merging adapters into it".into(),
+            ));
+        }
+        let tables = Nf4Tables::new(&self.device)?;
+        for layer in &mut self.layers {
+            for target in Target::ALL {
+                let proj = layer.projection_mut(target);
+                if let BaseWeight::Dense(w) = &proj.weight {
+                    proj.weight = BaseWeight::Nf4(Nf4Weight::quantize(w, config, &tables)?);
+                }
+            }
+        }
+        self.quantization = Some(config);
+        Ok(())
+    }
+
+    /// Bytes the base model holds on its device (embeddings, norms, projections, output head).
+    pub fn base_size_in_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let mut total = bytes(&self.embed) + bytes(&self.norm);
+        total += self.lm_head.as_ref().map_or(0, bytes);
+        for layer in &self.layers {
+            total += bytes(&layer.input_norm) + bytes(&layer.post_norm);
+            total += [&layer.attn.q_norm, &layer.attn.k_norm]
+                .into_iter()
+                .flatten()
+                .map(bytes)
+                .sum::<usize>();
+            for target in Target::ALL {
+                let proj = layer.projection(target);
+                total += proj.weight.size_in_bytes() + proj.bias.as_ref().map_or(0, bytes);
+            }
+        }
+        total
+    }
+
     /// The adapter configuration, when adapters are attached.
     pub fn lora_config(&self) -> Option<&LoraConfig> {
         self.lora.as_ref()
@@ -354,7 +502,7 @@ impl Decoder {
         for layer in &mut self.layers {
             for &target in &config.targets {
                 let proj = layer.projection_mut(target);
-                let (out_dim, in_dim) = proj.weight.dims2()?;
+                let (out_dim, in_dim) = proj.weight.dims()?;
                 proj.lora = Some(LoraPair::new(
                     in_dim,
                     out_dim,
@@ -378,7 +526,7 @@ impl Decoder {
         for (l, layer) in self.layers.iter_mut().enumerate() {
             for &target in &config.targets {
                 let proj = layer.projection_mut(target);
-                let shape = proj.weight.dims2()?;
+                let shape = proj.weight.dims()?;
                 proj.lora = Some(pairs(l, target, shape)?);
             }
         }
@@ -413,8 +561,8 @@ impl Decoder {
         for layer in &mut self.layers {
             for &target in &targets {
                 let proj = layer.projection_mut(target);
-                let (out_dim, in_dim) = proj.weight.dims2()?;
-                let device = proj.weight.device().clone();
+                let (out_dim, in_dim) = proj.weight.dims()?;
+                let device = self.device.clone();
                 let (old_a, old_b) = match proj.merged.take() {
                     Some(stack) => stack,
                     None => (
@@ -427,10 +575,11 @@ impl Decoder {
                         // Detached: the merged weight is a constant. Computed from the adapter's
                         // variables, it would otherwise carry their graph, and every forward
                         // pass through it would track (and keep) all its activations.
-                        let delta = pair.delta()?.detach();
-                        proj.weight = (proj.weight.to_dtype(DType::F32)? + delta)?
-                            .to_dtype(proj.weight.dtype())?
-                            .detach();
+                        if let BaseWeight::Dense(w) = &proj.weight {
+                            let delta = pair.delta()?.detach();
+                            let folded = (w.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?;
+                            proj.weight = BaseWeight::Dense(folded.detach());
+                        }
                         let a = pair.a.as_tensor().detach().to_dtype(DType::F32)?;
                         let b = (pair.b.as_tensor().detach().to_dtype(DType::F32)? * pair.scale())?;
                         (a, b)
@@ -507,9 +656,9 @@ impl Decoder {
                 let path = format!("{p}.{}", target.module_path());
                 let weight = match proj.lora() {
                     Some(lora) => {
-                        (proj.weight.to_dtype(DType::F32)? + lora.delta()?)?.to_dtype(self.dtype)?
+                        (proj.merged_weight(DType::F32)? + lora.delta()?)?.to_dtype(self.dtype)?
                     }
-                    None => proj.weight.clone(),
+                    None => proj.merged_weight(self.dtype)?,
                 };
                 out.push((format!("{path}.weight"), weight));
                 if let Some(b) = &proj.bias {

@@ -10,6 +10,7 @@
 //! - [`batch`]: padded token batches with masks and positions.
 //! - [`cache`]: the preallocated key/value cache for incremental decoding.
 //! - [`mask`]: which keys each query sees, as spans; [`attention`]: the tiled attention kernel.
+//! - [`nf4`]: 4-bit NormalFloat base weights for QLoRA (bitsandbytes' code book and layout).
 //! - [`ops`]: differentiable RMSNorm, RoPE, softmax, frozen projections and output
 //!   log-probs (fused CPU kernels in `kernels`, with plain candle compositions as reference).
 //! - [`tensor_ids`]: keeps candle's tensor ids unique across notebook cells.
@@ -25,6 +26,7 @@ pub mod host;
 mod kernels;
 pub mod lora;
 pub mod mask;
+pub mod nf4;
 pub mod ops;
 pub mod peft;
 pub mod source;
@@ -33,7 +35,8 @@ pub mod tensor_ids;
 pub use batch::{Padding, TokenBatch};
 pub use cache::KvCache;
 pub use config::{Architecture, ModelConfig, RopeScaling};
-pub use decoder::{Decoder, Mode, Projection};
+pub use decoder::{BaseWeight, Decoder, Mode, Projection};
 pub use lora::{LoraConfig, LoraPair, Target};
 pub use mask::AttentionMask;
+pub use nf4::Nf4Config;
 pub use source::{ModelFiles, ModelSource};

@@ -7,6 +7,7 @@
 use candle_core::backend::BackendStorage;
 
 use super::kernels;
+use super::nf4::Nf4Weight;
 use candle_core::{CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 
 /// The dtype reductions run in: f64 stays f64 (for gradient checks), everything else is f32.
@@ -120,12 +121,31 @@ pub fn apply_rope_unfused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tens
 /// never train. Here the product is computed on a detached `x` and re-attached to the graph by
 /// [`GradFromWeight`], whose backward is `grad · W`.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_to_input(x, weight, bias, &|| FrozenWeight::Dense(weight.clone()))
+}
+
+/// [`frozen_linear`] for an NF4 weight (QLoRA): dequantised to `x`'s dtype for the product and
+/// again in the backward pass, so no dense copy of it outlives the call.
+pub fn nf4_linear(x: &Tensor, weight: &Nf4Weight, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dense = weight.dequantize(x.dtype())?;
+    linear_to_input(x, &dense, bias, &|| FrozenWeight::Nf4(weight.clone()))
+}
+
+/// `x Wᵀ (+ b)` with the gradient routed to `x` only; `backward` names the weight the backward
+/// pass multiplies by.
+fn linear_to_input(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    backward: &dyn Fn() -> FrozenWeight,
+) -> Result<Tensor> {
     if x.rank() != 2 {
         // [.., in] → [n, in] → [n, out] → [.., out]
         let mut dims = x.dims().to_vec();
         let in_dim = dims.pop().unwrap_or(0);
         dims.push(weight.dim(0)?);
-        return frozen_linear(&x.reshape(((), in_dim))?, weight, bias)?.reshape(dims);
+        let flat = x.reshape(((), in_dim))?;
+        return linear_to_input(&flat, weight, bias, backward)?.reshape(dims);
     }
     let skinny = x.dim(0)? <= kernels::SKINNY_ROWS
         && !x.track_op()
@@ -143,12 +163,7 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     if !x.track_op() {
         return Ok(y);
     }
-    y.apply_op2(
-        x,
-        GradFromWeight {
-            weight: weight.clone(),
-        },
-    )
+    y.apply_op2(x, GradFromWeight { weight: backward() })
 }
 
 /// The forward of a pass-through custom op: a copy of a freshly computed tensor, on any backend.
@@ -197,9 +212,15 @@ macro_rules! pass_through_forwards {
 }
 pub(crate) use pass_through_forwards;
 
+/// A frozen weight as the backward pass of a projection reads it.
+enum FrozenWeight {
+    Dense(Tensor),
+    Nf4(Nf4Weight),
+}
+
 /// Passes a precomputed `y = x Wᵀ` through and routes `∂L/∂y · W` to `x` in the backward pass.
 struct GradFromWeight {
-    weight: Tensor,
+    weight: FrozenWeight,
 }
 
 impl CustomOp2 for GradFromWeight {
@@ -216,7 +237,11 @@ impl CustomOp2 for GradFromWeight {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, Some(grad.matmul(&self.weight)?)))
+        let weight = match &self.weight {
+            FrozenWeight::Dense(w) => w.clone(),
+            FrozenWeight::Nf4(q) => q.dequantize(grad.dtype())?,
+        };
+        Ok((None, Some(grad.matmul(&weight)?)))
     }
 }
 

@@ -168,7 +168,7 @@ impl Decoder {
                 let proj = self
                     .projection(layer, target)
                     .ok_or_else(|| Error::Adapter(format!("no layer {layer}")))?;
-                let (out_dim, in_dim) = proj.weight().dims2()?;
+                let (out_dim, in_dim) = proj.weight().dims()?;
                 let zeros = |rows: usize, cols: usize| {
                     Tensor::zeros((rows, cols), DType::F32, &Device::Cpu)
                 };
