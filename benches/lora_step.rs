@@ -5,14 +5,18 @@
 //! and `scripts/bench_lora_step.py` (PyTorch + PEFT) on the same machine and prints the ratios.
 //!
 //! ```text
-//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 [--checkpoint] [--dtype bf16] --json
+//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 [--checkpoint] [--dtype bf16] [--nf4] --json
 //! ```
+//!
+//! `--nf4` quantises the base projections to NF4 (QLoRA, double quantisation). The JSON reports
+//! the peak resident memory of the whole process and of the training steps alone (the peak is
+//! reset after the model is built), and the base model's bytes.
 
 use std::time::Instant;
 
 mod common;
 
-use agentbench_tuning::model::{LoraConfig, Mode, Padding, TokenBatch};
+use agentbench_tuning::model::{LoraConfig, Mode, Nf4Config, Padding, TokenBatch};
 use agentbench_tuning::system;
 use candle_core::DType;
 use candle_nn::Optimizer;
@@ -28,6 +32,8 @@ struct Args {
     dtype: DType,
     /// Activation checkpointing (recompute each layer in the backward pass).
     checkpoint: bool,
+    /// NF4 base projections (QLoRA).
+    nf4: bool,
     /// Set by `cargo bench`; without it (`cargo test --all-targets`) a few tiny steps check that
     /// the benchmark runs and the loss falls.
     bench: bool,
@@ -43,6 +49,7 @@ fn parse_args() -> Args {
         json: false,
         dtype: DType::F32,
         checkpoint: false,
+        nf4: false,
         bench: false,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +63,7 @@ fn parse_args() -> Args {
             "--seq" => args.seq = value().parse().expect("--seq N"),
             "--json" => args.json = true,
             "--checkpoint" => args.checkpoint = true,
+            "--nf4" => args.nf4 = true,
             "--dtype" => args.dtype = common::parse_dtype(&value()),
             "--bench" => args.bench = true, // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
@@ -76,11 +84,22 @@ fn main() {
             json: true,
             dtype: DType::F32,
             checkpoint: true,
+            nf4: true,
             bench: false,
         };
     }
     let device = system::device().expect("device");
     let mut model = common::build(&args.model, &device, args.dtype);
+    if args.nf4 {
+        model
+            .quantize(Nf4Config { double_quant: true })
+            .expect("quantising the base");
+    }
+    let load_peak_mb = common::peak_rss_mb();
+    // The heap a quantised model freed stays resident (see `system::tune_allocator`): give it
+    // back, as loading with quantisation (`Decoder::load_with`) never holds it, then measure.
+    common::trim_heap();
+    common::reset_peak_rss();
     model
         .add_lora(&LoraConfig {
             r: 16,
@@ -145,6 +164,9 @@ fn main() {
         "device": system::device_name(&device),
         "threads": candle_core::utils::get_num_threads(),
         "checkpointing": args.checkpoint,
+        "nf4": args.nf4,
+        "base_mb": model.base_size_in_bytes() as f64 / (1 << 20) as f64,
+        "load_peak_rss_mb": load_peak_mb,
         "dtype": format!("{:?}", args.dtype).to_lowercase(),
         "batch": args.batch,
         "seq": args.seq,

@@ -123,3 +123,55 @@ def peft_trainer(model, cfg):
 def rss_mb():
     """Peak resident set size of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def reset_peak_rss():
+    """Returns free heap to the kernel (garbage collection, glibc's malloc_trim) and resets the
+    kernel's peak resident size (VmHWM) to the current one (Linux), so that `step_peak_rss_mb`
+    measures what follows from what is live (the Rust benches do the same)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def step_peak_rss_mb():
+    """VmHWM in MB: the peak since `reset_peak_rss`."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def to_nf4(model, targets, double_quant=True):
+    """Replaces the `targets` linear layers of `model` by bitsandbytes' NF4 Linear4bit (f32
+    compute, double quantisation unless told otherwise), as QLoRA with PEFT does; returns it."""
+    import bitsandbytes as bnb
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear) and name in targets:
+                q = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    compute_dtype=torch.float32,
+                    compress_statistics=double_quant,
+                    quant_type="nf4",
+                )
+                q.weight = bnb.nn.Params4bit(
+                    child.weight.data, requires_grad=False, compress_statistics=double_quant, quant_type="nf4"
+                )
+                if child.bias is not None:
+                    q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+                # bitsandbytes repacks weights for its AVX-512 bf16 inference kernel in eval mode,
+                # which needs rows of at least 64 values; keep the dequantise-and-multiply path
+                # that training and other CPUs take.
+                q.support_avx512bf16_for_cpu = False
+                setattr(module, name, q.to("cpu"))
+    return model

@@ -3,6 +3,8 @@
 
 One step = forward + causal-LM cross-entropy (labels = input_ids) + backward + AdamW.step + zero_grad,
 with LoRA (r=16, alpha=32, dropout 0) on q/k/v/o/gate/up/down and only the LoRA weights trainable.
+--checkpoint turns on gradient checkpointing, --nf4 QLoRA (bitsandbytes Linear4bit, NF4 with double
+quantisation). `peak_rss_mb` is the peak during the steps (reset after loading).
 The batch is one fixed LCG-generated batch of token ids (no padding; the same ids as benches/lora_step.rs), reused every step, so the loss
 should go down step by step.
 
@@ -25,7 +27,15 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import MODELS, build_model, rss_mb, token_ids  # noqa: E402  (sets TQDM_DISABLE before torch)
+from bench_common import (  # noqa: E402  (sets TQDM_DISABLE before torch)
+    MODELS,
+    build_model,
+    reset_peak_rss,
+    rss_mb,
+    step_peak_rss_mb,
+    to_nf4,
+    token_ids,
+)
 
 import torch  # noqa: E402
 
@@ -47,6 +57,8 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="transformers attention kernel")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing (non-reentrant)")
+    ap.add_argument("--nf4", action="store_true", help="QLoRA: bitsandbytes NF4 base projections")
     ap.add_argument("--json", action="store_true", help="print one JSON line instead of a human summary")
     args = ap.parse_args()
 
@@ -62,6 +74,11 @@ def main():
     t0 = time.perf_counter()
     base = build_model(args.model, args.attn)
     total_params = sum(p.numel() for p in base.parameters())
+    if args.nf4:
+        to_nf4(base, TARGETS)
+    if args.checkpoint:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
     model = get_peft_model(
         base,
         LoraConfig(
@@ -78,6 +95,8 @@ def main():
     n_trainable = sum(p.numel() for p in trainable)
     opt = torch.optim.AdamW(trainable, lr=args.lr)
     load_s = time.perf_counter() - t0
+    load_peak_rss = rss_mb()
+    reset_peak_rss()
 
     vocab = model.config.vocab_size
     ids = torch.tensor(token_ids(args.batch, args.seq, vocab), dtype=torch.int64)
@@ -118,7 +137,10 @@ def main():
         "params_total": total_params,
         "params_trainable": n_trainable,
         "load_s": load_s,
-        "peak_rss_mb": rss_mb(),
+        "peak_rss_mb": step_peak_rss_mb(),
+        "load_peak_rss_mb": load_peak_rss,
+        "checkpointing": args.checkpoint,
+        "nf4": args.nf4,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,

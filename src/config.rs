@@ -68,19 +68,23 @@ impl FromStr for Scale {
 pub enum Profile {
     /// SmolLM2-135M-Instruct on CPU; sized to finish in minutes on 2 cores (tests, CI, demos).
     Tiny,
-    /// Qwen2.5-7B-Instruct on a Colab A100 40GB.
+    /// Qwen2.5-7B-Instruct on a Colab A100 40GB (bf16 LoRA).
     #[serde(rename = "colab-qwen2.5-7b")]
     ColabQwen25_7b,
-    /// Qwen3-4B-Instruct-2507 on a Colab T4 16GB or better.
+    /// Qwen2.5-7B-Instruct on a Colab L4 24GB (QLoRA: NF4 base weights).
+    #[serde(rename = "colab-qwen2.5-7b-qlora")]
+    ColabQwen25_7bQlora,
+    /// Qwen3-4B-Instruct-2507 on a Colab L4 24GB or better (bf16 LoRA).
     #[serde(rename = "colab-qwen3-4b")]
     ColabQwen3_4b,
 }
 
 impl Profile {
     /// Every profile, in the order they are documented.
-    pub const ALL: [Profile; 3] = [
+    pub const ALL: [Profile; 4] = [
         Profile::Tiny,
         Profile::ColabQwen25_7b,
+        Profile::ColabQwen25_7bQlora,
         Profile::ColabQwen3_4b,
     ];
 
@@ -89,6 +93,7 @@ impl Profile {
         match self {
             Profile::Tiny => "tiny",
             Profile::ColabQwen25_7b => "colab-qwen2.5-7b",
+            Profile::ColabQwen25_7bQlora => "colab-qwen2.5-7b-qlora",
             Profile::ColabQwen3_4b => "colab-qwen3-4b",
         }
     }
@@ -97,8 +102,19 @@ impl Profile {
     pub fn base_model(self) -> &'static str {
         match self {
             Profile::Tiny => paths::DEFAULT_MODEL_FILE,
-            Profile::ColabQwen25_7b => "Qwen/Qwen2.5-7B-Instruct",
+            Profile::ColabQwen25_7b | Profile::ColabQwen25_7bQlora => "Qwen/Qwen2.5-7B-Instruct",
             Profile::ColabQwen3_4b => "Qwen/Qwen3-4B-Instruct-2507",
+        }
+    }
+
+    /// The GPU the profile's settings are sized for (`None`: the CPU), where the memory planner
+    /// says every phase fits (`abt plan`).
+    pub fn target_gpu(self) -> Option<crate::memory::Gpu> {
+        match self {
+            Profile::Tiny => None,
+            Profile::ColabQwen25_7b => Some(crate::memory::Gpu::A100_40),
+            Profile::ColabQwen25_7bQlora => Some(crate::memory::Gpu::L4),
+            Profile::ColabQwen3_4b => Some(crate::memory::Gpu::L4),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod eval;
 pub mod generate;
 pub mod hub;
 pub mod io;
+pub mod memory;
 pub mod model;
 pub mod pairs;
 pub mod paths;

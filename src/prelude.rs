@@ -17,6 +17,7 @@ pub use crate::eval::{
 pub use crate::generate::{
     ChatModel, Episode, GenerateOptions, Generation, RolloutOptions, Sampling, rollout,
 };
+pub use crate::memory::{Gpu, Overrides, Place, Plan};
 pub use crate::model::{Decoder, Mode, ModelSource};
 pub use crate::phases::{self, Phase, TrainingPhase, load_policy};
 pub use crate::plot::{BarChart, Histogram, LineChart, Svg};

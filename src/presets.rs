@@ -16,18 +16,23 @@ use crate::data::DataConfig;
 use crate::display::Show;
 use crate::error::{Error, Result};
 use crate::eval::{DbBenchConfig, QuickConfig};
+use crate::model::nf4::ModelSettings;
 use crate::pairs::{PairsConfig, StepLevelConfig};
 use crate::prompts::PromptConfig;
 use crate::table::Table as HtmlTable;
 use crate::train::{DpoConfig, GrpoConfig, SftConfig};
 
 /// The profile files by name: the profiles, and `recipe`, the base they extend.
-const PROFILES: [(&str, &str); 4] = [
+const PROFILES: [(&str, &str); 5] = [
     ("recipe", include_str!("../configs/profiles/recipe.toml")),
     ("tiny", include_str!("../configs/profiles/tiny.toml")),
     (
         "colab-qwen2.5-7b",
         include_str!("../configs/profiles/colab-qwen2.5-7b.toml"),
+    ),
+    (
+        "colab-qwen2.5-7b-qlora",
+        include_str!("../configs/profiles/colab-qwen2.5-7b-qlora.toml"),
     ),
     (
         "colab-qwen3-4b",
@@ -45,6 +50,9 @@ const SCALES: [(&str, &str); 3] = [
 /// What every phase does in a run: one section per phase, as in the files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Presets {
+    /// How the base model is stored (QLoRA or not), for every phase that loads it.
+    #[serde(default)]
+    pub model: ModelSettings,
     /// Phase 01: the SFT corpus.
     pub data: DataConfig,
     /// Phase 02: the prompts pairs and GRPO sample from.
@@ -326,7 +334,13 @@ mod tests {
         let qwen25 = Presets::resolve(Profile::ColabQwen25_7b, Scale::Full).unwrap();
         assert_eq!(qwen3.sft.train.learning_rate, 5e-5);
         assert_eq!(qwen25.sft.train.learning_rate, 2e-5);
-        assert_eq!(qwen3.grpo, qwen25.grpo);
+        // The 4B profile generates fewer episodes at once (sized for an L4), nothing else.
+        assert_eq!((qwen3.grpo.rollout_batch, qwen25.grpo.rollout_batch), (8, 16));
+        let same_rollouts = GrpoConfig {
+            rollout_batch: qwen25.grpo.rollout_batch,
+            ..qwen3.grpo.clone()
+        };
+        assert_eq!(same_rollouts, qwen25.grpo);
         // The Colab profiles read the real corpora; `tiny` downloads nothing.
         assert!(qwen25.data.spider.is_some() && qwen25.data.chat.is_some());
         assert_eq!(qwen25.data.react.len(), 2);

@@ -442,3 +442,25 @@ fn config_prints_the_resolved_settings_of_every_phase() {
     let (ok, err) = abt(&["config", "--profile", "huge"]);
     assert!(!ok && err.contains("tiny"), "{err}");
 }
+
+#[test]
+fn plan_shows_each_phases_memory_and_settings_that_fit_a_smaller_gpu() {
+    let (ok, text) = abt(&["plan", "--profile", "colab-qwen2.5-7b", "--gpu", "a100-40"]);
+    assert!(ok, "{text}");
+    for phase in ["sft", "dpo", "grpo rollouts", "grpo update"] {
+        assert!(text.contains(phase), "missing {phase}:\n{text}");
+    }
+    assert!(text.contains("fits: peak"), "{text}");
+    let (ok, text) = abt(&["plan", "--profile", "colab-qwen2.5-7b", "--gpu", "t4"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("does not fit") && text.contains("quantize = \"nf4\""),
+        "{text}"
+    );
+    let (ok, text) = abt(&["plan", "--gpu", "t4", "--qlora", "--seq", "1024", "--json"]);
+    assert!(ok, "{text}");
+    let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(plan["nf4"]["double_quant"], true);
+    let (ok, text) = abt(&["plan", "--gpu", "v100"]);
+    assert!(!ok && text.contains("a100-40"), "{text}");
+}

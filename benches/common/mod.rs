@@ -100,6 +100,22 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Resets the peak resident memory (VmHWM) to the current one (Linux: `/proc/self/clear_refs`),
+/// so that [`peak_rss_mb`] then measures what follows.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Returns the heap's free memory to the kernel (glibc's `malloc_trim`), so the resident size
+/// is what is live.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The CPU model and its SIMD flags, as `/proc/cpuinfo` says (benchmarks record it beside
 /// their numbers: gemm's speed depends on AVX2 against AVX-512).
 pub fn cpu_description() -> String {

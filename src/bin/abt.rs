@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use agentbench_tuning::chat::{Conversation, Message, Tokenizer};
 use agentbench_tuning::config::{Profile, RunContext, Scale};
 use agentbench_tuning::generate::{ChatModel, GenerateOptions, Sampling};
+use agentbench_tuning::memory::{Gpu, Overrides, Place, Plan};
 use agentbench_tuning::model::ModelSource;
 use agentbench_tuning::phases::{self, Phase, TrainingPhase};
 use agentbench_tuning::presets::Presets;
@@ -35,6 +36,9 @@ enum Command {
     /// Print the settings every phase resolves to under a profile and scale (from
     /// `configs/profiles/*.toml` and `configs/scales/*.toml`), as TOML.
     Config(ConfigArgs),
+    /// The estimated peak memory of each phase's largest step under a profile on a GPU (or
+    /// the CPU), in parts, whether it fits, and settings that do when it does not.
+    Plan(PlanArgs),
     /// Phase 01: build the SFT set (`<run>/01_data/sft.jsonl` and `report.json`).
     Data(DataArgs),
     /// Phase 02: build the RL / pair prompts (`<run>/02_prompts/prompts.jsonl`).
@@ -241,7 +245,7 @@ struct GrpoArgs {
 /// Where a phase runs: profile and run directory (defaults from `ABT_PROFILE`/`ABT_RUN_DIR`).
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Profile: tiny, colab-qwen2.5-7b or colab-qwen3-4b.
+    /// Profile: tiny, colab-qwen2.5-7b, colab-qwen2.5-7b-qlora or colab-qwen3-4b.
     #[arg(long)]
     profile: Option<Profile>,
     /// Run directory (`runs/<name>`).
@@ -366,6 +370,7 @@ fn main() -> ExitCode {
         Command::Env { json } => env(json),
         Command::Generate(args) => generate(&args),
         Command::Config(args) => print_config(&args),
+        Command::Plan(args) => plan(&args),
         Command::Data(args) => data(&args),
         Command::Prompts(args) => prompts(&args),
         Command::Pairs(args) => pairs(&args),
@@ -455,6 +460,72 @@ fn generate(args: &GenerateArgs) -> Result<()> {
 struct ConfigArgs {
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The GPU to plan for: t4, l4, a100-40, a100-80 or h100 (default: this machine's device).
+    #[arg(long)]
+    gpu: Option<Gpu>,
+    /// Tokens per training sequence and generation context (default: each phase's setting).
+    #[arg(long)]
+    seq: Option<usize>,
+    /// Sequences (DPO: pairs) per training step (default: each phase's setting).
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    /// Quantise the base model to NF4 (QLoRA) whatever the profile says.
+    #[arg(long)]
+    qlora: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `abt plan`.
+fn plan(args: &PlanArgs) -> Result<()> {
+    let ctx = args.run.context()?;
+    let presets = Presets::for_run(&ctx)?;
+    let place = match args.gpu {
+        Some(gpu) => Place::Gpu(gpu),
+        None => Place::current()?,
+    };
+    let overrides = Overrides {
+        seq: args.seq,
+        micro_batch: args.micro_batch,
+        qlora: args.qlora,
+    };
+    let plan = Plan::new(ctx.profile, &presets, place, overrides);
+    if args.json {
+        let text = serde_json::to_string_pretty(&plan).expect("a plan serialises");
+        println!("{text}");
+        return Ok(());
+    }
+    print!("{plan}");
+    let gb = |b: u64| b as f64 / 1e9;
+    match place.budget() {
+        None => println!("peak {:.1} GB on the CPU", gb(plan.peak())),
+        Some(budget) if plan.fits() => println!(
+            "fits: peak {:.1} GB of {:.1} GB (estimate; docs/memory.md)",
+            gb(plan.peak()),
+            gb(budget)
+        ),
+        Some(budget) => {
+            println!(
+                "does not fit: peak {:.1} GB of {:.1} GB (estimate; docs/memory.md)",
+                gb(plan.peak()),
+                gb(budget)
+            );
+            match Plan::suggestion(ctx.profile, &presets, place) {
+                Some((changes, fitting)) => {
+                    println!("fits with {changes}: peak {:.1} GB", gb(fitting.peak()))
+                }
+                None => println!("no setting the planner tries fits this GPU"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `abt config`.

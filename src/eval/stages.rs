@@ -268,9 +268,7 @@ pub fn stage_adapters(run_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
 /// The model of a stage: the profile's base model with the stage's adapter on
 /// (`Mode::Eval`), or without one the base model itself (`Mode::Reference`).
 pub fn stage_model(ctx: &RunContext, adapter: Option<&Path>) -> Result<(Decoder, Mode)> {
-    let device = crate::system::device()?;
-    let dtype = crate::system::compute_dtype(&device)?;
-    let mut model = Decoder::load(&ctx.profile.model_source(), &device, dtype)?;
+    let mut model = crate::phases::load_base(ctx)?;
     let mode = match adapter {
         Some(dir) => {
             model.load_adapter(dir)?;

@@ -15,7 +15,7 @@ use super::host;
 use super::lora::{LoraConfig, LoraPair, Target};
 use super::mask::AttentionMask;
 use super::nf4::{Nf4Config, Nf4Tables, Nf4Weight};
-use super::ops;
+use super::ops::{self, Adapter, BaseWeight};
 use super::source::{ModelFiles, ModelSource};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -57,41 +57,6 @@ impl Pass {
     }
 }
 
-/// The frozen base weight `[out, in]` of a projection.
-#[derive(Debug, Clone)]
-pub enum BaseWeight {
-    /// In the model's dtype.
-    Dense(Tensor),
-    /// 4-bit NormalFloat (QLoRA), dequantised each time it is used.
-    Nf4(Nf4Weight),
-}
-
-impl BaseWeight {
-    /// `(out, in)`.
-    pub fn dims(&self) -> Result<(usize, usize)> {
-        match self {
-            BaseWeight::Dense(w) => Ok(w.dims2()?),
-            BaseWeight::Nf4(q) => Ok(q.dims()),
-        }
-    }
-
-    /// The weight as a dense tensor in `dtype`.
-    pub fn to_dense(&self, dtype: DType) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) => Ok(w.to_dtype(dtype)?),
-            BaseWeight::Nf4(q) => Ok(q.dequantize(dtype)?),
-        }
-    }
-
-    /// Bytes it holds on its device.
-    pub fn size_in_bytes(&self) -> usize {
-        match self {
-            BaseWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
-            BaseWeight::Nf4(q) => q.size_in_bytes(),
-        }
-    }
-}
-
 /// A linear projection `x Wᵀ + b` with a frozen `W` and an optional adapter.
 #[derive(Debug, Clone)]
 pub struct Projection {
@@ -126,7 +91,7 @@ impl Projection {
                 let w = (q.dequantize(DType::F32)? + b.matmul(a)?)?;
                 Ok(w.to_dtype(dtype)?)
             }
-            (weight, _) => weight.to_dense(dtype),
+            (weight, _) => Ok(weight.to_dense(dtype)?),
         }
     }
 
@@ -142,25 +107,39 @@ impl Projection {
 
     /// Applies the projection to `x` `[.., in]`.
     fn forward(&self, x: &Tensor, pass: Pass, layer: usize, target: Target) -> Result<Tensor> {
+        // An NF4 weight keeps its merged adapters beside it; a dense one has them folded in.
+        let merged = match (&self.weight, &self.merged) {
+            (BaseWeight::Nf4(_), Some((a, b))) => Some((a, b)),
+            _ => None,
+        };
+        if let (Some(lora), true) = (&self.lora, pass.mode.adapters()) {
+            let (a, b) = if pass.track {
+                (lora.a.as_tensor().clone(), lora.b.as_tensor().clone())
+            } else {
+                (lora.a.as_tensor().detach(), lora.b.as_tensor().detach())
+            };
+            let adapter = Adapter {
+                a: &a,
+                b: &b,
+                scale: lora.scale(),
+                dropout: pass
+                    .dropout_seed(layer, target)
+                    .map(|seed| (seed, lora.dropout())),
+            };
+            let bias = self.bias.as_ref();
+            return Ok(ops::adapted_linear(x, &self.weight, bias, merged, adapter)?);
+        }
         let y = match &self.weight {
             BaseWeight::Dense(w) => ops::frozen_linear(x, w, self.bias.as_ref())?,
-            BaseWeight::Nf4(q) => {
-                let y = ops::nf4_linear(x, q, self.bias.as_ref())?;
-                match &self.merged {
-                    Some((a, b)) => {
-                        let (a, b) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
-                        let low = ops::frozen_linear(&ops::frozen_linear(x, &a, None)?, &b, None)?;
-                        (y + low)?
-                    }
-                    None => y,
-                }
-            }
+            BaseWeight::Nf4(q) => ops::nf4_linear(x, q, self.bias.as_ref())?,
         };
-        match (&self.lora, pass.mode.adapters()) {
-            (Some(lora), true) => {
-                Ok((y + lora.forward(x, pass.dropout_seed(layer, target), pass.track)?)?)
+        match merged {
+            Some((a, b)) => {
+                let (a, b) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
+                let low = ops::frozen_linear(&ops::frozen_linear(x, &a, None)?, &b, None)?;
+                Ok((y + low)?)
             }
-            _ => Ok(y),
+            None => Ok(y),
         }
     }
 }

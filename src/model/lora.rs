@@ -193,6 +193,11 @@ impl LoraPair {
         self.scale
     }
 
+    /// The dropout probability on the adapter's input in training.
+    pub fn dropout(&self) -> f32 {
+        self.dropout
+    }
+
     /// The low-rank update for `x` `[.., in]`: `scale · dropout(x) Aᵀ Bᵀ`, `[.., out]`.
     ///
     /// `dropout_seed` switches dropout on with a mask drawn on `x`'s device from that seed (see

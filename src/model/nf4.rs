@@ -311,6 +311,44 @@ pub struct Nf4Config {
     pub double_quant: bool,
 }
 
+/// How a run stores the base model's projections: the `[model]` section of the presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// `none` (the model's dtype) or `nf4` (QLoRA: 4-bit NormalFloat, adapters in bf16/f32).
+    pub quantize: Quantize,
+    /// With `nf4`, also quantise the block scales to 8 bits (saves ~0.37 bits per weight).
+    pub double_quant: bool,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            quantize: Quantize::None,
+            double_quant: true,
+        }
+    }
+}
+
+impl ModelSettings {
+    /// The NF4 configuration to load the base with, if the projections are quantised.
+    pub fn nf4(&self) -> Option<Nf4Config> {
+        (self.quantize == Quantize::Nf4).then_some(Nf4Config {
+            double_quant: self.double_quant,
+        })
+    }
+}
+
+/// Whether the base model's projections are quantised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// Stored in the model's dtype.
+    None,
+    /// Stored as NF4 (QLoRA).
+    Nf4,
+}
+
 /// The index of the code nearest to `x` in an ascending code book given by its midpoints; a value
 /// on a midpoint takes the lower code (as `torch.bucketize`, and the CUDA kernels' `>` tests).
 fn nearest(midpoints: &[f32], x: f32) -> u8 {
@@ -545,6 +583,8 @@ impl Nf4Weight {
             codes.narrow(0, 0, n)?
         };
         let w = per_block(&codes, &self.block_scales()?, BLOCK)?;
+        // At most two weight-sized f32 buffers at a time (the planner counts 8 bytes a weight).
+        drop(codes);
         w.reshape((out, inp))?.to_dtype(dtype)
     }
 }

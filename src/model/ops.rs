@@ -8,7 +8,7 @@ use candle_core::backend::BackendStorage;
 
 use super::kernels;
 use super::nf4::Nf4Weight;
-use candle_core::{CustomOp2, D, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 
 /// The dtype reductions run in: f64 stays f64 (for gradient checks), everything else is f32.
 pub fn accumulation_dtype(dtype: DType) -> DType {
@@ -113,6 +113,41 @@ pub fn apply_rope_unfused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tens
     x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
 }
 
+/// The frozen base weight `[out, in]` of a projection.
+#[derive(Debug, Clone)]
+pub enum BaseWeight {
+    /// In the model's dtype.
+    Dense(Tensor),
+    /// 4-bit NormalFloat (QLoRA), dequantised each time it is used.
+    Nf4(Nf4Weight),
+}
+
+impl BaseWeight {
+    /// `(out, in)`.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            BaseWeight::Dense(w) => w.dims2(),
+            BaseWeight::Nf4(q) => Ok(q.dims()),
+        }
+    }
+
+    /// The weight as a dense tensor in `dtype`.
+    pub fn to_dense(&self, dtype: DType) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) => w.to_dtype(dtype),
+            BaseWeight::Nf4(q) => q.dequantize(dtype),
+        }
+    }
+
+    /// Bytes it holds on its device.
+    pub fn size_in_bytes(&self) -> usize {
+        match self {
+            BaseWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            BaseWeight::Nf4(q) => q.size_in_bytes(),
+        }
+    }
+}
+
 /// `x Wᵀ (+ b)` for a frozen `W` `[out, in]`, `x` `[.., in]`: the backward pass computes the
 /// gradient of `x` only.
 ///
@@ -121,14 +156,14 @@ pub fn apply_rope_unfused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tens
 /// never train. Here the product is computed on a detached `x` and re-attached to the graph by
 /// [`GradFromWeight`], whose backward is `grad · W`.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    linear_to_input(x, weight, bias, &|| FrozenWeight::Dense(weight.clone()))
+    linear_to_input(x, weight, bias, &|| BaseWeight::Dense(weight.clone()))
 }
 
 /// [`frozen_linear`] for an NF4 weight (QLoRA): dequantised to `x`'s dtype for the product and
 /// again in the backward pass, so no dense copy of it outlives the call.
 pub fn nf4_linear(x: &Tensor, weight: &Nf4Weight, bias: Option<&Tensor>) -> Result<Tensor> {
     let dense = weight.dequantize(x.dtype())?;
-    linear_to_input(x, &dense, bias, &|| FrozenWeight::Nf4(weight.clone()))
+    linear_to_input(x, &dense, bias, &|| BaseWeight::Nf4(weight.clone()))
 }
 
 /// `x Wᵀ (+ b)` with the gradient routed to `x` only; `backward` names the weight the backward
@@ -137,7 +172,7 @@ fn linear_to_input(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    backward: &dyn Fn() -> FrozenWeight,
+    backward: &dyn Fn() -> BaseWeight,
 ) -> Result<Tensor> {
     if x.rank() != 2 {
         // [.., in] → [n, in] → [n, out] → [.., out]
@@ -164,6 +199,148 @@ fn linear_to_input(
         return Ok(y);
     }
     y.apply_op2(x, GradFromWeight { weight: backward() })
+}
+
+/// The adapter of [`adapted_linear`]: `scale · dropout(x) Aᵀ Bᵀ`, A `[r, in]` and B `[out, r]`
+/// (trained, f32), dropout drawn from `seed` with probability `p` when given.
+#[derive(Debug, Clone, Copy)]
+pub struct Adapter<'a> {
+    /// A `[r, in]`.
+    pub a: &'a Tensor,
+    /// B `[out, r]`.
+    pub b: &'a Tensor,
+    /// The multiplier of `B A`.
+    pub scale: f64,
+    /// `(seed, p)` of the dropout on the adapter's input, in training.
+    pub dropout: Option<(u64, f32)>,
+}
+
+/// A projection with an adapter being trained, as one op of the graph: `x Wᵀ (+ b)
+/// (+ x Aₘᵀ Bₘᵀ) + scale · dropout(x) Aᵀ Bᵀ` for a frozen `W` (dense or NF4), optional merged
+/// adapters `merged` = (Aₘ `[m, in]`, scale·Bₘ `[out, m]`) and `adapter`; `x` `[.., in]`.
+///
+/// Composed of candle ops, the adapter's path keeps its f32 input, its dropout mask and product,
+/// `x Aᵀ`, the `[.., out]` f32 update, its scaling and its cast for the backward pass, the base
+/// path its product: several output-sized tensors per projection, the largest part of a layer's
+/// activations. Here the result is computed without a graph and re-attached by one pass-through
+/// op whose backward recomputes `dropout(x) Aᵀ` (`[.., r]`) from `x` and forms `∂x`, `∂A`, `∂B`
+/// itself: the graph keeps the result alone. The values are those of the composition
+/// (adapter in f32, f64 for f64 models, as PEFT computes it).
+pub fn adapted_linear(
+    x: &Tensor,
+    weight: &BaseWeight,
+    bias: Option<&Tensor>,
+    merged: Option<(&Tensor, &Tensor)>,
+    adapter: Adapter,
+) -> Result<Tensor> {
+    if x.rank() != 2 {
+        let mut dims = x.dims().to_vec();
+        let in_dim = dims.pop().unwrap_or(0);
+        dims.push(adapter.b.dim(0)?);
+        let flat = x.reshape(((), in_dim))?;
+        return adapted_linear(&flat, weight, bias, merged, adapter)?.reshape(dims);
+    }
+    let dtype = x.dtype();
+    let acc = accumulation_dtype(dtype);
+    let xd = x.detach();
+    let mut y = match weight {
+        BaseWeight::Dense(w) => frozen_linear(&xd, w, bias)?,
+        BaseWeight::Nf4(q) => nf4_linear(&xd, q, bias)?,
+    };
+    if let Some((ma, mb)) = merged {
+        let (ma, mb) = (ma.to_dtype(dtype)?, mb.to_dtype(dtype)?);
+        y = (y + frozen_linear(&frozen_linear(&xd, &ma, None)?, &mb, None)?)?;
+    }
+    let (a, b) = (adapter.a.detach(), adapter.b.detach());
+    let xl = adapter_input(&xd, adapter.dropout)?.to_dtype(acc)?;
+    let update = (xl
+        .matmul(&a.to_dtype(acc)?.t()?)?
+        .matmul(&b.to_dtype(acc)?.t()?)?
+        * adapter.scale)?
+        .to_dtype(dtype)?;
+    let y = (y + update)?;
+    if !x.track_op() && !adapter.a.track_op() {
+        return Ok(y);
+    }
+    // A and Bᵀ side by side, [r, in + out]: one argument carries both gradients.
+    let ab = Tensor::cat(
+        &[adapter.a.to_dtype(acc)?, adapter.b.to_dtype(acc)?.t()?],
+        1,
+    )?;
+    y.apply_op3(
+        x,
+        &ab,
+        AdaptedGrad {
+            weight: weight.clone(),
+            merged: merged.map(|(a, b)| (a.clone(), b.clone())),
+            scale: adapter.scale,
+            dropout: adapter.dropout,
+        },
+    )
+}
+
+/// The adapter's input: `x`, with dropout when training asks for it.
+fn adapter_input(x: &Tensor, dropout: Option<(u64, f32)>) -> Result<Tensor> {
+    match dropout {
+        Some((seed, p)) if p > 0.0 => super::dropout::dropout(x, seed, p),
+        _ => Ok(x.clone()),
+    }
+}
+
+/// Passes [`adapted_linear`]'s result through and forms the gradients of `x` and of `[A, Bᵀ]`.
+struct AdaptedGrad {
+    weight: BaseWeight,
+    merged: Option<(Tensor, Tensor)>,
+    scale: f64,
+    dropout: Option<(u64, f32)>,
+}
+
+impl CustomOp3 for AdaptedGrad {
+    fn name(&self) -> &'static str {
+        "adapted-linear"
+    }
+
+    super::ops::pass_through_forwards!(_x, _ab);
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        x: &Tensor,
+        ab: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dtype = x.dtype();
+        let acc = ab.dtype();
+        let in_dim = x.dim(1)?;
+        let out_dim = grad.dim(1)?;
+        // The base: ∂x = g W (+ g Bₘ Aₘ).
+        let mut dx = grad.matmul(&self.weight.to_dense(dtype)?)?;
+        if let Some((ma, mb)) = &self.merged {
+            let (ma, mb) = (ma.to_dtype(dtype)?, mb.to_dtype(dtype)?);
+            dx = (dx + grad.matmul(&mb)?.matmul(&ma)?)?;
+        }
+        // The adapter, from its recomputed input and `x Aᵀ`.
+        let a = ab.narrow(1, 0, in_dim)?;
+        let bt = ab.narrow(1, in_dim, out_dim)?;
+        let x = x.detach();
+        let xl = adapter_input(&x, self.dropout)?.to_dtype(acc)?;
+        let xa = xl.matmul(&a.t()?)?;
+        let g = grad.to_dtype(acc)?;
+        let dxa = (g.matmul(&bt.t()?)? * self.scale)?;
+        let dbt = (xa.t()?.matmul(&g)? * self.scale)?;
+        let da = dxa.t()?.matmul(&xl)?;
+        let dxl = dxa.matmul(&a)?.to_dtype(dtype)?;
+        let dxl = match self.dropout {
+            Some((seed, p)) if p > 0.0 => {
+                let mask = super::dropout::dropout_mask(&x, seed, p)?.to_dtype(dtype)?;
+                (dxl * mask)?
+            }
+            _ => dxl,
+        };
+        let dab = Tensor::cat(&[da, dbt], 1)?;
+        Ok((None, Some((dx + dxl)?), Some(dab)))
+    }
 }
 
 /// The forward of a pass-through custom op: a copy of a freshly computed tensor, on any backend.
@@ -212,15 +389,9 @@ macro_rules! pass_through_forwards {
 }
 pub(crate) use pass_through_forwards;
 
-/// A frozen weight as the backward pass of a projection reads it.
-enum FrozenWeight {
-    Dense(Tensor),
-    Nf4(Nf4Weight),
-}
-
 /// Passes a precomputed `y = x Wᵀ` through and routes `∂L/∂y · W` to `x` in the backward pass.
 struct GradFromWeight {
-    weight: FrozenWeight,
+    weight: BaseWeight,
 }
 
 impl CustomOp2 for GradFromWeight {
@@ -237,11 +408,10 @@ impl CustomOp2 for GradFromWeight {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let weight = match &self.weight {
-            FrozenWeight::Dense(w) => w.clone(),
-            FrozenWeight::Nf4(q) => q.dequantize(grad.dtype())?,
-        };
-        Ok((None, Some(grad.matmul(&weight)?)))
+        Ok((
+            None,
+            Some(grad.matmul(&self.weight.to_dense(grad.dtype())?)?),
+        ))
     }
 }
 
@@ -537,6 +707,116 @@ mod tests {
         ];
         for (a, b) in y.iter().zip(expected) {
             assert!((a - b).abs() < 1e-6, "{y:?} vs {expected:?}");
+        }
+    }
+
+    /// `adapted_linear` against the composition it replaces (frozen product, merged adapters,
+    /// `scale · dropout(x) Aᵀ Bᵀ` with candle ops), in value and in the gradients of x, A and B.
+    #[test]
+    fn the_adapted_projection_equals_its_composition_in_value_and_gradients() {
+        use crate::model::nf4::{Nf4Config, Nf4Tables, Nf4Weight};
+        let dev = Device::Cpu;
+        let (n, inp, out, r) = (6, 64, 48, 4);
+        let w = Tensor::randn(0f32, 0.1, (out, inp), &dev).unwrap();
+        let nf4 =
+            Nf4Weight::quantize(&w, Nf4Config::default(), &Nf4Tables::new(&dev).unwrap()).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, out, &dev).unwrap();
+        let merged = (
+            Tensor::randn(0f32, 0.1, (3, inp), &dev).unwrap(),
+            Tensor::randn(0f32, 0.1, (out, 3), &dev).unwrap(),
+        );
+        for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::F64, 1e-12), (DType::BF16, 2e-2)] {
+            for (weight, with_merged) in [
+                (BaseWeight::Dense(w.to_dtype(dtype).unwrap()), false),
+                (BaseWeight::Nf4(nf4.clone()), true),
+            ] {
+                for dropout in [None, Some((7u64, 0.3f32))] {
+                    let x = Var::from_tensor(
+                        &Tensor::randn(0f32, 1.0, (2, n / 2, inp), &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                    let a = Var::from_tensor(&Tensor::randn(0f32, 0.2, (r, inp), &dev).unwrap())
+                        .unwrap();
+                    let b = Var::from_tensor(&Tensor::randn(0f32, 0.2, (out, r), &dev).unwrap())
+                        .unwrap();
+                    let bias = bias.to_dtype(dtype).unwrap();
+                    let merged = with_merged.then_some((&merged.0, &merged.1));
+                    let adapter = Adapter {
+                        a: a.as_tensor(),
+                        b: b.as_tensor(),
+                        scale: 1.5,
+                        dropout,
+                    };
+                    let fused =
+                        adapted_linear(x.as_tensor(), &weight, Some(&bias), merged, adapter)
+                            .unwrap();
+                    // The composition.
+                    let xs = x.as_tensor();
+                    let mut plain = match &weight {
+                        BaseWeight::Dense(w) => frozen_linear(xs, w, Some(&bias)).unwrap(),
+                        BaseWeight::Nf4(q) => nf4_linear(xs, q, Some(&bias)).unwrap(),
+                    };
+                    if let Some((ma, mb)) = merged {
+                        let (ma, mb) = (ma.to_dtype(dtype).unwrap(), mb.to_dtype(dtype).unwrap());
+                        let low = frozen_linear(&frozen_linear(xs, &ma, None).unwrap(), &mb, None);
+                        plain = (plain + low.unwrap()).unwrap();
+                    }
+                    let acc = accumulation_dtype(dtype);
+                    let xl = match dropout {
+                        Some((seed, p)) => crate::model::dropout::dropout(xs, seed, p).unwrap(),
+                        None => xs.clone(),
+                    };
+                    let update = (xl
+                        .to_dtype(acc)
+                        .unwrap()
+                        .broadcast_matmul(&a.as_tensor().to_dtype(acc).unwrap().t().unwrap())
+                        .unwrap()
+                        .broadcast_matmul(&b.as_tensor().to_dtype(acc).unwrap().t().unwrap())
+                        .unwrap()
+                        * 1.5)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let plain = (plain + update).unwrap();
+                    let gap = |p: &Tensor, q: &Tensor| {
+                        (p.to_dtype(DType::F64).unwrap() - q.to_dtype(DType::F64).unwrap())
+                            .unwrap()
+                            .abs()
+                            .unwrap()
+                            .max_all()
+                            .unwrap()
+                            .to_scalar::<f64>()
+                            .unwrap()
+                    };
+                    let case = format!("{dtype:?} nf4 {with_merged} dropout {dropout:?}");
+                    assert!(gap(&fused, &plain) < tolerance, "{case}: values");
+                    // A loss that weighs every output differently.
+                    let weights = Tensor::randn(0f32, 1.0, fused.dims(), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let loss = |y: &Tensor| (y * &weights).unwrap().sum_all().unwrap();
+                    let (g1, g2) = (
+                        loss(&fused).backward().unwrap(),
+                        loss(&plain).backward().unwrap(),
+                    );
+                    for (name, var) in [("x", &x), ("A", &a), ("B", &b)] {
+                        let (p, q) = (
+                            g1.get(var.as_tensor()).expect("fused gradient"),
+                            g2.get(var.as_tensor()).expect("composed gradient"),
+                        );
+                        let scale = gap(q, &q.zeros_like().unwrap()).max(1.0);
+                        assert!(
+                            gap(p, q) < tolerance * scale,
+                            "{case}: ∂{name} differs by {}",
+                            gap(p, q)
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -114,17 +114,25 @@ impl fmt::Display for Phase {
     }
 }
 
-/// The profile's base model on the default device, with `adapter` (usually the SFT adapter,
-/// [`RunContext::adapter`]) merged into its weights: the policy pairs are sampled from, and
-/// the base DPO and GRPO add their own adapters to.
+/// The profile's base model on the default device, stored as its presets' `[model]` section
+/// says (NF4 for QLoRA), with `adapter` (usually the SFT adapter, [`RunContext::adapter`])
+/// merged into it: the policy pairs are sampled from, and the base DPO and GRPO add their own
+/// adapters to.
 pub fn load_policy(ctx: &RunContext, adapter: Option<&Path>) -> Result<Decoder> {
-    let device = crate::system::device()?;
-    let dtype = crate::system::compute_dtype(&device)?;
-    let mut model = Decoder::load(&ctx.profile.model_source(), &device, dtype)?;
+    let mut model = load_base(ctx)?;
     if let Some(adapter) = adapter {
         model.merge_adapter(adapter)?;
     }
     Ok(model)
+}
+
+/// The profile's base model on the default device in its compute dtype, its projections
+/// quantised when the presets' `[model]` section asks for it.
+pub fn load_base(ctx: &RunContext) -> Result<Decoder> {
+    let device = crate::system::device()?;
+    let dtype = crate::system::compute_dtype(&device)?;
+    let nf4 = crate::presets::Presets::for_run(ctx)?.model.nf4();
+    Decoder::load_with(&ctx.profile.model_source(), &device, dtype, nf4)
 }
 
 #[cfg(test)]
