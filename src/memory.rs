@@ -365,11 +365,11 @@ impl Setup {
         trained + merged
     }
 
-    /// Bytes per token one projection keeps in a training graph: its result and the
-    /// pass-through copy that attaches its backward pass (`ops::adapted_linear` with an
-    /// adapter, `ops::frozen_linear` without; neither keeps an intermediate).
+    /// Bytes per token one projection keeps in a training graph: its result, which the
+    /// pass-through op that attaches its backward pass holds once (`ops::adapted_linear` with
+    /// an adapter, `ops::frozen_linear` without; neither keeps an intermediate).
     fn projection_graph(&self, target: Target) -> u64 {
-        2 * self.projection_dims(target).1 * self.w()
+        self.projection_dims(target).1 * self.w()
     }
 
     /// Bytes per token an RMSNorm over `n` values keeps: the fused kernel its output; the
@@ -438,8 +438,8 @@ impl Setup {
         // Each adapted projection's graph also holds its A and Bᵀ side by side (f32).
         let adapters_per_layer = self.adapter_params(&step.lora) / c.num_layers as u64 * 4;
         let (held_layers, kept_per_layer) = if step.checkpointing {
-            // Each layer's input and output; one layer's graph rebuilt at a time.
-            (1, 2 * h * w)
+            // Each layer's output (the next one's input); one layer's graph rebuilt at a time.
+            (1, h * w)
         } else {
             (l, 0)
         };

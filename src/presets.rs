@@ -335,7 +335,10 @@ mod tests {
         assert_eq!(qwen3.sft.train.learning_rate, 5e-5);
         assert_eq!(qwen25.sft.train.learning_rate, 2e-5);
         // The 4B profile generates fewer episodes at once (sized for an L4), nothing else.
-        assert_eq!((qwen3.grpo.rollout_batch, qwen25.grpo.rollout_batch), (8, 16));
+        assert_eq!(
+            (qwen3.grpo.rollout_batch, qwen25.grpo.rollout_batch),
+            (8, 16)
+        );
         let same_rollouts = GrpoConfig {
             rollout_batch: qwen25.grpo.rollout_batch,
             ..qwen3.grpo.clone()

@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
@@ -117,10 +117,10 @@ pub fn attention_chunked(
     }
     // The keys and values travel as one argument; `stack` routes their gradients apart.
     let kv = Tensor::stack(&[k, v], 0)?;
-    out.apply_op3(
-        q,
+    q.apply_op2(
         &kv,
         ChunkedAttentionGrad {
+            y: ops::Precomputed::new(out),
             mask: mask.clone(),
             scale,
             rows,
@@ -176,26 +176,26 @@ fn chunked_forward(
 
 /// Passes the chunked forward's output through and computes `∂q` and `∂[k; v]` chunk by chunk.
 struct ChunkedAttentionGrad {
+    y: ops::Precomputed,
     mask: Arc<AttentionMask>,
     scale: f64,
     rows: usize,
 }
 
-impl CustomOp3 for ChunkedAttentionGrad {
+impl CustomOp2 for ChunkedAttentionGrad {
     fn name(&self) -> &'static str {
         "chunked-attention"
     }
 
-    super::ops::pass_through_forwards!(_x, _z);
+    super::ops::pass_through_forwards!(q, kv);
 
     fn bwd(
         &self,
-        out: &Tensor,
         q: &Tensor,
         kv: &Tensor,
-        _res: &Tensor,
+        out: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (q, out, grad) = (q.detach(), out.detach(), grad.detach());
         let (k, v) = (kv.get(0)?.detach(), kv.get(1)?.detach());
         let (b, h, t, d) = q.dims4()?;
@@ -221,7 +221,7 @@ impl CustomOp3 for ChunkedAttentionGrad {
         }
         let dq = Tensor::cat(&dq, 2)?.to_dtype(q.dtype())?;
         let dkv = Tensor::stack(&[dk, dv], 0)?.to_dtype(kv.dtype())?;
-        Ok((None, Some(dq), Some(dkv)))
+        Ok((Some(dq), Some(dkv)))
     }
 }
 

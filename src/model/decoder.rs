@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
-use candle_core::{CustomOp3, D, DType, Device, Tensor, Var};
+use candle_core::{CustomOp2, D, DType, Device, Tensor, Var};
 
 use super::attention;
 use super::batch::TokenBatch;
@@ -730,13 +730,14 @@ impl Decoder {
             .next()
             .ok_or_else(|| Error::Adapter("checkpointing needs adapters to train".into()))?;
         let op = LayerCheckpoint {
+            y: ops::Precomputed::new(y),
             decoder: self.clone(),
             layer: l,
             ctx: ctx.clone(),
             pass,
             anchor: anchor.as_tensor().clone(),
         };
-        Ok(y.apply_op3(x, anchor.as_tensor(), op)?)
+        Ok(x.apply_op2(anchor.as_tensor(), op)?)
     }
 
     /// Number of training forward passes so far (each draws fresh LoRA dropout masks).
@@ -969,6 +970,7 @@ impl Decoder {
 /// even when `x` itself does not track (layer 0); the other vars' gradients go to the decoder's
 /// `checkpoint_grads`, which [`Decoder::backward`] merges.
 struct LayerCheckpoint {
+    y: ops::Precomputed,
     decoder: Decoder,
     layer: usize,
     ctx: Context,
@@ -976,21 +978,20 @@ struct LayerCheckpoint {
     anchor: Tensor,
 }
 
-impl CustomOp3 for LayerCheckpoint {
+impl CustomOp2 for LayerCheckpoint {
     fn name(&self) -> &'static str {
         "layer-checkpoint"
     }
 
-    super::ops::pass_through_forwards!(_x, _anchor);
+    super::ops::pass_through_forwards!(x, anchor);
 
     fn bwd(
         &self,
-        _y: &Tensor,
         x: &Tensor,
         _anchor: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let to_candle = |e: Error| candle_core::Error::Msg(e.to_string());
         let input = Var::from_tensor(&x.detach())?;
         let y = self
@@ -1012,6 +1013,6 @@ impl CustomOp3 for LayerCheckpoint {
                 }
             }
         }
-        Ok((None, grads.get(input.as_tensor()).cloned(), anchor_grad))
+        Ok((grads.get(input.as_tensor()).cloned(), anchor_grad))
     }
 }

@@ -4,11 +4,9 @@
 //! they silently cut the graph and the LoRA vars before them get no gradient. Everything here is
 //! composed from ops that candle differentiates, and is computed in f32 whatever the model dtype.
 
-use candle_core::backend::BackendStorage;
-
 use super::kernels;
 use super::nf4::Nf4Weight;
-use candle_core::{CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CustomOp1, CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 
 /// The dtype reductions run in: f64 stays f64 (for gradient checks), everything else is f32.
 pub fn accumulation_dtype(dtype: DType) -> DType {
@@ -198,7 +196,10 @@ fn linear_to_input(
     if !x.track_op() {
         return Ok(y);
     }
-    y.apply_op2(x, GradFromWeight { weight: backward() })
+    x.apply_op1(GradFromWeight {
+        y: Precomputed::new(y),
+        weight: backward(),
+    })
 }
 
 /// The adapter of [`adapted_linear`]: `scale · dropout(x) Aᵀ Bᵀ`, A `[r, in]` and B `[out, r]`
@@ -267,10 +268,10 @@ pub fn adapted_linear(
         &[adapter.a.to_dtype(acc)?, adapter.b.to_dtype(acc)?.t()?],
         1,
     )?;
-    y.apply_op3(
-        x,
+    x.apply_op2(
         &ab,
         AdaptedGrad {
+            y: Precomputed::new(y),
             weight: weight.clone(),
             merged: merged.map(|(a, b)| (a.clone(), b.clone())),
             scale: adapter.scale,
@@ -289,27 +290,27 @@ fn adapter_input(x: &Tensor, dropout: Option<(u64, f32)>) -> Result<Tensor> {
 
 /// Passes [`adapted_linear`]'s result through and forms the gradients of `x` and of `[A, Bᵀ]`.
 struct AdaptedGrad {
+    y: Precomputed,
     weight: BaseWeight,
     merged: Option<(Tensor, Tensor)>,
     scale: f64,
     dropout: Option<(u64, f32)>,
 }
 
-impl CustomOp3 for AdaptedGrad {
+impl CustomOp2 for AdaptedGrad {
     fn name(&self) -> &'static str {
         "adapted-linear"
     }
 
-    super::ops::pass_through_forwards!(_x, _ab);
+    super::ops::pass_through_forwards!(x, ab);
 
     fn bwd(
         &self,
-        _y: &Tensor,
         x: &Tensor,
         ab: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dtype = x.dtype();
         let acc = ab.dtype();
         let in_dim = x.dim(1)?;
@@ -339,51 +340,85 @@ impl CustomOp3 for AdaptedGrad {
             _ => dxl,
         };
         let dab = Tensor::cat(&[da, dbt], 1)?;
-        Ok((None, Some((dx + dxl)?), Some(dab)))
+        Ok((Some((dx + dxl)?), Some(dab)))
     }
 }
 
-/// The forward of a pass-through custom op: a copy of a freshly computed tensor, on any backend.
-///
-/// The CPU clone copies the whole buffer, so it is only valid for a contiguous tensor that owns
-/// its storage from offset 0 (the output of the op just before); the check applies everywhere.
-pub(crate) fn pass_through<S: BackendStorage>(y: &S, l: &Layout, op: &str) -> Result<(S, Shape)> {
-    if !l.is_contiguous() || l.start_offset() != 0 {
-        candle_core::bail!("{op} expects a fresh contiguous tensor");
+/// A tensor computed without a graph, handed to the pass-through op that attaches its backward
+/// pass. The op's forward moves it out: a copy of its buffer becomes the op's output and the
+/// tensor itself is released, so the graph holds the result once (holding it as an argument of
+/// the op kept it twice).
+pub(crate) struct Precomputed(std::sync::Mutex<Option<Tensor>>);
+
+impl Precomputed {
+    /// Hands `y` over; it must be contiguous from offset 0 (the output of the op before).
+    pub(crate) fn new(y: Tensor) -> Self {
+        Self(std::sync::Mutex::new(Some(y)))
     }
-    Ok((y.try_clone(l)?, l.shape().clone()))
+
+    /// The tensor's buffer as the backend `pick` reads it, and its shape; the tensor is released.
+    pub(crate) fn take<S>(
+        &self,
+        op: &str,
+        pick: impl FnOnce(&candle_core::Storage, &Layout) -> Option<Result<S>>,
+    ) -> Result<(S, Shape)> {
+        let y = self
+            .0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{op}: poisoned")))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: its forward ran twice")))?;
+        let (storage, layout) = y.storage_and_layout();
+        if !layout.is_contiguous() || layout.start_offset() != 0 {
+            candle_core::bail!("{op} expects a fresh contiguous tensor");
+        }
+        let copy = pick(&storage, layout).ok_or_else(|| {
+            candle_core::Error::Msg(format!("{op}: the tensor is on another device"))
+        })??;
+        Ok((copy, layout.shape().clone()))
+    }
 }
 
-/// The forward passes, on every backend, of a custom op whose first argument is its output
-/// (see [`pass_through`]); the op supplies `name` and `bwd`. The identifiers name the other
-/// arguments' storages (one for a `CustomOp2`, two for a `CustomOp3`).
+/// The forward passes, on every backend, of a pass-through custom op: its output is the
+/// [`Precomputed`] tensor in its field `y`; the op supplies `name` and `bwd`. The identifiers
+/// name the arguments' storages (one for a `CustomOp1`, two for a `CustomOp2`).
 macro_rules! pass_through_forwards {
     ($($arg:ident),+) => {
         fn cpu_fwd(
             &self,
-            y: &candle_core::CpuStorage,
-            l: &candle_core::Layout,
-            $($arg: &candle_core::CpuStorage, _: &candle_core::Layout,)+
+            $($arg: &candle_core::CpuStorage, _: &candle_core::Layout),+
         ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            $crate::model::ops::pass_through(y, l, self.name())
+            $(let _ = $arg;)+
+            self.y.take(self.name(), |s, _| match s {
+                candle_core::Storage::Cpu(s) => Some(Ok(s.clone())),
+                _ => None,
+            })
         }
 
         fn cuda_fwd(
             &self,
-            y: &candle_core::CudaStorage,
-            l: &candle_core::Layout,
-            $($arg: &candle_core::CudaStorage, _: &candle_core::Layout,)+
+            $($arg: &candle_core::CudaStorage, _: &candle_core::Layout),+
         ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
-            $crate::model::ops::pass_through(y, l, self.name())
+            $(let _ = $arg;)+
+            self.y.take(self.name(), |s, l| match s {
+                candle_core::Storage::Cuda(s) => {
+                    Some(candle_core::backend::BackendStorage::try_clone(s, l))
+                }
+                _ => None,
+            })
         }
 
         fn metal_fwd(
             &self,
-            y: &candle_core::MetalStorage,
-            l: &candle_core::Layout,
-            $($arg: &candle_core::MetalStorage, _: &candle_core::Layout,)+
+            $($arg: &candle_core::MetalStorage, _: &candle_core::Layout),+
         ) -> candle_core::Result<(candle_core::MetalStorage, candle_core::Shape)> {
-            $crate::model::ops::pass_through(y, l, self.name())
+            $(let _ = $arg;)+
+            self.y.take(self.name(), |s, l| match s {
+                candle_core::Storage::Metal(s) => {
+                    Some(candle_core::backend::BackendStorage::try_clone(s, l))
+                }
+                _ => None,
+            })
         }
     };
 }
@@ -391,27 +426,19 @@ pub(crate) use pass_through_forwards;
 
 /// Passes a precomputed `y = x Wᵀ` through and routes `∂L/∂y · W` to `x` in the backward pass.
 struct GradFromWeight {
+    y: Precomputed,
     weight: BaseWeight,
 }
 
-impl CustomOp2 for GradFromWeight {
+impl CustomOp1 for GradFromWeight {
     fn name(&self) -> &'static str {
         "grad-from-frozen-weight"
     }
 
-    super::ops::pass_through_forwards!(_x);
+    super::ops::pass_through_forwards!(x);
 
-    fn bwd(
-        &self,
-        _y: &Tensor,
-        _x: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            None,
-            Some(grad.matmul(&self.weight.to_dense(grad.dtype())?)?),
-        ))
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.weight.to_dense(grad.dtype())?)?))
     }
 }
 
@@ -465,15 +492,13 @@ pub fn linear_logprobs_chunked(
     if !hidden.track_op() {
         return Ok(values);
     }
-    values.apply_op2(
-        hidden,
-        HeadGrad {
-            head: head.clone(),
-            targets,
-            lse: Tensor::cat(&lses, 0)?,
-            rows,
-        },
-    )
+    hidden.apply_op1(HeadGrad {
+        y: Precomputed::new(values),
+        head: head.clone(),
+        targets,
+        lse: Tensor::cat(&lses, 0)?,
+        rows,
+    })
 }
 
 /// Logits `[len, vocab]` of rows `[start, start + len)`, in the accumulation dtype.
@@ -486,26 +511,21 @@ fn chunk_logits(hidden: &Tensor, head: &Tensor, start: usize, len: usize) -> Res
 /// Passes [`linear_logprobs_chunked`]'s values through; its backward is
 /// `∂hidden = (g ⊙ (onehot(target) − softmax)) · head`, chunk by chunk.
 struct HeadGrad {
+    y: Precomputed,
     head: Tensor,
     targets: Tensor,
     lse: Tensor,
     rows: usize,
 }
 
-impl CustomOp2 for HeadGrad {
+impl CustomOp1 for HeadGrad {
     fn name(&self) -> &'static str {
         "chunked-head-grad"
     }
 
-    super::ops::pass_through_forwards!(_hidden);
+    super::ops::pass_through_forwards!(hidden);
 
-    fn bwd(
-        &self,
-        _values: &Tensor,
-        hidden: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, hidden: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let hidden = hidden.detach();
         let n = hidden.dim(0)?;
         let mut parts = Vec::with_capacity(n.div_ceil(self.rows));
@@ -525,7 +545,7 @@ impl CustomOp2 for HeadGrad {
                 .scatter_add(&targets, &g, 1)?;
             parts.push(dlogits.to_dtype(hidden.dtype())?.matmul(&self.head)?);
         }
-        Ok((None, Some(Tensor::cat(&parts, 0)?)))
+        Ok(Some(Tensor::cat(&parts, 0)?))
     }
 }
 
