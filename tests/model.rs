@@ -156,8 +156,25 @@ fn randomize_adapters(model: &Decoder, scale: f64) {
 
 #[test]
 fn merged_then_new_adapters_save_as_one_stacked_adapter_for_the_base() {
+    merge_then_stack(None);
+    // Merging with nothing attached is an error, not a silent no-op.
+    let mut plain = load("qwen3");
+    assert!(plain.merge_lora().is_err());
+}
+
+/// Merges one adapter, adds a second on top, saves both as one stacked adapter for the base and
+/// reloads it on a fresh base: dense, or with `nf4` quantised, where the merged adapter stays
+/// beside the NF4 weights. Returns the saved adapter's directory and the logits with both.
+fn merge_then_stack(nf4: Option<Nf4Config>) -> (tempfile::TempDir, Tensor) {
+    let base = || {
+        let mut model = load("qwen3");
+        if let Some(config) = nf4 {
+            model.quantize(config).unwrap();
+        }
+        model
+    };
     let exp = expected("qwen3");
-    let mut model = load("qwen3");
+    let mut model = base();
     let first = LoraConfig {
         r: 4,
         alpha: 8.0,
@@ -202,7 +219,7 @@ fn merged_then_new_adapters_save_as_one_stacked_adapter_for_the_base() {
     model
         .save_adapter(dir.path(), "tests/fixtures/model/qwen3")
         .unwrap();
-    let mut reloaded = load("qwen3");
+    let mut reloaded = base();
     let config = reloaded.load_adapter(dir.path()).unwrap();
     assert_eq!((config.r, config.alpha), (6, 6.0));
     assert_eq!(
@@ -212,9 +229,7 @@ fn merged_then_new_adapters_save_as_one_stacked_adapter_for_the_base() {
     let after = reloaded.forward(&exp.batch, Mode::Eval).unwrap();
     let diff = max_diff_on_real_tokens(&both, &after, &exp.mask);
     assert!(diff < 1e-4, "stacked adapter differs by {diff}");
-    // Merging with nothing attached is an error, not a silent no-op.
-    let mut plain = load("qwen3");
-    assert!(plain.merge_lora().is_err());
+    (dir, both)
 }
 
 #[test]
@@ -792,7 +807,6 @@ fn checkpointed_qlora_gives_the_same_loss_and_gradients() {
 
 #[test]
 fn an_nf4_model_merges_adapters_beside_its_weights_and_saves_them_for_the_full_base() {
-    let exp = expected("qwen3");
     let mut model = load("qwen3");
     let full_size = model.base_size_in_bytes();
     model.quantize(Nf4Config::default()).unwrap();
@@ -800,44 +814,12 @@ fn an_nf4_model_merges_adapters_beside_its_weights_and_saves_them_for_the_full_b
     // Projections go from 32 to 4.5 bits per weight; embeddings and norms stay f32.
     assert!(model.base_size_in_bytes() < full_size * 3 / 4);
     assert!(model.quantize(Nf4Config::default()).is_err());
-    let first = LoraConfig {
-        r: 4,
-        alpha: 8.0,
-        seed: 3,
-        targets: vec![Target::Q, Target::V, Target::Down],
-        ..LoraConfig::default()
-    };
-    model.add_lora(&first).unwrap();
-    randomize_adapters(&model, 0.1);
-    let with_first = model.forward(&exp.batch, Mode::Eval).unwrap();
-    model.merge_lora().unwrap();
-    let merged = model.forward(&exp.batch, Mode::Reference).unwrap();
-    let diff = max_diff_on_real_tokens(&with_first, &merged, &exp.mask);
-    assert!(diff < 1e-5, "merging changed the logits by {diff}");
-    model
-        .add_lora(&LoraConfig {
-            r: 2,
-            seed: 5,
-            ..LoraConfig::default()
-        })
-        .unwrap();
-    randomize_adapters(&model, 0.1);
-    let both = model.forward(&exp.batch, Mode::Eval).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    model
-        .save_adapter(dir.path(), "tests/fixtures/model/qwen3")
-        .unwrap();
-    // On a freshly quantised base the saved adapter gives the same model ...
-    let mut again = load("qwen3");
-    again.quantize(Nf4Config::default()).unwrap();
-    again.load_adapter(dir.path()).unwrap();
-    let after = again.forward(&exp.batch, Mode::Eval).unwrap();
-    let diff = max_diff_on_real_tokens(&both, &after, &exp.mask);
-    assert!(diff < 1e-5, "stacked adapter on NF4 differs by {diff}");
-    // ... and it loads on the full-precision base like any adapter (PEFT's QLoRA adapters too).
+    let (dir, both) = merge_then_stack(Some(Nf4Config::default()));
+    // The stacked adapter loads on the full-precision base like any adapter (PEFT's QLoRA
+    // adapters too); its logits differ there by the quantisation.
     let mut full = load("qwen3");
     full.load_adapter(dir.path()).unwrap();
-    let on_full = full.forward(&exp.batch, Mode::Eval).unwrap();
+    let on_full = full.forward(&expected("qwen3").batch, Mode::Eval).unwrap();
     assert_eq!(on_full.dims(), both.dims());
 }
 
