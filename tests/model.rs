@@ -532,6 +532,19 @@ fn hub_models_load_from_the_cache_offline() {
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
 }
 
+/// A fixture's i64 token ids as a one-row batch.
+fn one_row(ids: &Tensor) -> TokenBatch {
+    let ids: Vec<u32> = ids
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    TokenBatch::pad(&[ids], 0, Padding::Right, &Device::Cpu).unwrap()
+}
+
 /// The embedded default model, dequantised from its Q4_1 GGUF, against transformers loading
 /// the same file (`gguf_file=`, which also dequantises to f32).
 #[test]
@@ -555,16 +568,8 @@ fn default_gguf_model_matches_transformers() {
     let t =
         candle_core::safetensors::load(fixture("smollm2_gguf/expected.safetensors"), &Device::Cpu)
             .unwrap();
-    let ids: Vec<u32> = t["input_ids"]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let n = ids.len();
-    let batch = TokenBatch::pad(&[ids], 0, Padding::Right, &Device::Cpu).unwrap();
+    let batch = one_row(&t["input_ids"]);
+    let n = batch.dims().1;
     let logits = model
         .forward(&batch, Mode::Eval)
         .unwrap()
@@ -848,15 +853,7 @@ fn nf4_default_model_matches_bitsandbytes() {
         let nf4 = Nf4Config { double_quant };
         let model = Decoder::load_with(&source, &Device::Cpu, DType::F32, Some(nf4)).unwrap();
         assert_eq!(model.quantization(), Some(nf4));
-        let ids: Vec<u32> = t["input_ids"]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<i64>()
-            .unwrap()
-            .iter()
-            .map(|&i| i as u32)
-            .collect();
-        let batch = TokenBatch::pad(&[ids], 0, Padding::Right, &Device::Cpu).unwrap();
+        let batch = one_row(&t["input_ids"]);
         let got = model
             .token_logprobs(&batch, Mode::Reference)
             .unwrap()
