@@ -129,18 +129,12 @@ impl Projection {
             let bias = self.bias.as_ref();
             return Ok(ops::adapted_linear(x, &self.weight, bias, merged, adapter)?);
         }
-        let y = match &self.weight {
-            BaseWeight::Dense(w) => ops::frozen_linear(x, w, self.bias.as_ref())?,
-            BaseWeight::Nf4(q) => ops::nf4_linear(x, q, self.bias.as_ref())?,
-        };
-        match merged {
-            Some((a, b)) => {
-                let (a, b) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
-                let low = ops::frozen_linear(&ops::frozen_linear(x, &a, None)?, &b, None)?;
-                Ok((y + low)?)
-            }
-            None => Ok(y),
-        }
+        Ok(ops::base_linear(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            merged,
+        )?)
     }
 }
 
@@ -320,10 +314,9 @@ impl Decoder {
         quantization: Option<Nf4Config>,
     ) -> Result<Self> {
         crate::system::tune_allocator();
-        let tables = match quantization {
-            Some(_) => Some(Nf4Tables::new(device)?),
-            None => None,
-        };
+        let nf4 = quantization
+            .map(|q| Nf4Tables::new(device).map(|tables| (q, tables)))
+            .transpose()?;
         let c = &config;
         let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
         let (qd, kvd) = (c.num_heads * d, c.num_kv_heads * d);
@@ -334,11 +327,11 @@ impl Decoder {
             let mut proj =
                 |module: &str, out: usize, inp: usize, bias: bool| -> Result<Projection> {
                     let weight = load(&format!("{p}.{module}.weight"), &[out, inp])?;
-                    let weight = match (quantization, &tables) {
-                        (Some(q), Some(tables)) => {
-                            BaseWeight::Nf4(Nf4Weight::quantize(&weight, q, tables)?)
+                    let weight = match &nf4 {
+                        Some((q, tables)) => {
+                            BaseWeight::Nf4(Nf4Weight::quantize(&weight, *q, tables)?)
                         }
-                        _ => BaseWeight::Dense(weight),
+                        None => BaseWeight::Dense(weight),
                     };
                     let bias = if bias {
                         Some(load(&format!("{p}.{module}.bias"), &[out])?)

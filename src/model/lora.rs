@@ -198,7 +198,9 @@ impl LoraPair {
         self.dropout
     }
 
-    /// The low-rank update for `x` `[.., in]`: `scale · dropout(x) Aᵀ Bᵀ`, `[.., out]`.
+    /// The low-rank update for `x` `[.., in]`: `scale · dropout(x) Aᵀ Bᵀ`, `[.., out]`, composed
+    /// of candle ops (every intermediate stays in the graph): the reference the decoder's
+    /// `ops::adapted_linear` computes as one op.
     ///
     /// `dropout_seed` switches dropout on with a mask drawn on `x`'s device from that seed (see
     /// [`super::dropout`]; a recomputed forward pass sees the same mask); `track` false uses

@@ -173,12 +173,9 @@ fn linear_to_input(
     backward: &dyn Fn() -> BaseWeight,
 ) -> Result<Tensor> {
     if x.rank() != 2 {
-        // [.., in] → [n, in] → [n, out] → [.., out]
-        let mut dims = x.dims().to_vec();
-        let in_dim = dims.pop().unwrap_or(0);
-        dims.push(weight.dim(0)?);
-        let flat = x.reshape(((), in_dim))?;
-        return linear_to_input(&flat, weight, bias, backward)?.reshape(dims);
+        return on_rows(x, weight.dim(0)?, |x| {
+            linear_to_input(x, weight, bias, backward)
+        });
     }
     let skinny = x.dim(0)? <= kernels::SKINNY_ROWS
         && !x.track_op()
@@ -200,6 +197,36 @@ fn linear_to_input(
         y: Precomputed::new(y),
         weight: backward(),
     })
+}
+
+/// `f` applied to `x` `[.., in]` as rows `[n, in]`, its `[n, out]` result shaped `[.., out]`.
+fn on_rows(x: &Tensor, out: usize, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let in_dim = dims.pop().unwrap_or(0);
+    dims.push(out);
+    f(&x.reshape(((), in_dim))?)?.reshape(dims)
+}
+
+/// A projection's frozen part: `x Wᵀ (+ b) (+ x Aₘᵀ Bₘᵀ)` for a dense or NF4 `W` and optional
+/// merged adapters `merged` = (Aₘ `[m, in]`, scale·Bₘ `[out, m]`) kept beside an NF4 weight; the
+/// backward pass computes the gradient of `x` only.
+pub fn base_linear(
+    x: &Tensor,
+    weight: &BaseWeight,
+    bias: Option<&Tensor>,
+    merged: Option<(&Tensor, &Tensor)>,
+) -> Result<Tensor> {
+    let y = match weight {
+        BaseWeight::Dense(w) => frozen_linear(x, w, bias)?,
+        BaseWeight::Nf4(q) => nf4_linear(x, q, bias)?,
+    };
+    match merged {
+        Some((ma, mb)) => {
+            let (ma, mb) = (ma.to_dtype(x.dtype())?, mb.to_dtype(x.dtype())?);
+            y + frozen_linear(&frozen_linear(x, &ma, None)?, &mb, None)?
+        }
+        None => Ok(y),
+    }
 }
 
 /// The adapter of [`adapted_linear`]: `scale · dropout(x) Aᵀ Bᵀ`, A `[r, in]` and B `[out, r]`
@@ -235,23 +262,13 @@ pub fn adapted_linear(
     adapter: Adapter,
 ) -> Result<Tensor> {
     if x.rank() != 2 {
-        let mut dims = x.dims().to_vec();
-        let in_dim = dims.pop().unwrap_or(0);
-        dims.push(adapter.b.dim(0)?);
-        let flat = x.reshape(((), in_dim))?;
-        return adapted_linear(&flat, weight, bias, merged, adapter)?.reshape(dims);
+        let out = adapter.b.dim(0)?;
+        return on_rows(x, out, |x| adapted_linear(x, weight, bias, merged, adapter));
     }
     let dtype = x.dtype();
     let acc = accumulation_dtype(dtype);
     let xd = x.detach();
-    let mut y = match weight {
-        BaseWeight::Dense(w) => frozen_linear(&xd, w, bias)?,
-        BaseWeight::Nf4(q) => nf4_linear(&xd, q, bias)?,
-    };
-    if let Some((ma, mb)) = merged {
-        let (ma, mb) = (ma.to_dtype(dtype)?, mb.to_dtype(dtype)?);
-        y = (y + frozen_linear(&frozen_linear(&xd, &ma, None)?, &mb, None)?)?;
-    }
+    let y = base_linear(&xd, weight, bias, merged)?;
     let (a, b) = (adapter.a.detach(), adapter.b.detach());
     let xl = adapter_input(&xd, adapter.dropout)?.to_dtype(acc)?;
     let update = (xl
@@ -730,10 +747,11 @@ mod tests {
         }
     }
 
-    /// `adapted_linear` against the composition it replaces (frozen product, merged adapters,
-    /// `scale · dropout(x) Aᵀ Bᵀ` with candle ops), in value and in the gradients of x, A and B.
+    /// `adapted_linear` against the composition it replaces (`base_linear` and the adapter's
+    /// `LoraPair::forward`), in value and in the gradients of x, A and B.
     #[test]
     fn the_adapted_projection_equals_its_composition_in_value_and_gradients() {
+        use crate::model::lora::{LoraConfig, LoraPair};
         use crate::model::nf4::{Nf4Config, Nf4Tables, Nf4Weight};
         let dev = Device::Cpu;
         let (n, inp, out, r) = (6, 64, 48, 4);
@@ -758,49 +776,36 @@ mod tests {
                             .unwrap(),
                     )
                     .unwrap();
-                    let a = Var::from_tensor(&Tensor::randn(0f32, 0.2, (r, inp), &dev).unwrap())
-                        .unwrap();
-                    let b = Var::from_tensor(&Tensor::randn(0f32, 0.2, (out, r), &dev).unwrap())
-                        .unwrap();
+                    let config = LoraConfig {
+                        r,
+                        alpha: 6.0,
+                        dropout: dropout.map_or(0.0, |(_, p)| p),
+                        ..LoraConfig::default()
+                    };
+                    let pair = LoraPair::from_tensors(
+                        Tensor::randn(0f32, 0.2, (r, inp), &dev).unwrap(),
+                        Tensor::randn(0f32, 0.2, (out, r), &dev).unwrap(),
+                        &config,
+                    )
+                    .unwrap();
+                    let (a, b) = (&pair.a, &pair.b);
                     let bias = bias.to_dtype(dtype).unwrap();
                     let merged = with_merged.then_some((&merged.0, &merged.1));
                     let adapter = Adapter {
                         a: a.as_tensor(),
                         b: b.as_tensor(),
-                        scale: 1.5,
+                        scale: pair.scale(),
                         dropout,
                     };
                     let fused =
                         adapted_linear(x.as_tensor(), &weight, Some(&bias), merged, adapter)
                             .unwrap();
-                    // The composition.
+                    // The composition: the frozen part and the adapter's own update.
                     let xs = x.as_tensor();
-                    let mut plain = match &weight {
-                        BaseWeight::Dense(w) => frozen_linear(xs, w, Some(&bias)).unwrap(),
-                        BaseWeight::Nf4(q) => nf4_linear(xs, q, Some(&bias)).unwrap(),
-                    };
-                    if let Some((ma, mb)) = merged {
-                        let (ma, mb) = (ma.to_dtype(dtype).unwrap(), mb.to_dtype(dtype).unwrap());
-                        let low = frozen_linear(&frozen_linear(xs, &ma, None).unwrap(), &mb, None);
-                        plain = (plain + low.unwrap()).unwrap();
-                    }
-                    let acc = accumulation_dtype(dtype);
-                    let xl = match dropout {
-                        Some((seed, p)) => crate::model::dropout::dropout(xs, seed, p).unwrap(),
-                        None => xs.clone(),
-                    };
-                    let update = (xl
-                        .to_dtype(acc)
-                        .unwrap()
-                        .broadcast_matmul(&a.as_tensor().to_dtype(acc).unwrap().t().unwrap())
-                        .unwrap()
-                        .broadcast_matmul(&b.as_tensor().to_dtype(acc).unwrap().t().unwrap())
-                        .unwrap()
-                        * 1.5)
-                        .unwrap()
-                        .to_dtype(dtype)
-                        .unwrap();
-                    let plain = (plain + update).unwrap();
+                    let seed = dropout.map(|(seed, _)| seed);
+                    let plain = (base_linear(xs, &weight, Some(&bias), merged).unwrap()
+                        + pair.forward(xs, seed, true).unwrap())
+                    .unwrap();
                     let gap = |p: &Tensor, q: &Tensor| {
                         (p.to_dtype(DType::F64).unwrap() - q.to_dtype(DType::F64).unwrap())
                             .unwrap()
@@ -823,7 +828,7 @@ mod tests {
                         loss(&fused).backward().unwrap(),
                         loss(&plain).backward().unwrap(),
                     );
-                    for (name, var) in [("x", &x), ("A", &a), ("B", &b)] {
+                    for (name, var) in [("x", &x), ("A", a), ("B", b)] {
                         let (p, q) = (
                             g1.get(var.as_tensor()).expect("fused gradient"),
                             g2.get(var.as_tensor()).expect("composed gradient"),
