@@ -197,9 +197,7 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T>,
 {
-    reuse_or_save(path, fingerprint, read_json, compute, |value| {
-        write_json(path, value)
-    })
+    reuse_json_in(&shared_dir(), path, fingerprint, compute)
 }
 
 /// [`reuse_or`] for an artefact with its own file format: `load` reads it back from `path`,
@@ -226,6 +224,22 @@ fn shared_path(shared: &Path, path: &Path, fingerprint: &Fingerprint) -> PathBuf
         .file_name()
         .map_or_else(|| "result".into(), |n| n.to_string_lossy().into_owned());
     shared.join(format!("{}-{name}", fingerprint.digest()))
+}
+
+/// [`reuse_or`] with the machine-wide copies in `shared`.
+pub(crate) fn reuse_json_in<T, F>(
+    shared: &Path,
+    path: &Path,
+    fingerprint: &Fingerprint,
+    compute: F,
+) -> Result<T>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<T>,
+{
+    reuse_in(shared, path, fingerprint, read_json, compute, |value| {
+        write_json(path, value)
+    })
 }
 
 /// [`reuse_or_save`] with the machine-wide copies in `shared`.

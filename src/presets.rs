@@ -67,8 +67,11 @@ pub struct Presets {
     pub dpo: DpoConfig,
     /// Phase 05: GRPO.
     pub grpo: GrpoConfig,
-    /// The held-out quick score (notebooks 03-06, `abt quick-score`).
+    /// The quick score on the dev split, for choosing settings (notebooks 03-05, GRPO's
+    /// in-training evaluation, `abt quick-score`).
     pub quick: QuickConfig,
+    /// The final comparison on the test split (notebook 06, `abt heldout`).
+    pub heldout: QuickConfig,
     /// Phase 06: AgentBench's DB Bench dev items.
     pub dbbench: DbBenchConfig,
 }
@@ -351,6 +354,58 @@ mod tests {
         assert!(
             full.data.spider.is_none() && full.data.react.is_empty() && full.data.chat.is_none()
         );
+    }
+
+    #[test]
+    fn evaluations_use_disjoint_splits_and_let_the_expert_finish_every_game() {
+        use crate::env::household::ExpertOptions;
+        use crate::prompts::{Prompt, Split};
+        for profile in Profile::ALL {
+            let full = Presets::resolve(profile, Scale::Full).unwrap();
+            assert_eq!(
+                (full.quick.split, full.heldout.split),
+                (Split::Dev, Split::Test)
+            );
+            assert!(full.heldout.db >= 300 && full.heldout.household >= 60);
+            // Every cap on household replies, with the games it applies to: the evaluations'
+            // held-out games, and phase 02's prompts for pairs and GRPO.
+            let prompts = crate::prompts::build_prompts(&full.prompts).unwrap();
+            let caps = [
+                (
+                    "quick",
+                    full.quick.household_turns,
+                    full.quick.tasks().unwrap(),
+                ),
+                (
+                    "heldout",
+                    full.heldout.household_turns,
+                    full.heldout.tasks().unwrap(),
+                ),
+                ("pairs", full.pairs.household_turns, prompts.clone()),
+                ("grpo", full.grpo.household_turns, prompts),
+            ];
+            for (section, cap, tasks) in caps {
+                for task in tasks {
+                    let Prompt::Household(game) = &task else {
+                        continue;
+                    };
+                    let env = crate::env::household::HouseholdEnv::with_kind(game.seed, game.kind);
+                    let needed = env.expert_replies(ExpertOptions::default()).len();
+                    assert!(
+                        needed <= cap,
+                        "{profile}: the expert needs {needed} replies for game {} ({:?}), \
+                         [{section}] allows {cap}",
+                        game.seed,
+                        game.kind,
+                    );
+                }
+            }
+            // The short and smoke runs compare on the quick score's tasks, reusing its scores.
+            for scale in [Scale::Short, Scale::Smoke] {
+                let presets = Presets::resolve(profile, scale).unwrap();
+                assert_eq!(presets.heldout, presets.quick, "{profile} {}", scale.name());
+            }
+        }
     }
 
     #[test]

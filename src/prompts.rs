@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::build::yes;
 use crate::data::synthetic::{SqlTaskKind, SyntheticOptions, Vocabulary, sql_task};
-use crate::data::{HELD_OUT_SEED, PROMPT_SEED};
+use crate::data::{DEV_SEED, HELD_OUT_SEED, PROMPT_SEED};
 use crate::env::db::{DbEnv, DbItem};
 use crate::env::household::{HouseholdEnv, TaskKind};
 use crate::env::{Protocol, TaskEnv};
@@ -175,21 +175,78 @@ pub fn build_prompts(config: &PromptConfig) -> Result<Vec<Prompt>> {
     prompt_set(config)
 }
 
-/// Held-out tasks for evaluation, from [`HELD_OUT_SEED`] on (no phase trains on them): `db`
-/// DB tasks balanced by difficulty and `household` games balanced by type.
+/// Which held-out tasks an evaluation plays; both come from seeds no phase trains on.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// For choosing settings (the quick scores of notebooks 03–05, GRPO's in-training
+    /// evaluation): seeds from [`DEV_SEED`].
+    Dev,
+    /// For final comparisons (notebook 06, `abt heldout`): seeds from [`HELD_OUT_SEED`].
+    #[default]
+    Test,
+}
+
+impl Split {
+    /// Most tasks a split holds: the seeds between the test split's first and the dev split's.
+    pub const MAX_TASKS: u64 = DEV_SEED - HELD_OUT_SEED;
+
+    /// `dev` or `test`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Dev => "dev",
+            Split::Test => "test",
+        }
+    }
+
+    /// The split's first seed.
+    pub fn first_seed(self) -> u64 {
+        match self {
+            Split::Dev => DEV_SEED,
+            Split::Test => HELD_OUT_SEED,
+        }
+    }
+
+    /// The split's first `db` DB tasks (balanced by difficulty) and `household` games
+    /// (balanced by type).
+    pub fn prompts(
+        self,
+        db: usize,
+        household: usize,
+        protocol: Protocol,
+        household_example: bool,
+    ) -> Result<Vec<Prompt>> {
+        if (db + household) as u64 > Self::MAX_TASKS {
+            return Err(Error::InvalidConfig {
+                source_name: format!("the {} split", self.name()),
+                reason: format!(
+                    "{} tasks asked for; a split holds at most {}",
+                    db + household,
+                    Self::MAX_TASKS
+                ),
+            });
+        }
+        prompt_set(&PromptConfig {
+            db,
+            household,
+            protocols: vec![protocol],
+            household_example,
+            seed: self.first_seed(),
+        })
+    }
+}
+
+/// Held-out tasks of the test split ([`Split::Test`], from [`HELD_OUT_SEED`]): `db` DB tasks
+/// balanced by difficulty and `household` games balanced by type.
 pub fn held_out_prompts(
     db: usize,
     household: usize,
     protocol: Protocol,
     household_example: bool,
 ) -> Result<Vec<Prompt>> {
-    prompt_set(&PromptConfig {
-        db,
-        household,
-        protocols: vec![protocol],
-        household_example,
-        seed: HELD_OUT_SEED,
-    })
+    Split::Test.prompts(db, household, protocol, household_example)
 }
 
 fn prompt_set(config: &PromptConfig) -> Result<Vec<Prompt>> {

@@ -82,6 +82,24 @@ impl Table {
         &self.rows
     }
 
+    /// The table as GitHub Markdown (its title as a bold line above it; `|` in cells escaped).
+    pub fn to_markdown(&self) -> String {
+        let line = |cells: &[String]| {
+            let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
+            format!("| {} |\n", cells.join(" | "))
+        };
+        let mut out = String::new();
+        if let Some(title) = &self.title {
+            out.push_str(&format!("**{title}**\n\n"));
+        }
+        out.push_str(&line(&self.header));
+        out.push_str(&line(&vec!["---".to_string(); self.header.len()]));
+        for row in &self.rows {
+            out.push_str(&line(row));
+        }
+        out
+    }
+
     /// The table as an HTML `<table>`.
     pub fn to_html(&self) -> String {
         html_table(
@@ -226,6 +244,18 @@ fn html_table(
 mod tests {
     use super::*;
     use polars::prelude::*;
+
+    #[test]
+    fn markdown_has_a_title_a_rule_and_escaped_cells() {
+        let t = Table::new(["stage", "solved"])
+            .with_title("stages")
+            .row(["a|b", "3 / 4"])
+            .unwrap();
+        assert_eq!(
+            t.to_markdown(),
+            "**stages**\n\n| stage | solved |\n| --- | --- |\n| a\\|b | 3 / 4 |\n"
+        );
+    }
 
     #[test]
     fn f32_settings_show_as_written() {

@@ -286,7 +286,7 @@ fn eval_scores_dbbench_items_with_agentbench_metrics() {
     let empty = tempfile::tempdir().unwrap();
     let (ok, text) = abt(&["compare", "--run-dir", empty.path().to_str().unwrap()]);
     assert!(
-        !ok && text.contains("run `abt quick-score` or `abt eval` first"),
+        !ok && text.contains("`abt quick-score` or `abt eval` first"),
         "{text}"
     );
 }
@@ -378,6 +378,45 @@ fn later_phases_run_from_the_command_line() {
     let (ok, text) = with("compare", &[]);
     assert!(ok && text.contains("05_grpo"), "{text}");
     assert!(dir.path().join("06_eval/summary.txt").is_file());
+
+    // The final comparison: GRPO recorded the adapter it started from; the run's GRPO stage
+    // plays the `[heldout]` tasks (the quick score's at the smoke scale) beside the score above.
+    let start: serde_json::Value =
+        agentbench_tuning::io::read_json(&dir.path().join("05_grpo/start.json")).unwrap();
+    assert_eq!(start["adapter"], "03_sft/adapter");
+    let (ok, text) = with("heldout", &["--stages", "rft"]);
+    assert!(!ok && text.contains("the run has no stage rft"), "{text}");
+    let report = dir.path().join("report");
+    let (ok, text) = with(
+        "heldout",
+        &["--stages", "grpo", "--report", report.to_str().unwrap()],
+    );
+    assert!(ok && text.contains("grpo: "), "{text}");
+    let efficacy: agentbench_tuning::eval::Efficacy =
+        agentbench_tuning::io::read_json(&dir.path().join("06_eval/efficacy.json")).unwrap();
+    assert_eq!(efficacy.grpo_start.as_deref(), Some("sft"));
+    assert_eq!(efficacy.order, ["grpo", "05_grpo"]);
+    // The same adapter under two names wins and loses nothing against itself.
+    assert_eq!(
+        (efficacy.comparisons[0].won, efficacy.comparisons[0].lost),
+        (0, 0)
+    );
+    assert_eq!(
+        agentbench_tuning::io::read_json::<agentbench_tuning::eval::Efficacy>(
+            &report.join("efficacy.json")
+        )
+        .unwrap(),
+        efficacy
+    );
+    let dated = std::fs::read_dir(&report)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("efficacy-") && name.ends_with(".md")
+        })
+        .count();
+    assert_eq!(dated, 1);
 }
 
 /// docs/cli.md carries every command's help verbatim (`bash scripts/make_cli_doc.sh` writes it).

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use agentbench_tuning::data::{
-    DataConfig, HELD_OUT_SEED, PROMPT_SEED, build_sft, read_sft, write_sft,
+    DEV_SEED, DataConfig, HELD_OUT_SEED, PROMPT_SEED, build_sft, read_sft, write_sft,
 };
 use agentbench_tuning::env::db::{DbEnv, DbItem};
 use agentbench_tuning::env::{Environment, Protocol};
 use agentbench_tuning::prelude::{Message, Profile};
 use agentbench_tuning::prompts::{
-    Difficulty, HouseholdPrompt, Prompt, PromptConfig, build_prompts, held_out_prompts,
+    Difficulty, HouseholdPrompt, Prompt, PromptConfig, Split, build_prompts, held_out_prompts,
     read_prompts, write_prompts,
 };
 
@@ -154,6 +154,54 @@ fn prompts_are_balanced_and_their_gold_sql_replays_correct() {
     );
 }
 
+/// The household games' seeds.
+fn seeds(prompts: &[Prompt]) -> Vec<u64> {
+    prompts
+        .iter()
+        .filter_map(|p| match p {
+            Prompt::Household(h) => Some(h.seed),
+            Prompt::Db(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_dev_and_test_splits_share_no_task() {
+    let test = Split::Test.prompts(60, 12, Protocol::Text, false).unwrap();
+    let dev = Split::Dev.prompts(60, 12, Protocol::Text, false).unwrap();
+    assert_eq!(
+        serde_json::to_string(&test).unwrap(),
+        serde_json::to_string(&held_out_prompts(60, 12, Protocol::Text, false).unwrap()).unwrap()
+    );
+    assert!(seeds(&dev).iter().all(|&s| s >= DEV_SEED));
+    assert!(
+        seeds(&test)
+            .iter()
+            .all(|s| (HELD_OUT_SEED..DEV_SEED).contains(s))
+    );
+    let items = |ps: &[Prompt]| -> Vec<String> {
+        ps.iter()
+            .filter_map(|p| match p {
+                Prompt::Db(d) => Some(serde_json::to_string(&d.item).unwrap()),
+                Prompt::Household(_) => None,
+            })
+            .collect()
+    };
+    let test_items = items(&test);
+    let shared = items(&dev)
+        .iter()
+        .filter(|i| test_items.contains(i))
+        .count();
+    assert_eq!(shared, 0, "{shared} DB tasks are in both splits");
+    // A split cannot run into the next one's seeds.
+    let too_many = Split::MAX_TASKS as usize + 1;
+    assert!(
+        Split::Test
+            .prompts(too_many, 0, Protocol::Text, false)
+            .is_err()
+    );
+}
+
 #[test]
 fn held_out_tasks_are_disjoint_from_prompts_and_play_through_task_env() {
     let prompts = build_prompts(&PromptConfig {
@@ -174,14 +222,6 @@ fn held_out_tasks_are_disjoint_from_prompts_and_play_through_task_env() {
         serde_json::to_string(&held).unwrap(),
         serde_json::to_string(&again).unwrap()
     );
-    let seeds = |ps: &[Prompt]| -> Vec<u64> {
-        ps.iter()
-            .filter_map(|p| match p {
-                Prompt::Household(h) => Some(h.seed),
-                Prompt::Db(_) => None,
-            })
-            .collect()
-    };
     assert!(seeds(&held).iter().all(|&s| s >= HELD_OUT_SEED));
     assert!(
         seeds(&prompts)

@@ -373,6 +373,13 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
             .iter()
             .all(|r| r.quick_db.is_some() && r.dbbench_overall.is_some())
     );
+    // and each stage against the one before it, GRPO's start as it recorded it
+    let efficacy: agentbench_tuning::eval::Efficacy =
+        agentbench_tuning::io::read_json(&run.run_dir.path().join("06_eval/efficacy.json"))
+            .unwrap();
+    assert_eq!(efficacy.order, ["base", "sft", "dpo", "grpo"]);
+    assert_eq!(efficacy.comparisons.len(), 3);
+    assert_eq!(efficacy.grpo_start.as_deref(), Some("sft"));
 
     // Notebook 06 again on the same run: every stage's quick and DB Bench scores are read back
     // by their fingerprints, none is played again, and the comparison is the same.

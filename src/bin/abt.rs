@@ -56,16 +56,23 @@ enum Command {
     /// prompts, on top of the SFT adapter (`<run>/05_grpo/adapter/`); resumes from the last
     /// checkpoint unless `--fresh`.
     Grpo(GrpoArgs),
-    /// The quick held-out score: the base model, or the base with `--adapter`, plays held-out
-    /// synthetic DB tasks and household games (`<run>/eval/quick_<label>.json`); `--against`
-    /// compares with an earlier score of the same tasks.
+    /// The quick score: the base model, or the base with `--adapter`, plays the dev split's
+    /// synthetic DB tasks and household games (`<run>/eval/quick_<label>.json`; `--heldout`:
+    /// the test split's, `heldout_<label>.json`); `--against` compares with an earlier score of
+    /// the same tasks.
     QuickScore(QuickScoreArgs),
+    /// The final comparison: every stage the run holds (the base model and each adapter) plays
+    /// the held-out test split (`<run>/eval/heldout_<stage>.json`, saved in parts as they
+    /// finish, so a call that is cut off resumes), each compared with the one before it by an
+    /// exact sign test (`<run>/06_eval/efficacy.json`; `--report DIR` adds a dated report).
+    Heldout(HeldoutArgs),
     /// DB Bench evaluation: the base model, or the base with `--adapter`, plays the items of a
     /// DB Bench-format file, scored with AgentBench's metric
     /// (`<run>/06_eval/dbbench_<label>.json`).
     Eval(EvalArgs),
-    /// The stage comparison: every quick score (`<run>/eval/quick_*.json`) and DB Bench score
-    /// (`<run>/06_eval/dbbench_*.json`) of the run in one table (`<run>/06_eval/summary.json`).
+    /// The stage comparison: every held-out and quick score (`<run>/eval/*.json`) and DB Bench
+    /// score (`<run>/06_eval/dbbench_*.json`) of the run in one table
+    /// (`<run>/06_eval/summary.json`).
     Compare(CompareArgs),
     /// An OpenAI-compatible server (`POST /v1/chat/completions`, `GET /v1/models`) for a model
     /// and an adapter, e.g. for AgentBench's HTTP agent; SIGTERM drains requests in flight.
@@ -115,6 +122,20 @@ struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
+struct HeldoutArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Only these stages, comma-separated (e.g. `base,sft`); every stage the run holds when
+    /// absent.
+    #[arg(long, value_delimiter = ',')]
+    stages: Vec<String>,
+    /// Also write the dated report there (`efficacy-<date>.md`, its JSON and chart) and the
+    /// comparison as `efficacy.json` (e.g. `docs/results`).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct EvalArgs {
     #[command(flatten)]
     run: RunArgs,
@@ -161,6 +182,9 @@ struct QuickScoreArgs {
     /// An earlier score's JSON to compare with, task by task.
     #[arg(long)]
     against: Option<PathBuf>,
+    /// Play the test split (the profile's `[heldout]` tasks) instead of the dev split.
+    #[arg(long)]
+    heldout: bool,
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +406,7 @@ fn main() -> ExitCode {
         Command::QuickScore(args) => quick_score(&args),
         Command::Eval(args) => eval(&args),
         Command::Compare(args) => compare_stages(&args),
+        Command::Heldout(args) => heldout(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -799,7 +824,12 @@ fn serve(args: &ServeArgs) -> Result<()> {
 fn quick_score(args: &QuickScoreArgs) -> Result<()> {
     use agentbench_tuning::eval::{QuickScore, compare};
     let ctx = args.run.context()?;
-    let mut config = Presets::for_run(&ctx)?.quick;
+    let presets = Presets::for_run(&ctx)?;
+    let mut config = if args.heldout {
+        presets.heldout
+    } else {
+        presets.quick
+    };
     config.db = args.db.unwrap_or(config.db);
     config.household = args.household.unwrap_or(config.household);
     let label = score_label(args.adapter.as_deref(), args.label.as_deref());
@@ -814,7 +844,7 @@ fn quick_score(args: &QuickScoreArgs) -> Result<()> {
             .errors()
             .table(&format!("quick score · {label} · why tasks failed"))?
     );
-    let path = agentbench_tuning::eval::quick_score_path(&ctx.run_dir, &label);
+    let path = config.score_path(&ctx.run_dir, &label);
     println!(
         "{} tasks in {:.0} s -> {}",
         score.results.len(),
@@ -869,13 +899,70 @@ fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `abt heldout`.
+fn heldout(args: &HeldoutArgs) -> Result<()> {
+    let ctx = args.run.context()?;
+    let config = Presets::for_run(&ctx)?.heldout;
+    let mut stages = agentbench_tuning::eval::stage_adapters(&ctx.run_dir);
+    if !args.stages.is_empty() {
+        if let Some(unknown) = args
+            .stages
+            .iter()
+            .find(|s| !stages.iter().any(|(stage, _)| stage == *s))
+        {
+            let held: Vec<&str> = stages.iter().map(|(s, _)| s.as_str()).collect();
+            return Err(Error::InvalidConfig {
+                source_name: "--stages".into(),
+                reason: format!(
+                    "the run has no stage {unknown} (it holds {})",
+                    held.join(", ")
+                ),
+            });
+        }
+        stages.retain(|(stage, _)| args.stages.contains(stage));
+    }
+    let tokenizer = Tokenizer::load(&ctx.profile.model_source())?;
+    for (stage, adapter) in &stages {
+        let score =
+            phases::p06_eval::quick_score(&ctx, stage, adapter.as_deref(), &config, &tokenizer)?;
+        println!(
+            "{stage}: {} of {} solved, mean reward {:.3} ({:.0} s)",
+            score.solved(),
+            score.results.len(),
+            score.mean_reward(),
+            score.seconds
+        );
+    }
+    let summary = phases::p06_eval::summarise(&ctx)?;
+    let Some(efficacy) = &summary.efficacy else {
+        return Err(Error::Batch("no held-out scores to compare".into()));
+    };
+    print!("{}", efficacy.table()?);
+    print!("{}", efficacy.comparisons_table()?);
+    println!(
+        "-> {}",
+        ctx.phase_dir(Phase::Eval).join("efficacy.json").display()
+    );
+    if let Some(dir) = &args.report {
+        let refs: Vec<&agentbench_tuning::eval::QuickScore> =
+            summary.scores.decisive().iter().collect();
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let report = efficacy.write_report(dir, &refs, &config, &command)?;
+        println!("-> {}", report.display());
+    }
+    Ok(())
+}
+
 /// `abt compare`.
 fn compare_stages(args: &CompareArgs) -> Result<()> {
     use agentbench_tuning::eval::ErrorReport;
     let ctx = args.run.context()?;
-    let (scores, comparison) = phases::p06_eval::summarise(&ctx)?;
-    print!("{}", comparison.table()?);
-    let errors = scores.quick_errors();
+    let summary = phases::p06_eval::summarise(&ctx)?;
+    print!("{}", summary.comparison.table()?);
+    if let Some(efficacy) = &summary.efficacy {
+        print!("{}", efficacy.comparisons_table()?);
+    }
+    let errors = summary.scores.task_errors();
     if !errors.is_empty() {
         let named: Vec<(&str, &ErrorReport)> =
             errors.iter().map(|(l, e)| (l.as_str(), e)).collect();

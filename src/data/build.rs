@@ -2,8 +2,8 @@
 //! length filter, mixing) with its report.
 //!
 //! Seeds are split so phases never overlap: SFT data draws from seed `config.seed` upwards,
-//! prompts (phase 02, [`crate::prompts`]) from [`PROMPT_SEED`], held-out evaluation from
-//! [`HELD_OUT_SEED`].
+//! prompts (phase 02, [`crate::prompts`]) from [`PROMPT_SEED`], the held-out test split from
+//! [`HELD_OUT_SEED`] and the dev split from [`DEV_SEED`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,11 @@ use crate::rng::Rng;
 
 /// First seed of the RL / pair prompts (phase 02); SFT data stays below it.
 pub const PROMPT_SEED: u64 = 500_000;
-/// First seed of held-out evaluation tasks and household games; nothing trains on them.
+/// First seed of the held-out test split (evaluation tasks and household games for final
+/// comparisons); nothing trains on them.
 pub const HELD_OUT_SEED: u64 = 1_000_000;
+/// First seed of the held-out dev split (for choosing settings); nothing trains on it either.
+pub const DEV_SEED: u64 = 1_500_000;
 
 pub(crate) fn yes() -> bool {
     true

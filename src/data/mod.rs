@@ -22,8 +22,8 @@ pub mod summary;
 pub mod synthetic;
 
 pub use build::{
-    DataConfig, DataReport, HELD_OUT_SEED, PROMPT_SEED, SourceReport, build_sft, read_sft,
-    write_sft,
+    DEV_SEED, DataConfig, DataReport, HELD_OUT_SEED, PROMPT_SEED, SourceReport, build_sft,
+    read_sft, write_sft,
 };
 pub use contamination::{ContaminationGuard, Hit};
 pub use episodes::{DbEpisode, DbEpisodeOptions, Skip, db_episode, interaction_episode};

@@ -1,25 +1,29 @@
 //! The quick held-out score: a model plays a fixed set of held-out tasks — synthetic DB Bench
-//! items and household games from [`crate::data::HELD_OUT_SEED`], which no phase trains on — with greedy
-//! decoding, and the share it solves is reported per environment and task kind.
+//! items and household games of one [`Split`] (seeds no phase trains on: the dev split for
+//! choosing settings, the test split for final comparisons) — with greedy decoding, and the share
+//! it solves is reported per environment and task kind, with the mean graded reward.
 //!
 //! Two models scored on the same tasks are compared pair by pair ([`compare`]): the tasks only
-//! one of them solves decide, and an exact two-sided sign test on them says how likely a gap
-//! that large is when neither model is better.
+//! one of them solves decide, and an exact two-sided sign test on them (McNemar's exact test)
+//! says how likely a gap that large is when neither model is better.
+//!
+//! A run saves each score in parts as they are played ([`saved_quick_score`]), so an evaluation
+//! that is killed keeps what it scored and the next call plays only the rest.
 //!
 //! ```ignore
-//! let tasks = held_out_prompts(&config)?;
+//! let tasks = config.tasks()?;
 //! let base = quick_score("base", &decoder, &tokenizer, &tasks, &config, Mode::Reference)?;
 //! let sft = quick_score("sft", &decoder, &tokenizer, &tasks, &config, Mode::Eval)?;
 //! compare(&base, &sft)?
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Fingerprint, reuse_or};
+use crate::cache::{Fingerprint, reuse_json_in, shared_dir};
 use crate::chat::{Conversation, Tokenizer};
 use crate::config::RunContext;
 use crate::display::Show;
@@ -27,12 +31,15 @@ use crate::env::Protocol;
 use crate::error::{Error, Result};
 use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
 use crate::model::{Decoder, Mode};
-use crate::prompts::{Difficulty, Prompt};
+use crate::prompts::{Difficulty, Prompt, Split};
 use crate::table::Table;
 
 /// What a quick score plays.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuickConfig {
+    /// Which held-out tasks: `dev` (choosing settings) or `test` (final comparisons).
+    #[serde(default)]
+    pub split: Split,
     /// Held-out DB tasks (balanced over the three difficulties).
     pub db: usize,
     /// Held-out household games (balanced over the six task types).
@@ -54,15 +61,31 @@ pub struct QuickConfig {
 }
 
 impl QuickConfig {
-    /// The held-out tasks: DB tasks and household games from [`crate::data::HELD_OUT_SEED`] on.
+    /// The held-out tasks: the split's first `db` DB tasks and `household` games.
     pub fn tasks(&self) -> Result<Vec<Prompt>> {
-        crate::prompts::held_out_prompts(
+        self.split.prompts(
             self.db,
             self.household,
             self.protocol,
             self.household_example,
         )
     }
+
+    /// Where a run keeps the score labelled `label` (see [`quick_score_path`]).
+    pub fn score_path(&self, run_dir: &Path, label: &str) -> PathBuf {
+        quick_score_path(run_dir, self.split, label)
+    }
+}
+
+/// Where a run keeps the score labelled `label` on `split`'s tasks:
+/// `<run>/eval/quick_<label>.json` for the dev split, `<run>/eval/heldout_<label>.json` for the
+/// test split.
+pub fn quick_score_path(run_dir: &Path, split: Split, label: &str) -> PathBuf {
+    let stem = match split {
+        Split::Dev => "quick",
+        Split::Test => "heldout",
+    };
+    run_dir.join("eval").join(format!("{stem}_{label}.json"))
 }
 
 /// How one task went.
@@ -100,6 +123,9 @@ pub struct QuickScore {
     /// The protocol played (scores saved before it was recorded read as `text`).
     #[serde(default)]
     pub protocol: Protocol,
+    /// The split played (scores saved before it was recorded played the test split).
+    #[serde(default)]
+    pub split: Split,
 }
 
 impl QuickScore {
@@ -120,6 +146,22 @@ impl QuickScore {
     /// Tasks solved.
     pub fn solved(&self) -> usize {
         self.results.iter().filter(|r| r.success).count()
+    }
+
+    /// Solved and played tasks whose source starts with `source` (`db`, `household`).
+    pub fn solved_of(&self, source: &str) -> (usize, usize) {
+        let picked = self.results.iter().filter(|r| r.source.starts_with(source));
+        picked.fold((0, 0), |(solved, played), r| {
+            (solved + usize::from(r.success), played + 1)
+        })
+    }
+
+    /// The mean graded reward of the episodes (0 when there are none).
+    pub fn mean_reward(&self) -> f64 {
+        if self.results.is_empty() {
+            return 0.0;
+        }
+        self.results.iter().map(|r| r.reward).sum::<f64>() / self.results.len() as f64
     }
 
     /// Solved / played per source and kind.
@@ -245,24 +287,123 @@ fn percent(k: usize, n: usize) -> String {
     }
 }
 
-/// A stage's quick score in a run (`<run>/eval/quick_<label>.json`): the saved one if the same
+/// Batches of tasks per saved part of a score.
+const PART_BATCHES: usize = 4;
+
+/// The tasks in parts of one environment each, as indices in task order: every part holds
+/// [`PART_BATCHES`] of the batches [`play_tasks`] would form (DB tasks first), so a score
+/// played part by part equals one played whole.
+fn parts(tasks: &[Prompt], batch: usize) -> Vec<Vec<usize>> {
+    let (household, db): (Vec<usize>, Vec<usize>) =
+        (0..tasks.len()).partition(|&i| matches!(tasks[i], Prompt::Household(_)));
+    let size = PART_BATCHES * batch.max(1);
+    db.chunks(size)
+        .chain(household.chunks(size))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Where the parts of the score saved at `path` are kept while it is played:
+/// `<dir>/parts/<stem>-<part>.json`.
+fn part_path(path: &Path, part: usize) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "score".into(), |s| s.to_string_lossy().into_owned());
+    path.with_file_name("parts")
+        .join(format!("{stem}-{part:03}.json"))
+}
+
+/// A stage's quick score in a run (at [`QuickConfig::score_path`]): the saved one if the same
 /// model (base model and `adapter` files) played the same tasks with the same settings, else
-/// `play`ed now and saved with its fingerprint (see [`crate::cache`]).
+/// played now, `play` being called on each part of the tasks in turn, and saved with its
+/// fingerprint (see [`crate::cache`]). Each part is saved as soon as it is played, so a call
+/// that is killed keeps what it scored and the next one plays only the parts still missing.
 pub fn saved_quick_score(
     ctx: &RunContext,
     label: &str,
     adapter: Option<&Path>,
     config: &QuickConfig,
-    play: impl FnOnce() -> Result<QuickScore>,
+    play: impl FnMut(&[Prompt]) -> Result<QuickScore>,
 ) -> Result<QuickScore> {
     let fingerprint = Fingerprint::new()
         .value("quick config", config)?
         .model(ctx.profile.base_model(), adapter)?;
-    reuse_or(
-        &crate::eval::quick_score_path(&ctx.run_dir, label),
-        &fingerprint,
-        play,
-    )
+    let path = config.score_path(&ctx.run_dir, label);
+    played_in_parts(&shared_dir(), &path, &fingerprint, label, config, play)
+}
+
+/// [`saved_quick_score`] of the score at `path` with `fingerprint`, the machine's copies in
+/// `shared`.
+fn played_in_parts(
+    shared: &Path,
+    path: &Path,
+    fingerprint: &Fingerprint,
+    label: &str,
+    config: &QuickConfig,
+    mut play: impl FnMut(&[Prompt]) -> Result<QuickScore>,
+) -> Result<QuickScore> {
+    let score = reuse_json_in(shared, path, fingerprint, || {
+        let tasks = config.tasks()?;
+        let parts = parts(&tasks, config.batch);
+        let mut slots: Vec<Option<TaskResult>> = vec![None; tasks.len()];
+        let mut seconds = 0.0;
+        for (p, indices) in parts.iter().enumerate() {
+            let part_tasks: Vec<Prompt> = indices.iter().map(|&i| tasks[i].clone()).collect();
+            let part_fingerprint = fingerprint.clone().value("part", &(p, parts.len()))?;
+            let part_file = part_path(path, p);
+            let part: QuickScore = reuse_json_in(shared, &part_file, &part_fingerprint, || {
+                println!(
+                    "{label}: part {} of {} ({} tasks)",
+                    p + 1,
+                    parts.len(),
+                    indices.len()
+                );
+                play(&part_tasks)
+            })?;
+            if part.results.len() != indices.len() {
+                return Err(Error::Batch(format!(
+                    "{} holds {} results for {} tasks",
+                    part_file.display(),
+                    part.results.len(),
+                    indices.len()
+                )));
+            }
+            seconds += part.seconds;
+            for (&i, result) in indices.iter().zip(part.results) {
+                slots[i] = Some(result);
+            }
+        }
+        Ok(QuickScore {
+            label: label.into(),
+            results: slots.into_iter().flatten().collect(),
+            seconds,
+            protocol: config.protocol,
+            split: config.split,
+        })
+    })?;
+    remove_parts(path)?;
+    Ok(score)
+}
+
+/// Removes the parts of the score saved at `path` (and their fingerprints) once it is whole.
+fn remove_parts(path: &Path) -> Result<()> {
+    let dir = path.with_file_name("parts");
+    let Some(stem) = path
+        .file_stem()
+        .map(|s| format!("{}-", s.to_string_lossy()))
+    else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&stem) {
+            let file = entry.path();
+            std::fs::remove_file(&file).map_err(|e| Error::io("removing", &file, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Plays every task once with greedy decoding, `config.batch` episodes at a time, with the
@@ -313,6 +454,7 @@ pub fn quick_score(
         results,
         seconds: start.elapsed().as_secs_f64(),
         protocol: config.protocol,
+        split: config.split,
     })
 }
 
@@ -339,6 +481,28 @@ pub fn kind_chart(scores: &[&QuickScore]) -> Result<crate::plot::Svg> {
     chart.render()
 }
 
+/// Solved / played per task kind, one column per score (`db/…` kinds first, then household).
+pub fn kind_table(scores: &[&QuickScore]) -> Result<Table> {
+    let by_kind: Vec<_> = scores.iter().map(|s| s.by_kind()).collect();
+    let mut keys: Vec<&(String, String)> = by_kind.iter().flat_map(BTreeMap::keys).collect();
+    keys.sort();
+    keys.dedup();
+    let mut header = vec!["tasks".to_string(), "kind".to_string()];
+    header.extend(scores.iter().map(|s| s.label.clone()));
+    let mut t = Table::new(header).with_title("solved per task kind");
+    for key in keys {
+        let mut row = vec![key.0.clone(), key.1.clone()];
+        row.extend(by_kind.iter().map(|b| {
+            b.get(key).map_or_else(
+                || "–".into(),
+                |(solved, played)| format!("{solved} / {played}"),
+            )
+        }));
+        t.push_row(row)?;
+    }
+    Ok(t)
+}
+
 /// Two models on the same tasks, pair by pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairedComparison {
@@ -356,6 +520,10 @@ pub struct PairedComparison {
     pub only_b: usize,
     /// Success rate of `b` minus that of `a`.
     pub gap: f64,
+    /// The mean graded reward of `a`'s episodes.
+    pub reward_a: f64,
+    /// The mean graded reward of `b`'s episodes.
+    pub reward_b: f64,
     /// Exact two-sided sign test on the discordant tasks: the probability of a split at
     /// least this uneven if each were a fair coin (1 when there are none).
     pub p_value: f64,
@@ -372,6 +540,14 @@ impl PairedComparison {
                 (format!("{} solved", self.a), rate(self.both + self.only_a)),
                 (format!("{} solved", self.b), rate(self.both + self.only_b)),
                 ("gap".into(), format!("{:+.1} points", 100.0 * self.gap)),
+                (
+                    format!("{} mean reward", self.a),
+                    format!("{:.3}", self.reward_a),
+                ),
+                (
+                    format!("{} mean reward", self.b),
+                    format!("{:.3}", self.reward_b),
+                ),
                 ("solved by both".into(), self.both.to_string()),
                 (format!("only {}", self.a), self.only_a.to_string()),
                 (format!("only {}", self.b), self.only_b.to_string()),
@@ -426,6 +602,8 @@ pub fn compare(a: &QuickScore, b: &QuickScore) -> Result<PairedComparison> {
         only_a,
         only_b,
         gap,
+        reward_a: a.mean_reward(),
+        reward_b: b.mean_reward(),
         p_value: sign_test(only_a, only_b),
     })
 }
@@ -454,6 +632,93 @@ pub fn sign_test(k: usize, l: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::Conversation;
+
+    /// A score of `tasks` without a model: a task counts as solved when its kind's name has an
+    /// even length.
+    fn fake(tasks: &[Prompt]) -> QuickScore {
+        let results = tasks
+            .iter()
+            .map(|t| TaskResult {
+                source: t.source(),
+                kind: t.kind(),
+                difficulty: t.difficulty(),
+                success: t.kind().len() % 2 == 0,
+                reward: t.kind().len() as f64,
+                turns: 1,
+                end: EpisodeEnd::Done,
+                conversation: Conversation::new(vec![]),
+                prompt_messages: 0,
+            })
+            .collect();
+        QuickScore {
+            label: "x".into(),
+            results,
+            seconds: 1.0,
+            protocol: Protocol::Text,
+            split: Split::Dev,
+        }
+    }
+
+    #[test]
+    fn a_score_cut_off_mid_way_resumes_from_its_saved_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let path = dir.path().join("eval").join("quick_x.json");
+        let tiny = crate::presets::Presets::resolve(
+            crate::config::Profile::Tiny,
+            crate::config::Scale::Full,
+        )
+        .unwrap();
+        // Parts of four tasks of one environment: DB 4 + 3, household 3.
+        let config = QuickConfig {
+            db: 7,
+            household: 3,
+            batch: 1,
+            ..tiny.quick
+        };
+        let fingerprint = Fingerprint::new().value("test", "parts").unwrap();
+        let mut calls = Vec::new();
+        let cut = played_in_parts(&shared, &path, &fingerprint, "x", &config, |tasks| {
+            calls.push(tasks.len());
+            if calls.len() == 2 {
+                Err(Error::Batch("killed".into()))
+            } else {
+                Ok(fake(tasks))
+            }
+        });
+        assert!(cut.is_err());
+        assert_eq!(calls, [4, 3]);
+        assert!(!path.exists() && part_path(&path, 0).is_file());
+
+        let mut calls = Vec::new();
+        let score = played_in_parts(&shared, &path, &fingerprint, "x", &config, |tasks| {
+            calls.push(tasks.len());
+            Ok(fake(tasks))
+        })
+        .unwrap();
+        assert_eq!(calls, [3, 3], "only the parts still missing are played");
+        let whole = fake(&config.tasks().unwrap());
+        assert_eq!(score.results, whole.results, "the same as one played whole");
+        assert_eq!(score.seconds, 3.0);
+        assert!(
+            !part_path(&path, 0).exists(),
+            "parts are removed once whole"
+        );
+        // The whole score is reused.
+        let again = played_in_parts(&shared, &path, &fingerprint, "x", &config, |_| {
+            Err(Error::Batch("played again".into()))
+        })
+        .unwrap();
+        assert_eq!(again, score);
+    }
+
+    #[test]
+    fn parts_follow_the_batches_of_one_environment() {
+        let tasks = Split::Dev.prompts(5, 3, Protocol::Text, false).unwrap();
+        assert_eq!(parts(&tasks, 1), [vec![0, 1, 2, 3], vec![4], vec![5, 6, 7]]);
+        assert_eq!(parts(&tasks, 2), [vec![0, 1, 2, 3, 4], vec![5, 6, 7]]);
+    }
 
     #[test]
     fn sign_test_matches_hand_computed_values() {

@@ -1,5 +1,6 @@
 //! The stage comparison: base vs SFT vs DPO vs GRPO (or any labelled scores) on the same tasks,
-//! as one table and one grouped bar chart, saved as `06_eval/summary.json`.
+//! as one table and one grouped bar chart, saved as `06_eval/summary.json`: the held-out test
+//! split's scores, the quick (dev split) scores and DB Bench, whichever the run holds.
 
 use std::path::{Path, PathBuf};
 
@@ -8,24 +9,37 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Fingerprint, reuse_or_save};
 use crate::config::RunContext;
 use crate::error::{Error, Result};
-use crate::eval::{DbBenchConfig, DbBenchScore, ErrorReport, QuickScore};
+use crate::eval::{DbBenchConfig, DbBenchScore, Efficacy, ErrorReport, QuickScore};
 use crate::io::{read_json, write_json};
 use crate::model::{Decoder, Mode};
 use crate::phases::Phase;
+use crate::prompts::Split;
 use crate::table::Table;
 
 /// The stages in pipeline order; other labels follow in the order they were added.
-const ORDER: [&str; 4] = ["base", "sft", "dpo", "grpo"];
+const ORDER: [&str; 5] = ["base", "sft", "dpo", "rft", "grpo"];
 
 /// One stage's numbers (absent where it was not evaluated that way).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRow {
     /// The score's label (`base`, `sft`, …).
     pub stage: String,
-    /// Quick score: DB tasks (solved, played).
+    /// Held-out test split: DB tasks (solved, played).
+    #[serde(default)]
+    pub heldout_db: Option<(usize, usize)>,
+    /// Held-out test split: household games (solved, played).
+    #[serde(default)]
+    pub heldout_household: Option<(usize, usize)>,
+    /// Held-out test split: the mean graded reward.
+    #[serde(default)]
+    pub heldout_reward: Option<f64>,
+    /// Quick score (dev split): DB tasks (solved, played).
     pub quick_db: Option<(usize, usize)>,
-    /// Quick score: household games (solved, played).
+    /// Quick score (dev split): household games (solved, played).
     pub quick_household: Option<(usize, usize)>,
+    /// Quick score (dev split): the mean graded reward.
+    #[serde(default)]
+    pub quick_reward: Option<f64>,
     /// DB Bench: AgentBench's `overall_cat_accuracy`.
     pub dbbench_overall: Option<f64>,
     /// DB Bench: items played.
@@ -36,8 +50,12 @@ impl StageRow {
     fn new(stage: &str) -> Self {
         Self {
             stage: stage.into(),
+            heldout_db: None,
+            heldout_household: None,
+            heldout_reward: None,
             quick_db: None,
             quick_household: None,
+            quick_reward: None,
             dbbench_overall: None,
             dbbench_items: None,
         }
@@ -50,6 +68,12 @@ pub struct StageComparison {
     /// One row per stage, in pipeline order.
     pub rows: Vec<StageRow>,
 }
+
+/// A table column: its name and a stage's cell (none where the stage lacks the measure).
+type Column = (&'static str, fn(&StageRow) -> Option<String>);
+
+/// A chart category: its name and a stage's share (none where the stage lacks the measure).
+type Measure = (&'static str, fn(&StageRow) -> Option<f64>);
 
 fn share((solved, played): (usize, usize)) -> f64 {
     if played == 0 {
@@ -76,39 +100,44 @@ impl StageComparison {
         &mut self.rows[at]
     }
 
-    /// Adds a quick score under its label; every quick score must cover the same tasks.
+    /// Adds a quick score under its label, as the test or dev split's by its split; every score
+    /// of a split must cover the same tasks.
     pub fn add_quick(&mut self, score: &QuickScore) -> Result<()> {
-        let count = |db: bool| {
-            let picked = score
-                .results
-                .iter()
-                .filter(|r| r.source.starts_with("db") == db);
-            let (mut solved, mut played) = (0, 0);
-            for r in picked {
-                solved += usize::from(r.success);
-                played += 1;
-            }
-            (solved, played)
+        let (db, household) = (score.solved_of("db"), score.solved_of("household"));
+        let split = score.split;
+        let counts = move |r: &StageRow| match split {
+            Split::Test => (r.heldout_db, r.heldout_household),
+            Split::Dev => (r.quick_db, r.quick_household),
         };
-        let (db, household) = (count(true), count(false));
         let differs = |r: &&StageRow| {
-            r.quick_db.is_some_and(|c| c.1 != db.1)
-                || r.quick_household.is_some_and(|c| c.1 != household.1)
+            let (d, h) = counts(r);
+            d.is_some_and(|c| c.1 != db.1) || h.is_some_and(|c| c.1 != household.1)
         };
         if let Some(other) = self.rows.iter().find(differs) {
+            let (d, h) = counts(other);
             return Err(Error::Batch(format!(
-                "quick score {} played {} DB and {} household tasks, {} played {:?} and {:?}",
+                "{} ({} split) played {} DB and {} household tasks, {} played {:?} and {:?}",
                 score.label,
+                split.name(),
                 db.1,
                 household.1,
                 other.stage,
-                other.quick_db.map(|c| c.1),
-                other.quick_household.map(|c| c.1)
+                d.map(|c| c.1),
+                h.map(|c| c.1)
             )));
         }
         let row = self.row(&score.label);
-        row.quick_db = Some(db);
-        row.quick_household = Some(household);
+        let reward = Some(score.mean_reward());
+        match split {
+            Split::Test => {
+                (row.heldout_db, row.heldout_household, row.heldout_reward) =
+                    (Some(db), Some(household), reward);
+            }
+            Split::Dev => {
+                (row.quick_db, row.quick_household, row.quick_reward) =
+                    (Some(db), Some(household), reward);
+            }
+        }
         Ok(())
     }
 
@@ -131,60 +160,76 @@ impl StageComparison {
         Ok(())
     }
 
-    /// One row per stage: quick score DB and household (solved / played and %), DB Bench.
+    /// The measures some stage has, each as a column name and a stage's cell.
+    fn columns(&self) -> Vec<Column> {
+        fn cell(c: Option<(usize, usize)>) -> Option<String> {
+            c.map(|c| format!("{} / {} ({:.1} %)", c.0, c.1, 100.0 * share(c)))
+        }
+        let all: [Column; 7] = [
+            ("held-out DB", |r| cell(r.heldout_db)),
+            ("held-out household", |r| cell(r.heldout_household)),
+            ("held-out mean reward", |r| {
+                r.heldout_reward.map(|x| format!("{x:.3}"))
+            }),
+            ("quick DB", |r| cell(r.quick_db)),
+            ("quick household", |r| cell(r.quick_household)),
+            ("quick mean reward", |r| {
+                r.quick_reward.map(|x| format!("{x:.3}"))
+            }),
+            ("DB Bench overall_cat_accuracy", |r| {
+                r.dbbench_overall
+                    .map(|a| format!("{:.1} % of {}", 100.0 * a, r.dbbench_items.unwrap_or(0)))
+            }),
+        ];
+        all.into_iter()
+            .filter(|(_, f)| self.rows.iter().any(|r| f(r).is_some()))
+            .collect()
+    }
+
+    /// One row per stage: the held-out test split's and the quick score's DB and household
+    /// solved (solved / played and %) and mean reward, and DB Bench — the measures the run has.
     pub fn table(&self) -> Result<Table> {
-        let mut t = Table::new([
-            "stage",
-            "quick DB",
-            "quick household",
-            "DB Bench overall_cat_accuracy",
-        ])
-        .with_title("stage comparison");
-        let cell = |c: Option<(usize, usize)>| {
-            c.map_or_else(
-                || "–".to_string(),
-                |c| format!("{} / {} ({:.1} %)", c.0, c.1, 100.0 * share(c)),
-            )
-        };
+        let columns = self.columns();
+        let mut header = vec!["stage"];
+        header.extend(columns.iter().map(|(name, _)| *name));
+        let mut t = Table::new(header).with_title("stage comparison");
         for r in &self.rows {
-            t.push_row([
-                r.stage.clone(),
-                cell(r.quick_db),
-                cell(r.quick_household),
-                r.dbbench_overall.map_or_else(
-                    || "–".to_string(),
-                    |a| format!("{:.1} % of {}", 100.0 * a, r.dbbench_items.unwrap_or(0)),
-                ),
-            ])?;
+            let mut row = vec![r.stage.clone()];
+            row.extend(
+                columns
+                    .iter()
+                    .map(|(_, f)| f(r).unwrap_or_else(|| "–".into())),
+            );
+            t.push_row(row)?;
         }
         Ok(t)
     }
 
-    /// Grouped bars: the three measures (%), one series per stage.
+    /// Grouped bars: the success measures the run has (%), one series per stage.
     pub fn chart(&self) -> Result<crate::plot::Svg> {
-        let mut chart = crate::plot::BarChart::new("stage comparison (%)").categories([
-            "quick DB solved",
-            "quick household solved",
-            "DB Bench overall_cat_accuracy",
-        ]);
+        let measures: [Measure; 5] = [
+            ("held-out DB solved", |r| r.heldout_db.map(share)),
+            ("held-out household solved", |r| {
+                r.heldout_household.map(share)
+            }),
+            ("quick DB solved", |r| r.quick_db.map(share)),
+            ("quick household solved", |r| r.quick_household.map(share)),
+            ("DB Bench overall_cat_accuracy", |r| r.dbbench_overall),
+        ];
+        let present: Vec<_> = measures
+            .into_iter()
+            .filter(|(_, f)| self.rows.iter().any(|r| f(r).is_some()))
+            .collect();
+        let mut chart = crate::plot::BarChart::new("stage comparison (%)")
+            .categories(present.iter().map(|(name, _)| *name));
         for r in &self.rows {
             chart = chart.series(
                 r.stage.clone(),
-                [
-                    r.quick_db.map_or(0.0, share),
-                    r.quick_household.map_or(0.0, share),
-                    r.dbbench_overall.unwrap_or(0.0),
-                ]
-                .map(|x| 100.0 * x),
+                present.iter().map(|(_, f)| 100.0 * f(r).unwrap_or(0.0)),
             );
         }
         chart.render()
     }
-}
-
-/// Where a run keeps the quick score labelled `label`: `<run>/eval/quick_<label>.json`.
-pub fn quick_score_path(run_dir: &Path, label: &str) -> PathBuf {
-    run_dir.join("eval").join(format!("quick_{label}.json"))
 }
 
 /// Where a run keeps the DB Bench score labelled `label`: `<run>/06_eval/dbbench_<label>.json`.
@@ -279,10 +324,13 @@ pub fn stage_model(ctx: &RunContext, adapter: Option<&Path>) -> Result<(Decoder,
     Ok((model, mode))
 }
 
-/// Every score saved in a run: quick scores and DB Bench scores, in pipeline order.
+/// Every score saved in a run: held-out test scores, quick (dev) scores and DB Bench scores,
+/// each in pipeline order.
 #[derive(Debug, Clone, Default)]
 pub struct RunScores {
-    /// `<run>/eval/quick_*.json`.
+    /// The test split's scores (`<run>/eval/heldout_*.json`).
+    pub heldout: Vec<QuickScore>,
+    /// The dev split's quick scores (`<run>/eval/quick_*.json`).
     pub quick: Vec<QuickScore>,
     /// `<run>/06_eval/dbbench_*.json`.
     pub dbbench: Vec<DbBenchScore>,
@@ -316,28 +364,51 @@ fn stage_rank(label: &str) -> usize {
 impl RunScores {
     /// Reads every score of the run in `run_dir`.
     pub fn read(run_dir: &Path) -> Result<Self> {
-        let mut quick = Vec::new();
-        for path in scores_in(&run_dir.join("eval"), "quick_")? {
-            quick.push(read_json::<QuickScore>(&path)?);
+        let eval = run_dir.join("eval");
+        let mut scores = Vec::new();
+        for path in [scores_in(&eval, "heldout_")?, scores_in(&eval, "quick_")?].concat() {
+            scores.push(read_json::<QuickScore>(&path)?);
         }
+        scores.sort_by_key(|s: &QuickScore| stage_rank(&s.label));
+        let (heldout, quick) = scores.into_iter().partition(|s| s.split == Split::Test);
         let mut dbbench = Vec::new();
         for path in scores_in(&run_dir.join(Phase::Eval.dir_name()), "dbbench_")? {
             dbbench.push(read_dbbench(&path)?);
         }
-        quick.sort_by_key(|s: &QuickScore| stage_rank(&s.label));
         dbbench.sort_by_key(|s: &DbBenchScore| stage_rank(&s.label));
-        Ok(Self { quick, dbbench })
+        Ok(Self {
+            heldout,
+            quick,
+            dbbench,
+        })
     }
 
     /// Whether the run holds no score at all.
     pub fn is_empty(&self) -> bool {
-        self.quick.is_empty() && self.dbbench.is_empty()
+        self.heldout.is_empty() && self.quick.is_empty() && self.dbbench.is_empty()
+    }
+
+    /// The task scores the stages are judged on: the test split's when the run has any, else
+    /// the quick (dev split) scores.
+    pub fn decisive(&self) -> &[QuickScore] {
+        if self.heldout.is_empty() {
+            &self.quick
+        } else {
+            &self.heldout
+        }
+    }
+
+    /// What each stage buys on the [`Self::decisive`] scores, each stage compared with the one
+    /// before it (`grpo_start`: the stage GRPO started from, if known).
+    pub fn efficacy(&self, grpo_start: Option<String>) -> Result<Efficacy> {
+        let scores: Vec<&QuickScore> = self.decisive().iter().collect();
+        Efficacy::new(&scores, grpo_start)
     }
 
     /// The stage comparison of every score.
     pub fn comparison(&self) -> Result<StageComparison> {
         let mut comparison = StageComparison::default();
-        for score in &self.quick {
+        for score in self.heldout.iter().chain(&self.quick) {
             comparison.add_quick(score)?;
         }
         for score in &self.dbbench {
@@ -371,9 +442,9 @@ impl RunScores {
         Ok(t)
     }
 
-    /// Why the quick scores' failed episodes failed, one report per stage.
-    pub fn quick_errors(&self) -> Vec<(String, ErrorReport)> {
-        self.quick
+    /// Why the [`Self::decisive`] scores' failed episodes failed, one report per stage.
+    pub fn task_errors(&self) -> Vec<(String, ErrorReport)> {
+        self.decisive()
             .iter()
             .map(|s| (s.label.clone(), s.errors()))
             .collect()
@@ -398,6 +469,13 @@ mod tests {
     use crate::prompts::Difficulty;
 
     fn quick(label: &str, db: &[bool], household: &[bool]) -> QuickScore {
+        QuickScore {
+            split: Split::Dev,
+            ..heldout(label, db, household)
+        }
+    }
+
+    fn heldout(label: &str, db: &[bool], household: &[bool]) -> QuickScore {
         let result = |source: &str, success: bool| TaskResult {
             source: source.into(),
             kind: "k".into(),
@@ -418,6 +496,7 @@ mod tests {
                 .collect(),
             seconds: 1.0,
             protocol: Protocol::Text,
+            split: Split::Test,
         }
     }
 
@@ -471,6 +550,79 @@ mod tests {
             t.contains("1 / 2 (50.0 %)") && t.contains("66.7 % of 3"),
             "{t}"
         );
+        // Only the measures some stage has are columns.
+        assert!(!t.contains("held-out"), "{t}");
         assert!(c.chart().is_ok());
+        // Test-split scores go to their own columns and are checked among themselves.
+        c.add_quick(&heldout("sft", &[true, true, false], &[true]))
+            .unwrap();
+        assert!(c.add_quick(&heldout("base", &[true], &[true])).is_err());
+        let sft = &c.rows[1];
+        assert_eq!(sft.heldout_db, Some((2, 3)));
+        assert_eq!(sft.quick_db, Some((1, 2)));
+        assert_eq!(sft.heldout_reward, Some(0.75));
+        let t = c.table().unwrap().to_string();
+        assert!(
+            t.contains("held-out DB") && t.contains("2 / 3 (66.7 %)"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn efficacy_compares_consecutive_stages_on_the_test_split() {
+        // base solves task 0; sft solves 0, 1, 2 (and the game); dpo solves 1, 2, 3 and the game.
+        let base = heldout("base", &[true, false, false, false], &[false]);
+        let sft = heldout("sft", &[true, true, true, false], &[true]);
+        let dpo = heldout("dpo", &[false, true, true, true], &[true]);
+        let scores = RunScores {
+            heldout: vec![base, sft, dpo],
+            quick: vec![quick("base", &[true], &[])],
+            dbbench: vec![],
+        };
+        let e = scores.efficacy(Some("dpo".into())).unwrap();
+        assert_eq!((e.tasks.db, e.tasks.household), (4, 1));
+        assert_eq!(e.order, ["base", "sft", "dpo"]);
+        assert_eq!(e.stages["sft"].db_solved, 3);
+        assert_eq!(e.stages["sft"].household_solved, 1);
+        assert_eq!(e.stages["base"].mean_reward, 0.2);
+        let steps: Vec<(&str, &str, usize, usize)> = e
+            .comparisons
+            .iter()
+            .map(|c| (c.better.as_str(), c.than.as_str(), c.won, c.lost))
+            .collect();
+        assert_eq!(steps, [("sft", "base", 3, 0), ("dpo", "sft", 1, 1)]);
+        // 3 against 0: 2 · (1/2)³; 1 against 1: no evidence.
+        assert!((e.comparisons[0].p_value - 0.25).abs() < 1e-12);
+        assert_eq!(e.comparisons[1].p_value, 1.0);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["stages"]["dpo"]["db_solved"], 3);
+        assert_eq!(json["comparisons"][0]["better"], "sft");
+        assert_eq!(json["grpo_start"], "dpo");
+        // Scores of different splits are not compared.
+        let mixed = [&scores.heldout[0], &scores.quick[0]];
+        assert!(Efficacy::new(&mixed, None).is_err());
+
+        // The dated report: Markdown, its data and chart, and the latest `efficacy.json`.
+        let dir = tempfile::tempdir().unwrap();
+        let refs: Vec<&QuickScore> = scores.heldout.iter().collect();
+        let config: crate::eval::QuickConfig = crate::presets::Presets::resolve(
+            crate::config::Profile::Tiny,
+            crate::config::Scale::Full,
+        )
+        .unwrap()
+        .heldout;
+        let md = e
+            .write_report(dir.path(), &refs, &config, "abt heldout --run runs/x")
+            .unwrap();
+        let text = std::fs::read_to_string(&md).unwrap();
+        assert!(text.contains("| sft | base | 3 | 0 | 0.250 |"), "{text}");
+        assert!(text.contains("abt heldout --run runs/x"), "{text}");
+        let latest: Efficacy = crate::io::read_json(&dir.path().join("efficacy.json")).unwrap();
+        assert_eq!(latest, e);
+        let data: serde_json::Value = crate::io::read_json(&md.with_extension("json")).unwrap();
+        assert_eq!(data["tasks"].as_array().unwrap().len(), 5);
+        assert_eq!(data["tasks"][3]["solved"]["dpo"], true);
+        assert_eq!(data["settings"]["split"], "test");
+        assert!(md.with_extension("svg").is_file());
     }
 }

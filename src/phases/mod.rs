@@ -29,7 +29,7 @@ pub mod p05_grpo;
 pub mod p06_eval;
 mod training;
 
-pub use training::TrainingPhase;
+pub use training::{TrainingPhase, started_from};
 
 /// A phase of the pipeline that writes into the run directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -8,14 +8,17 @@ use crate::config::RunContext;
 use crate::env::db::DbItem;
 use crate::error::{Error, Result};
 use crate::eval::{
-    DbBenchConfig, DbBenchScore, QuickConfig, QuickScore, RunScores, StageComparison,
+    DbBenchConfig, DbBenchScore, Efficacy, QuickConfig, QuickScore, RunScores, StageComparison,
     evaluate_dbbench, saved_dbbench, saved_quick_score, stage_model,
 };
+use crate::model::{Decoder, Mode};
 
 use super::Phase;
 
 /// The quick score of the stage `label` (the base model, or the base with `adapter` loaded)
-/// on `config`'s held-out tasks; reused from the run when the stage and settings are unchanged.
+/// on `config`'s held-out tasks; reused from the run when the stage and settings are unchanged,
+/// and resumed from its saved parts when an earlier call was cut off. The model is loaded only
+/// if some part is still to be played.
 pub fn quick_score(
     ctx: &RunContext,
     label: &str,
@@ -23,11 +26,24 @@ pub fn quick_score(
     config: &QuickConfig,
     tokenizer: &Tokenizer,
 ) -> Result<QuickScore> {
-    saved_quick_score(ctx, label, adapter, config, || {
-        let tasks = config.tasks()?;
-        let (model, mode) = stage_model(ctx, adapter)?;
-        crate::eval::quick_score(label, &model, tokenizer, &tasks, config, mode)
+    let mut loaded: Option<(Decoder, Mode)> = None;
+    saved_quick_score(ctx, label, adapter, config, |tasks| {
+        let (model, mode) = match &mut loaded {
+            Some(loaded) => loaded,
+            None => loaded.insert(stage_model(ctx, adapter)?),
+        };
+        crate::eval::quick_score(label, model, tokenizer, tasks, config, *mode)
     })
+}
+
+/// The stage GRPO started from (`sft`, `dpo`, …), as recorded beside its adapter; `None` when
+/// the run trained no GRPO or started it from an adapter that is not one of the run's stages.
+pub fn grpo_start(ctx: &RunContext) -> Option<String> {
+    let start = super::started_from(&ctx.run_dir, Phase::Grpo)?;
+    crate::eval::stage_adapters(&ctx.run_dir)
+        .into_iter()
+        .find(|(_, adapter)| adapter.as_deref() == Some(start.as_path()))
+        .map(|(stage, _)| stage)
 }
 
 /// The DB Bench score of the stage `label` on the items in `items` (AgentBench's JSON lines);
@@ -48,13 +64,24 @@ pub fn dbbench(
     })
 }
 
+/// Every score of a run, compared stage by stage.
+pub struct Summary {
+    /// The scores.
+    pub scores: RunScores,
+    /// Every measure of every stage, in one table.
+    pub comparison: StageComparison,
+    /// Each stage against the one before it on the decisive task scores (none without any).
+    pub efficacy: Option<Efficacy>,
+}
+
 /// Every score the run holds, compared stage by stage; the comparison is written to
-/// `06_eval/summary.json` and `summary.txt`.
-pub fn summarise(ctx: &RunContext) -> Result<(RunScores, StageComparison)> {
+/// `06_eval/summary.json` and `summary.txt`, and what each stage buys to `06_eval/efficacy.json`.
+pub fn summarise(ctx: &RunContext) -> Result<Summary> {
     let scores = RunScores::read(&ctx.run_dir)?;
     if scores.is_empty() {
         return Err(Error::Batch(format!(
-            "no scores in {}: run `abt quick-score` or `abt eval` first (or notebook 06)",
+            "no scores in {}: run `abt heldout`, `abt quick-score` or `abt eval` first (or \
+             notebook 06)",
             ctx.run_dir.display()
         )));
     }
@@ -65,5 +92,16 @@ pub fn summarise(ctx: &RunContext) -> Result<(RunScores, StageComparison)> {
         &out.join("summary.txt"),
         comparison.table()?.to_string().as_bytes(),
     )?;
-    Ok((scores, comparison))
+    let efficacy = if scores.decisive().is_empty() {
+        None
+    } else {
+        let efficacy = scores.efficacy(grpo_start(ctx))?;
+        crate::io::write_json(&out.join("efficacy.json"), &efficacy)?;
+        Some(efficacy)
+    };
+    Ok(Summary {
+        scores,
+        comparison,
+        efficacy,
+    })
 }

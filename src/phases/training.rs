@@ -1,6 +1,6 @@
 //! A training phase opened on a run: what phases 03 and 05 share.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::chat::Tokenizer;
 use crate::config::RunContext;
@@ -9,6 +9,18 @@ use crate::table::Table;
 use crate::train::{Method, Trainer};
 
 use super::Phase;
+
+/// Where a phase records the adapter it started from: `<phase>/start.json`.
+const START_FILE: &str = "start.json";
+
+/// The adapter `phase` of the run in `run_dir` started from (as saved with its adapter), or
+/// `None` when it recorded none.
+pub fn started_from(run_dir: &Path, phase: Phase) -> Option<PathBuf> {
+    let path = run_dir.join(phase.dir_name()).join(START_FILE);
+    let saved: serde_json::Value = crate::io::read_json(&path).ok()?;
+    let adapter = PathBuf::from(saved["adapter"].as_str()?);
+    Some(run_dir.join(adapter))
+}
 
 /// A training phase opened on a run: its trainer (resumed from the phase's last checkpoint
 /// unless opened fresh), the profile's tokenizer, and what the trainer was built from.
@@ -26,6 +38,7 @@ pub struct TrainingPhase<M: Method> {
     /// Inputs left out because nothing they train fits within `max_len`.
     pub skipped: usize,
     dir: PathBuf,
+    run_dir: PathBuf,
     base_model: String,
 }
 
@@ -48,6 +61,7 @@ impl<M: Method> TrainingPhase<M> {
             inputs,
             skipped,
             dir: ctx.phase_dir(phase),
+            run_dir: ctx.run_dir.clone(),
             base_model: ctx.profile.base_model().to_string(),
         }
     }
@@ -63,10 +77,17 @@ impl<M: Method> TrainingPhase<M> {
     }
 
     /// Saves the trained adapter (stacked on [`Self::start`], if any) as a PEFT directory and
-    /// returns its path.
+    /// returns its path; the start is recorded beside it ([`started_from`]).
     pub fn save_adapter(&self) -> Result<PathBuf> {
         let out = self.adapter();
         self.trainer.save_adapter(&out, &self.base_model)?;
+        if let Some(start) = &self.start {
+            let start = start.strip_prefix(&self.run_dir).unwrap_or(start);
+            crate::io::write_json(
+                &self.dir.join(START_FILE),
+                &serde_json::json!({ "adapter": start }),
+            )?;
+        }
         Ok(out)
     }
 
