@@ -54,13 +54,14 @@ def group_advantages(scores, g, scale):
     return adv, kept
 
 
-def policy_logprobs(model, episodes, pad_id):
-    """[n, t-1] log-probs of each next token and the [n, t-1] mask of the policy's own tokens."""
+def policy_logprobs(model, episodes, pad_id, temperature):
+    """[n, t-1] log-probs of each next token at the rollout temperature (as the candle trainer
+    takes them) and the [n, t-1] mask of the policy's own tokens."""
     width = max(len(e["tokens"]) for e in episodes)
     ids = torch.tensor([e["tokens"] + [pad_id] * (width - len(e["tokens"])) for e in episodes])
     attn = torch.tensor([[1] * len(e["tokens"]) + [0] * (width - len(e["tokens"])) for e in episodes])
     mask = torch.tensor([e["mask"][1:] + [0] * (width - len(e["mask"])) for e in episodes], dtype=torch.float32)
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
     lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return lp, mask
 
@@ -112,6 +113,8 @@ def main():
     lora, loss_cfg = cfg["lora"], cfg["loss"]
     if cfg["iterations"] != 1:
         sys.exit("bench_grpo: only one iteration per step is mirrored")
+    if cfg.get("mask_truncated"):
+        sys.exit("bench_grpo: mask_truncated is not mirrored")
     torch.manual_seed(lora["seed"])
 
     model = build_model("smollm2", args.attn)
@@ -134,9 +137,9 @@ def main():
         refs = []
         if loss_cfg["beta"] > 0:
             with torch.no_grad(), model.disable_adapter():
-                refs = [policy_logprobs(model, [episodes[i] for i in c], pad_id)[0] for c in chunks]
+                refs = [policy_logprobs(model, [episodes[i] for i in c], pad_id, cfg["temperature"])[0] for c in chunks]
         for c, chunk in enumerate(chunks):
-            lp, mask = policy_logprobs(model, [episodes[i] for i in chunk], pad_id)
+            lp, mask = policy_logprobs(model, [episodes[i] for i in chunk], pad_id, cfg["temperature"])
             a = torch.tensor([adv[i] for i in chunk], dtype=torch.float32)
             loss, kl, n = grpo_loss(
                 lp, lp.detach(), refs[c] if refs else None, a, mask, loss_cfg, norm_sequences, norm_tokens

@@ -65,8 +65,20 @@ fn the_policys_tokens_and_only_they_are_trained() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let trainer =
-        GrpoTrainer::new(model, prompts(), vec![], config(), &tokenizer, dir.path()).unwrap();
+    // Rollouts at the recipe's temperature, below 1.
+    let config = GrpoConfig {
+        temperature: 0.8,
+        ..config()
+    };
+    let trainer = GrpoTrainer::new(
+        model,
+        prompts(),
+        vec![],
+        config.clone(),
+        &tokenizer,
+        dir.path(),
+    )
+    .unwrap();
     let played = trainer.rollouts(&prompts()).unwrap();
     assert_eq!(played.len(), 4);
     let episodes: Vec<_> = played.iter().map(|p| &p.episode).collect();
@@ -77,8 +89,10 @@ fn the_policys_tokens_and_only_they_are_trained() {
     );
     let model = trainer.model();
 
-    // The compact log-probs are those the sampler recorded for the same tokens.
-    let (lp, mask) = episode_logprobs(model, &episodes, 0, Mode::Train).unwrap();
+    // The compact log-probs, at the rollout temperature, are those the sampler recorded for the
+    // same tokens (it drew them from the model's distribution at that temperature).
+    let temperature = config.temperature;
+    let (lp, mask) = episode_logprobs(model, &episodes, 0, Mode::Train, temperature).unwrap();
     let lp_rows = lp.to_vec2::<f32>().unwrap();
     let mask_rows = mask.to_vec2::<f32>().unwrap();
     for (i, e) in episodes.iter().enumerate() {
@@ -103,7 +117,8 @@ fn the_policys_tokens_and_only_they_are_trained() {
     }
 
     // Fresh adapters: the policy is the reference, so the k3 KL is 0 and the ratio 1.
-    let (reference, _) = episode_logprobs(model, &episodes, 0, Mode::Reference).unwrap();
+    let (reference, _) =
+        episode_logprobs(model, &episodes, 0, Mode::Reference, temperature).unwrap();
     let advantages = Tensor::new(&[1.0f32, -1.0, 0.5, -0.5], &Device::Cpu).unwrap();
     let params = GrpoParams::default();
     let out = grpo_loss(

@@ -113,7 +113,7 @@ fn logprobs_at_chosen_positions_equal_the_full_computation_and_its_gradient() {
     let full = m.token_logprobs(&batch, Mode::Train).unwrap();
     let flat: Vec<f32> = full.flatten_all().unwrap().to_vec1().unwrap();
     let at = m
-        .token_logprobs_at(&batch, &positions, Mode::Train)
+        .token_logprobs_at(&batch, &positions, Mode::Train, 1.0)
         .unwrap();
     let got: Vec<f32> = at.to_vec1().unwrap();
     assert_eq!(got.len(), positions.len());
@@ -135,7 +135,7 @@ fn logprobs_at_chosen_positions_equal_the_full_computation_and_its_gradient() {
     let mask = candle_core::Tensor::from_vec(mask, (b, t - 1), &Device::Cpu).unwrap();
     let loss_full = (full * mask).unwrap().sum_all().unwrap();
     let loss_at = m
-        .token_logprobs_at(&batch, &keep, Mode::Train)
+        .token_logprobs_at(&batch, &keep, Mode::Train, 1.0)
         .unwrap()
         .sum_all()
         .unwrap();
@@ -168,7 +168,7 @@ fn logprobs_at_chosen_positions_equal_the_full_computation_and_its_gradient() {
     assert!(!m.token_logprobs(&batch, Mode::Eval).unwrap().track_op());
     // A position past the batch is an error, not a panic.
     assert!(
-        m.token_logprobs_at(&batch, &[(b * (t - 1)) as u32], Mode::Eval)
+        m.token_logprobs_at(&batch, &[(b * (t - 1)) as u32], Mode::Eval, 1.0)
             .is_err()
     );
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
-use super::sampling::{Sampling, log_sum_exp};
+use super::sampling::{Sampling, logprob_at};
 use crate::chat::Tokenizer;
 use crate::error::{Error, Result};
 use crate::model::host;
@@ -75,8 +75,9 @@ pub enum FinishReason {
 pub struct Generation {
     /// The new token ids (a final stop token included).
     pub ids: Vec<u32>,
-    /// `log p(id | everything before)` of each new id under the model itself (temperature 1,
-    /// no top-k/top-p): the same numbers teacher forcing gives, which GRPO's ratios need.
+    /// `log p(id | everything before)` of each new id under the model's distribution at the
+    /// sampling temperature (1 for greedy decoding; no repetition penalty, top-k or top-p): the
+    /// same numbers teacher forcing at that temperature gives, which GRPO's ratios need.
     pub logprobs: Vec<f32>,
     /// The text of the new ids without a final stop token, cut before a stop string.
     pub text: String,
@@ -331,7 +332,6 @@ impl<'a> GenerationSession<'a> {
                     continue;
                 }
                 stepped += 1;
-                let lse = log_sum_exp(&row_logits);
                 // Only the repetition penalty edits logits in place; keep the model's own then.
                 let id = if options.sampling.repetition_penalty == 1.0 {
                     options
@@ -342,7 +342,11 @@ impl<'a> GenerationSession<'a> {
                         .sampling
                         .pick(&mut row_logits.clone(), &row.history, &mut row.rng)
                 };
-                row.out.logprobs.push(row_logits[id as usize] - lse);
+                row.out.logprobs.push(logprob_at(
+                    &row_logits,
+                    id,
+                    options.sampling.logprob_temperature(),
+                ));
                 row.out.ids.push(id);
                 row.history.push(id);
                 if stop_ids.contains(&id) {

@@ -62,7 +62,8 @@ pub struct Episode {
     pub tokens: Vec<u32>,
     /// 1 on tokens the model generated, 0 on prompt, template and observation tokens.
     pub policy_mask: Vec<u8>,
-    /// The log-prob of each generated token when it was sampled (0 elsewhere).
+    /// The log-prob of each generated token when it was sampled, at the sampling temperature
+    /// (0 elsewhere).
     pub logprobs: Vec<f32>,
     /// Tokens of the first prompt.
     pub prompt_len: usize,

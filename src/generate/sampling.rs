@@ -63,6 +63,16 @@ impl Sampling {
         Ok(())
     }
 
+    /// The temperature of the distribution tokens are drawn from, at which their log-probs are
+    /// recorded: the sampling temperature, or 1 for greedy decoding.
+    pub fn logprob_temperature(&self) -> f32 {
+        if self.temperature > 0.0 {
+            self.temperature
+        } else {
+            1.0
+        }
+    }
+
     /// Picks the next token from `logits` (modified in place); `history` are the ids so far.
     pub fn pick(&self, logits: &mut [f32], history: &[u32], rng: &mut Rng) -> u32 {
         if self.repetition_penalty != 1.0 {
@@ -142,10 +152,11 @@ pub fn argmax(values: &[f32]) -> u32 {
     best as u32
 }
 
-/// `log Σ exp(logits)`, computed stably: `logits[id] - log_sum_exp(logits)` is the log-prob.
-pub fn log_sum_exp(logits: &[f32]) -> f32 {
+/// The log-prob of `id` under `softmax(logits / temperature)`, computed stably.
+pub fn logprob_at(logits: &[f32], id: u32, temperature: f32) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max
+    let sum: f32 = logits.iter().map(|l| ((l - max) / temperature).exp()).sum();
+    (logits[id as usize] - max) / temperature - sum.ln()
 }
 
 #[cfg(test)]
@@ -203,10 +214,28 @@ mod tests {
     }
 
     #[test]
-    fn logprob_is_log_softmax() {
+    fn logprob_is_the_log_softmax_the_draw_follows() {
         let l = [1.0f32, 2.0, 3.0];
         let z: f32 = l.iter().map(|v| v.exp()).sum();
-        assert!((l[2] - log_sum_exp(&l) - (3f32.exp() / z).ln()).abs() < 1e-6);
+        assert!((logprob_at(&l, 2, 1.0) - (3f32.exp() / z).ln()).abs() < 1e-6);
+        // At temperature 0.5: softmax(2 l).
+        let z2: f32 = l.iter().map(|v| (2.0 * v).exp()).sum();
+        assert!((logprob_at(&l, 0, 0.5) - (2f32.exp() / z2).ln()).abs() < 1e-6);
+        // The sampler draws token 1 of [0, ln 3] at temperature 0.5 with probability 9/10,
+        // which is what the recorded log-prob says.
+        let logits = [0.0f32, 3f32.ln()];
+        let s = Sampling::with_temperature(0.5);
+        assert_eq!(s.logprob_temperature(), 0.5);
+        assert_eq!(Sampling::greedy().logprob_temperature(), 1.0);
+        let expected = logprob_at(&logits, 1, s.logprob_temperature()).exp();
+        assert!((expected - 0.9).abs() < 1e-6);
+        let mut rng = Rng::new(3);
+        let n = 20_000;
+        let ones = (0..n)
+            .filter(|_| s.pick(&mut logits.clone(), &[], &mut rng) == 1)
+            .count();
+        let freq = ones as f64 / n as f64;
+        assert!((freq - 0.9).abs() < 0.01, "{freq}");
     }
 
     #[test]

@@ -912,12 +912,20 @@ impl Decoder {
     /// flattened `[batch · (seq - 1)]` targets of [`Decoder::token_logprobs`], and the result is
     /// `[positions.len()]`. The output head and its softmax run on those rows alone, which is
     /// what a loss over assistant tokens needs (a fifth of SmolLM2's forward pass is its head).
+    /// `temperature` divides the logits first (1: the model's own distribution; GRPO takes its
+    /// log-probs at the temperature its rollouts were sampled at).
     pub fn token_logprobs_at(
         &self,
         batch: &TokenBatch,
         positions: &[u32],
         mode: Mode,
+        temperature: f32,
     ) -> Result<Tensor> {
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(Error::Batch(format!(
+                "log-probs need a temperature above 0, not {temperature}"
+            )));
+        }
         let (b, t) = batch.dims();
         if t < 2 {
             return Err(Error::Batch(
@@ -940,6 +948,12 @@ impl Decoder {
             .narrow(1, 1, t - 1)?
             .flatten_all()?
             .index_select(&index, 0)?;
+        // logits / T = (hidden / T) · headᵀ: the head has no bias.
+        let hidden = if temperature == 1.0 {
+            hidden
+        } else {
+            hidden.affine(1.0 / f64::from(temperature), 0.0)?
+        };
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         Ok(ops::linear_logprobs(&hidden, head, &targets)?)
     }

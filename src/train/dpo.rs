@@ -128,7 +128,7 @@ pub fn pair_logprobs(
             owner.push(r);
         }
     }
-    let lp = model.token_logprobs_at(&batch, &positions, mode)?;
+    let lp = model.token_logprobs_at(&batch, &positions, mode, 1.0)?;
     // Per-row sums as a matmul with a one-hot [rows, positions] matrix (differentiable).
     let mut onehot = vec![0f32; n_rows * positions.len()];
     for (p, &r) in owner.iter().enumerate() {

@@ -8,13 +8,16 @@
 //! normalised within each prompt's group (groups whose rewards are all equal teach nothing and
 //! are skipped and counted); every token the policy wrote in a kept episode gets its episode's
 //! advantage, and the prompt, the observations and the template's tokens get no loss and no
-//! gradient. The loss is [`grpo_loss`]: clipped importance ratio, k3 KL to the reference (the
+//! gradient. With `mask_truncated`, episodes cut off by the reply or context limit count in
+//! their group's baseline but get no loss (DAPO's overlong filtering). The loss is [`grpo_loss`]: clipped importance ratio, k3 KL to the reference (the
 //! same weights with the adapters off, so the SFT model), and grpo / dr_grpo / dapo aggregation
 //! over the step.
 //!
 //! Log-probs are computed only at the policy's tokens ([`Decoder::token_logprobs_at`]) and laid
 //! out compactly, one row per episode and one column per policy token, so long observations
-//! cost a forward pass but no output head.
+//! cost a forward pass but no output head. They are taken at the rollout temperature — the
+//! distribution the sampler drew from, as verl does — for the policy, the old policy and the
+//! reference alike.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +34,7 @@ use super::run::{TrainState, append_metrics, peak_memory_mb, read_metrics};
 use super::trainer::{Core, Method, Trainer};
 use crate::chat::Tokenizer;
 use crate::error::{Error, Result};
-use crate::generate::{Episode, PlayOptions, PlayedTask, Sampling, play_tasks};
+use crate::generate::{Episode, EpisodeEnd, PlayOptions, PlayedTask, Sampling, play_tasks};
 use crate::model::host;
 use crate::model::{Decoder, Mode, Padding, TokenBatch};
 use crate::prompts::Prompt;
@@ -83,6 +86,10 @@ pub struct GrpoConfig {
     /// [`GrpoMetrics::success_by_kind`]) starts with one of these, e.g. `["db"]` (empty: all).
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// Give no loss to episodes that the reply or context limit cut off (they still count in
+    /// their group's baseline): DAPO's overlong filtering.
+    #[serde(default)]
+    pub mask_truncated: bool,
 }
 
 super::args::trainer_config!(GrpoConfig, grpo);
@@ -149,6 +156,22 @@ impl GrpoConfig {
     }
 }
 
+/// The episodes a step trains on (indices into `played`, in groups of `g`): those of groups that
+/// were not flat with a token the policy wrote, and, with `mask_truncated`, that ended on their
+/// own rather than at the reply or context limit.
+pub fn trained_episodes(
+    played: &[PlayedTask],
+    groups: &GroupAdvantages,
+    policy_tokens: &[usize],
+    g: usize,
+    mask_truncated: bool,
+) -> Vec<usize> {
+    (0..played.len())
+        .filter(|&i| !groups.skipped[i / g] && policy_tokens[i] > 0)
+        .filter(|&i| !mask_truncated || played[i].episode.end == EpisodeEnd::Done)
+        .collect()
+}
+
 /// The target indices (into the `len − 1` next-token predictions of a sequence) of the tokens
 /// the policy wrote: token `k` is predicted at position `k − 1`. Prompt, observation and
 /// template tokens never appear.
@@ -171,6 +194,7 @@ pub fn episode_logprobs(
     episodes: &[&Episode],
     pad_id: u32,
     mode: Mode,
+    temperature: f32,
 ) -> Result<(Tensor, Tensor)> {
     let rows: Vec<Vec<u32>> = episodes.iter().map(|e| e.tokens.clone()).collect();
     let batch = TokenBatch::pad(&rows, pad_id, Padding::Right, model.device())?;
@@ -188,7 +212,7 @@ pub fn episode_logprobs(
         .flat_map(|(r, ks)| ks.iter().map(move |&k| (r * (t - 1) + k) as u32))
         .collect();
     let flat = model
-        .token_logprobs_at(&batch, &positions, mode)?
+        .token_logprobs_at(&batch, &positions, mode, temperature)?
         .to_dtype(DType::F32)?;
     // Scatter into [n, width] by gathering from the flat values plus one trailing zero.
     let pad_at = positions.len() as u32;
@@ -241,6 +265,9 @@ pub struct GrpoMetrics {
     pub skipped_groups: usize,
     /// Groups played.
     pub groups: usize,
+    /// Episodes the reply or context limit cut off (no loss with `mask_truncated`).
+    #[serde(default)]
+    pub truncated: usize,
     /// Learning rate of the last update.
     pub lr: f64,
     /// Global gradient norm before clipping (last update; 0 when every group was skipped).
@@ -267,7 +294,7 @@ impl GrpoMetrics {
             .map(|e| format!("\n{}", e.line()))
             .unwrap_or_default();
         format!(
-            "step {:>3}/{total} reward {:+.3}±{:.3} solved {:.0}% kl {:.4} clip {:.3} loss {:+.4} len {:.0} skipped {}/{} grad-norm {:.3} | rollout {:.0}s ({:.0} tok/s) train {:.0}s",
+            "step {:>3}/{total} reward {:+.3}±{:.3} solved {:.0}% kl {:.4} clip {:.3} loss {:+.4} len {:.0} skipped {}/{} cut off {} grad-norm {:.3} | rollout {:.0}s ({:.0} tok/s) train {:.0}s",
             self.step,
             self.reward_mean,
             self.reward_std,
@@ -278,6 +305,7 @@ impl GrpoMetrics {
             self.response_tokens,
             self.skipped_groups,
             self.groups,
+            self.truncated,
             self.grad_norm,
             self.rollout_s,
             self.rollout_tokens_per_s,
@@ -553,11 +581,18 @@ impl Grpo {
             entry.1 += 1;
         }
 
-        // Episodes of groups that were not flat, with a token to train.
         let train_start = Instant::now();
-        let kept: Vec<usize> = (0..played.len())
-            .filter(|&i| !groups.skipped[i / g] && policy_tokens[i] > 0)
-            .collect();
+        let kept = trained_episodes(
+            played,
+            &groups,
+            &policy_tokens,
+            g,
+            self.config.mask_truncated,
+        );
+        let truncated = played
+            .iter()
+            .filter(|p| p.episode.end != EpisodeEnd::Done)
+            .count();
         let update = if kept.is_empty() {
             Update::default()
         } else {
@@ -579,6 +614,7 @@ impl Grpo {
             turns: played.iter().map(|p| p.episode.turns()).sum::<usize>() as f64 / n,
             skipped_groups: groups.skipped.iter().filter(|&&s| s).count(),
             groups: groups.skipped.len(),
+            truncated,
             lr: update.lr,
             grad_norm: update.grad_norm,
             rollout_s,
@@ -624,8 +660,13 @@ impl Grpo {
                 if config.loss.beta <= 0.0 {
                     return Ok(None);
                 }
-                let (lp, _) =
-                    episode_logprobs(core.model(), &episodes(c), core.pad_id(), Mode::Reference)?;
+                let (lp, _) = episode_logprobs(
+                    core.model(),
+                    &episodes(c),
+                    core.pad_id(),
+                    Mode::Reference,
+                    config.temperature,
+                )?;
                 progress.inc(c.len() as u64);
                 Ok(Some(lp.detach()))
             })
@@ -636,8 +677,13 @@ impl Grpo {
             let mut grads = core.grads();
             let (mut loss, mut kl_sum, mut clip_sum, mut tokens) = (0.0, 0.0, 0.0, 0);
             for (c, chunk) in chunks.iter().enumerate() {
-                let (lp, mask) =
-                    episode_logprobs(core.model(), &episodes(chunk), core.pad_id(), Mode::Train)?;
+                let (lp, mask) = episode_logprobs(
+                    core.model(),
+                    &episodes(chunk),
+                    core.pad_id(),
+                    Mode::Train,
+                    config.temperature,
+                )?;
                 // The rollouts came from these weights: the sampling policy's log-probs are
                 // this first pass's, without gradient.
                 let old_lp = match &old[c] {
@@ -853,6 +899,50 @@ mod tests {
     }
 
     #[test]
+    fn truncated_episodes_get_no_loss_when_masked() {
+        let played = |end: EpisodeEnd, policy: u8| PlayedTask {
+            episode: Episode {
+                conversation: crate::chat::Conversation::default(),
+                tokens: vec![1, 2, 3],
+                policy_mask: vec![0, policy, policy],
+                logprobs: vec![0.0; 3],
+                prompt_len: 1,
+                prompt_messages: 1,
+                rewards: vec![0.0],
+                end,
+            },
+            score: crate::env::TaskScore {
+                success: end == EpisodeEnd::Done,
+                score: 0.0,
+                valid: true,
+            },
+        };
+        // Group 0: done, cut by the reply limit, cut by the context, done without a policy
+        // token; group 1 is flat.
+        let episodes = vec![
+            played(EpisodeEnd::Done, 1),
+            played(EpisodeEnd::MaxTurns, 1),
+            played(EpisodeEnd::ContextFull, 1),
+            played(EpisodeEnd::Done, 0),
+            played(EpisodeEnd::Done, 1),
+            played(EpisodeEnd::MaxTurns, 1),
+        ];
+        let tokens: Vec<usize> = episodes
+            .iter()
+            .map(|p| p.episode.policy_mask.iter().filter(|&&m| m == 1).count())
+            .collect();
+        let groups = GroupAdvantages {
+            advantages: vec![1.0, -1.0, -1.0, 1.0, 0.0, 0.0],
+            skipped: vec![false, true],
+        };
+        assert_eq!(
+            trained_episodes(&episodes, &groups, &tokens, 4, false),
+            [0, 1, 2]
+        );
+        assert_eq!(trained_episodes(&episodes, &groups, &tokens, 4, true), [0]);
+    }
+
+    #[test]
     fn smoke_and_tiny_settings_are_valid() {
         for profile in [Profile::Tiny, Profile::ColabQwen25_7b] {
             let config = Presets::resolve(profile, Scale::Full).unwrap().grpo;
@@ -895,9 +985,10 @@ mod tests {
         let object = json.as_object_mut().unwrap();
         object.remove("reward");
         object.remove("tasks");
+        object.remove("mask_truncated");
         let config: GrpoConfig = serde_json::from_value(json).unwrap();
         assert_eq!(config.reward, GrpoReward::Graded);
-        assert!(config.tasks.is_empty());
+        assert!(config.tasks.is_empty() && !config.mask_truncated);
     }
 
     #[test]

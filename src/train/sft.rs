@@ -177,7 +177,9 @@ impl Sft {
             if positions.is_empty() {
                 continue;
             }
-            let lp = core.model().token_logprobs_at(&batch, &positions, mode)?;
+            let lp = core
+                .model()
+                .token_logprobs_at(&batch, &positions, mode, 1.0)?;
             nll -= lp.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             tokens += b.trained(examples);
         }
@@ -215,7 +217,7 @@ impl Method for Sft {
             }
             let lp = core
                 .model()
-                .token_logprobs_at(&batch, &positions, Mode::Train)?;
+                .token_logprobs_at(&batch, &positions, Mode::Train, 1.0)?;
             let nll = lp.sum_all()?.neg()?;
             let loss = (&nll / denom)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
