@@ -4,7 +4,8 @@
 //! times in its environment at temperature 0.8 with the adapters on, and grades every episode
 //! with [`crate::env::TaskScore`] (execution outcome with partial credit for DB tasks, completion
 //! with progress credit for household games; or, with [`GrpoReward::Success`], 1 for a solved
-//! task and 0 otherwise), optionally on the prompts of some task types only. Rewards are
+//! task and 0 otherwise; or [`GrpoReward::Correct`], aligned with correctness), optionally on
+//! the prompts of some task types only. Rewards are
 //! normalised within each prompt's group (groups whose rewards are all equal teach nothing and
 //! are skipped and counted); every token the policy wrote in a kept episode gets its episode's
 //! advantage, and the prompt, the observations and the template's tokens get no loss and no
@@ -106,14 +107,30 @@ pub enum GrpoReward {
     /// 1 for a solved task, 0 for anything else: only groups with both a success and a
     /// failure train, so the policy is never pushed towards a better wrong answer.
     Success,
+    /// Aligned with correctness: 1 for a solved task; a small partial credit (0.1 × the answer's
+    /// overlap with the gold, or the household game's progress) for an unsolved one, so a wrong
+    /// answer that shares nothing and an episode out of rounds get 0; −0.1 for a reply that
+    /// broke the protocol.
+    Correct,
 }
+
+/// [`GrpoReward::Correct`]'s weight of the partial credit.
+const CORRECT_PARTIAL: f64 = 0.1;
+/// [`GrpoReward::Correct`]'s reward of an episode whose reply broke the protocol.
+const CORRECT_BROKEN: f64 = -0.1;
 
 impl GrpoReward {
     /// The reward of an episode with this `score`.
     pub fn of(self, score: &crate::env::TaskScore) -> f64 {
+        use crate::reward::grade::PARTIAL_WEIGHT;
         match self {
             GrpoReward::Graded => score.score,
             GrpoReward::Success => f64::from(u8::from(score.success)),
+            GrpoReward::Correct if score.success => 1.0,
+            GrpoReward::Correct if !score.valid => CORRECT_BROKEN,
+            // The graded score of a valid unsolved episode is PARTIAL_WEIGHT × the overlap or
+            // progress, or below 0 when it ran out of rounds.
+            GrpoReward::Correct => CORRECT_PARTIAL * (score.score / PARTIAL_WEIGHT).max(0.0),
         }
     }
 }
@@ -971,6 +988,18 @@ mod tests {
         assert_eq!(GrpoReward::Success.of(&solved), 1.0);
         assert_eq!(GrpoReward::Success.of(&partial), 0.0);
         assert_eq!(GrpoReward::Success.of(&unfinished), 0.0);
+        // Correctness-aligned: a success 1, partial credit a tenth of the overlap or progress,
+        // out of rounds 0, a broken reply −0.1 (graded by the scale's own functions).
+        use crate::reward::{DbVerdict, grade_db, grade_household};
+        let correct = |s: crate::env::TaskScore| GrpoReward::Correct.of(&s);
+        assert_eq!(correct(grade_db(DbVerdict::Solved)), 1.0);
+        assert!((correct(grade_db(DbVerdict::Answered { overlap: 0.5 })) - 0.05).abs() < 1e-12);
+        assert_eq!(correct(grade_db(DbVerdict::Answered { overlap: 0.0 })), 0.0);
+        assert_eq!(correct(grade_db(DbVerdict::Failed)), 0.0);
+        assert_eq!(correct(grade_db(DbVerdict::Invalid)), -0.1);
+        assert!((correct(grade_household(false, 0.5, false)) - 0.05).abs() < 1e-12);
+        assert_eq!(correct(grade_household(false, 0.5, true)), -0.1);
+        assert_eq!(correct(grade_household(true, 1.0, false)), 1.0);
         // A group that differs only in partial credit is flat under the success reward.
         let rewards: Vec<f64> = [partial, unfinished, partial, unfinished]
             .iter()
