@@ -320,3 +320,44 @@ fn a_task_filter_and_the_success_reward_shape_the_steps() {
     assert_eq!(m.reward_mean, m.success);
     assert_eq!((m.reward_mean * 2.0).fract(), 0.0);
 }
+
+#[test]
+fn dynamic_sampling_plays_more_prompts_until_the_quota_or_the_cap() {
+    let Some((model, tokenizer)) = default_model() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = GrpoConfig {
+        steps: 1,
+        held_out_eval: false,
+        reward: GrpoReward::Success,
+        filter_groups: true,
+        max_resamples: 1,
+        ..small_config()
+    };
+    let mut trainer = GrpoTrainer::new(
+        model,
+        household_prompts(),
+        vec![],
+        config,
+        &tokenizer,
+        dir.path(),
+    )
+    .unwrap();
+    let metrics = trainer.train(None, |_| {}).unwrap();
+    let m = &metrics[0];
+    // One prompt a step: a second batch is played only when the first group taught nothing.
+    if m.groups == 1 {
+        assert_eq!(m.informative_groups, 1, "{m:?}");
+    } else {
+        assert_eq!(m.groups, 2, "one extra batch at most: {m:?}");
+    }
+    assert_eq!(
+        m.dropped_groups,
+        m.groups - m.informative_groups.min(1),
+        "{m:?}"
+    );
+    if m.informative_groups == 0 {
+        assert_eq!(m.grad_norm, 0.0, "nothing to train on: {m:?}");
+    }
+}

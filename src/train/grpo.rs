@@ -91,6 +91,18 @@ pub struct GrpoConfig {
     /// their group's baseline): DAPO's overlong filtering.
     #[serde(default)]
     pub mask_truncated: bool,
+    /// Success-aware dynamic sampling (DAPO's `filter_groups`): train only on groups that hold
+    /// a success and whose rewards differ, the first `prompts_per_step` of them; a step short of
+    /// that many plays more prompts, up to `max_resamples` extra rollout batches.
+    #[serde(default)]
+    pub filter_groups: bool,
+    /// With `filter_groups`: most extra rollout batches a step plays to fill its quota.
+    #[serde(default = "max_resamples_default")]
+    pub max_resamples: usize,
+}
+
+fn max_resamples_default() -> usize {
+    3
 }
 
 super::args::trainer_config!(GrpoConfig, grpo);
@@ -173,18 +185,50 @@ impl GrpoConfig {
     }
 }
 
-/// The episodes a step trains on (indices into `played`, in groups of `g`): those of groups that
-/// were not flat with a token the policy wrote, and, with `mask_truncated`, that ended on their
-/// own rather than at the reply or context limit.
+/// Whether each group of `g` episodes can teach something about being right: it holds a success
+/// and its `rewards` are not all equal.
+pub fn informative_groups(played: &[PlayedTask], rewards: &[f64], g: usize) -> Vec<bool> {
+    played
+        .chunks(g)
+        .zip(rewards.chunks(g))
+        .map(|(group, rewards)| {
+            let (lo, hi) = rewards
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                    (lo.min(r), hi.max(r))
+                });
+            group.iter().any(|p| p.score.success) && hi - lo > 1e-9
+        })
+        .collect()
+}
+
+/// The groups a step trains on: with `filter`, the first `quota` informative ones (dynamic
+/// sampling); else every group.
+pub fn selected_groups(informative: &[bool], filter: bool, quota: usize) -> Vec<bool> {
+    let mut taken = 0;
+    informative
+        .iter()
+        .map(|&useful| {
+            let take = !filter || (useful && taken < quota);
+            taken += usize::from(filter && take);
+            take
+        })
+        .collect()
+}
+
+/// The episodes a step trains on (indices into `played`, in groups of `g`): those of `selected`
+/// groups that were not flat, with a token the policy wrote, and, with `mask_truncated`, that
+/// ended on their own rather than at the reply or context limit.
 pub fn trained_episodes(
     played: &[PlayedTask],
     groups: &GroupAdvantages,
+    selected: &[bool],
     policy_tokens: &[usize],
     g: usize,
     mask_truncated: bool,
 ) -> Vec<usize> {
     (0..played.len())
-        .filter(|&i| !groups.skipped[i / g] && policy_tokens[i] > 0)
+        .filter(|&i| selected[i / g] && !groups.skipped[i / g] && policy_tokens[i] > 0)
         .filter(|&i| !mask_truncated || played[i].episode.end == EpisodeEnd::Done)
         .collect()
 }
@@ -282,6 +326,13 @@ pub struct GrpoMetrics {
     pub skipped_groups: usize,
     /// Groups played.
     pub groups: usize,
+    /// Groups with a success and a reward spread.
+    #[serde(default)]
+    pub informative_groups: usize,
+    /// Groups left out by dynamic sampling (`filter_groups`): not informative, or beyond the
+    /// step's quota.
+    #[serde(default)]
+    pub dropped_groups: usize,
     /// Episodes the reply or context limit cut off (no loss with `mask_truncated`).
     #[serde(default)]
     pub truncated: usize,
@@ -311,7 +362,7 @@ impl GrpoMetrics {
             .map(|e| format!("\n{}", e.line()))
             .unwrap_or_default();
         format!(
-            "step {:>3}/{total} reward {:+.3}±{:.3} solved {:.0}% kl {:.4} clip {:.3} loss {:+.4} len {:.0} skipped {}/{} cut off {} grad-norm {:.3} | rollout {:.0}s ({:.0} tok/s) train {:.0}s",
+            "step {:>3}/{total} reward {:+.3}±{:.3} solved {:.0}% kl {:.4} clip {:.3} loss {:+.4} len {:.0} skipped {}/{} informative {} dropped {} cut off {} grad-norm {:.3} | rollout {:.0}s ({:.0} tok/s) train {:.0}s",
             self.step,
             self.reward_mean,
             self.reward_std,
@@ -322,6 +373,8 @@ impl GrpoMetrics {
             self.response_tokens,
             self.skipped_groups,
             self.groups,
+            self.informative_groups,
+            self.dropped_groups,
             self.truncated,
             self.grad_norm,
             self.rollout_s,
@@ -527,8 +580,9 @@ impl Grpo {
         Ok(eval)
     }
 
-    /// Plays one group of episodes per prompt: the step's rollouts, in prompt order.
-    fn rollouts(&self, core: &Core, prompts: &[Prompt]) -> Result<Vec<PlayedTask>> {
+    /// Plays one group of episodes per prompt: the step's rollouts (its `batch`-th batch of
+    /// them; more than one with dynamic sampling), in prompt order.
+    fn rollouts(&self, core: &Core, prompts: &[Prompt], batch: usize) -> Result<Vec<PlayedTask>> {
         let tasks: Vec<Prompt> = prompts
             .iter()
             .flat_map(|p| std::iter::repeat_n(p.clone(), self.config.group_size))
@@ -543,13 +597,18 @@ impl Grpo {
             .config
             .train
             .seed
-            .wrapping_add((step as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            .wrapping_add((step as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d))
+            .wrapping_add((batch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         play_tasks(
             core.model(),
             &self.tokenizer,
             &tasks,
             &self.config.play_options(sampling, seed),
-            &format!("05 GRPO · rollouts {}", step + 1),
+            &if batch == 0 {
+                format!("05 GRPO · rollouts {}", step + 1)
+            } else {
+                format!("05 GRPO · rollouts {} (more, {batch})", step + 1)
+            },
         )
     }
 
@@ -599,9 +658,16 @@ impl Grpo {
         }
 
         let train_start = Instant::now();
+        let informative = informative_groups(played, &rewards, g);
+        let selected = selected_groups(
+            &informative,
+            self.config.filter_groups,
+            self.config.prompts_per_step,
+        );
         let kept = trained_episodes(
             played,
             &groups,
+            &selected,
             &policy_tokens,
             g,
             self.config.mask_truncated,
@@ -631,6 +697,8 @@ impl Grpo {
             turns: played.iter().map(|p| p.episode.turns()).sum::<usize>() as f64 / n,
             skipped_groups: groups.skipped.iter().filter(|&&s| s).count(),
             groups: groups.skipped.len(),
+            informative_groups: informative.iter().filter(|&&i| i).count(),
+            dropped_groups: selected.iter().filter(|&&s| !s).count(),
             truncated,
             lr: update.lr,
             grad_norm: update.grad_norm,
@@ -762,8 +830,25 @@ impl Method for Grpo {
     /// Rollouts of the next prompts, then learning from them.
     fn step(&mut self, core: &mut Core) -> Result<GrpoMetrics> {
         let start = Instant::now();
-        let prompts = self.next_prompts(core.state_mut());
-        let played = self.rollouts(core, &prompts)?;
+        let mut prompts = self.next_prompts(core.state_mut());
+        let mut played = self.rollouts(core, &prompts, 0)?;
+        if self.config.filter_groups {
+            // Dynamic sampling: more prompts until the step has its quota of informative groups.
+            let g = self.config.group_size;
+            for batch in 1..=self.config.max_resamples {
+                let rewards: Vec<f64> = played
+                    .iter()
+                    .map(|p| self.config.reward.of(&p.score))
+                    .collect();
+                let informative = informative_groups(&played, &rewards, g);
+                if informative.iter().filter(|&&i| i).count() >= self.config.prompts_per_step {
+                    break;
+                }
+                let more = self.next_prompts(core.state_mut());
+                played.extend(self.rollouts(core, &more, batch)?);
+                prompts.extend(more);
+            }
+        }
         self.learn(core, &prompts, &played, start.elapsed().as_secs_f64())
     }
 
@@ -859,7 +944,7 @@ impl Trainer<Grpo> {
     /// Plays one group of episodes per prompt: a step's rollouts, in prompt order.
     pub fn rollouts(&self, prompts: &[Prompt]) -> Result<Vec<PlayedTask>> {
         let (core, grpo) = self.parts();
-        grpo.rollouts(core, prompts)
+        grpo.rollouts(core, prompts, 0)
     }
 
     /// A step on rollouts played outside ([`Trainer::rollouts`], which took `rollout_s`):
@@ -952,11 +1037,68 @@ mod tests {
             advantages: vec![1.0, -1.0, -1.0, 1.0, 0.0, 0.0],
             skipped: vec![false, true],
         };
+        let all = [true, true];
         assert_eq!(
-            trained_episodes(&episodes, &groups, &tokens, 4, false),
+            trained_episodes(&episodes, &groups, &all, &tokens, 4, false),
             [0, 1, 2]
         );
-        assert_eq!(trained_episodes(&episodes, &groups, &tokens, 4, true), [0]);
+        assert_eq!(
+            trained_episodes(&episodes, &groups, &all, &tokens, 4, true),
+            [0]
+        );
+        // A group dynamic sampling dropped trains nothing.
+        assert!(trained_episodes(&episodes, &groups, &[false, true], &tokens, 4, false).is_empty());
+    }
+
+    #[test]
+    fn dynamic_sampling_keeps_exactly_the_informative_groups_up_to_the_quota() {
+        let played = |success: bool| PlayedTask {
+            episode: Episode {
+                conversation: crate::chat::Conversation::default(),
+                tokens: vec![1, 2],
+                policy_mask: vec![0, 1],
+                logprobs: vec![0.0; 2],
+                prompt_len: 1,
+                prompt_messages: 1,
+                rewards: vec![0.0],
+                end: EpisodeEnd::Done,
+            },
+            score: crate::env::TaskScore {
+                success,
+                score: if success { 1.0 } else { 0.0 },
+                valid: true,
+            },
+        };
+        // Groups of two: a success and a failure (informative); two failures with a reward
+        // spread but no success; two successes (flat); a failure and a success; a success and
+        // a failure with equal rewards.
+        let outcomes = [
+            (true, 1.0),
+            (false, 0.0),
+            (false, 0.2),
+            (false, -0.5),
+            (true, 1.0),
+            (true, 1.0),
+            (false, 0.1),
+            (true, 1.0),
+            (true, 0.5),
+            (false, 0.5),
+        ];
+        let episodes: Vec<PlayedTask> = outcomes.iter().map(|&(s, _)| played(s)).collect();
+        let rewards: Vec<f64> = outcomes.iter().map(|&(_, r)| r).collect();
+        let informative = informative_groups(&episodes, &rewards, 2);
+        assert_eq!(informative, [true, false, false, true, false]);
+        // Without filtering every group is selected; with it, the informative ones in order,
+        // no more than the quota.
+        assert_eq!(selected_groups(&informative, false, 1), [true; 5]);
+        assert_eq!(
+            selected_groups(&informative, true, 5),
+            [true, false, false, true, false]
+        );
+        assert_eq!(
+            selected_groups(&informative, true, 1),
+            [true, false, false, false, false]
+        );
     }
 
     #[test]
@@ -1015,9 +1157,12 @@ mod tests {
         object.remove("reward");
         object.remove("tasks");
         object.remove("mask_truncated");
+        object.remove("filter_groups");
+        object.remove("max_resamples");
         let config: GrpoConfig = serde_json::from_value(json).unwrap();
         assert_eq!(config.reward, GrpoReward::Graded);
-        assert!(config.tasks.is_empty() && !config.mask_truncated);
+        assert!(config.tasks.is_empty() && !config.mask_truncated && !config.filter_groups);
+        assert_eq!(config.max_resamples, 3);
     }
 
     #[test]
