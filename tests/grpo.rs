@@ -290,24 +290,40 @@ fn held_out_tasks_are_played_at_the_start_and_the_end_unless_turned_off() {
     }
 }
 
+/// One step with the success reward and no held-out evaluation.
+fn one_step_config() -> GrpoConfig {
+    GrpoConfig {
+        steps: 1,
+        held_out_eval: false,
+        reward: GrpoReward::Success,
+        ..small_config()
+    }
+}
+
+/// The metrics of a run of `config` on `prompts`.
+fn one_step(
+    model: Decoder,
+    tokenizer: &Tokenizer,
+    prompts: Vec<Prompt>,
+    config: GrpoConfig,
+) -> agentbench_tuning::train::GrpoMetrics {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer =
+        GrpoTrainer::new(model, prompts, vec![], config, tokenizer, dir.path()).unwrap();
+    trainer.train(None, |_| {}).unwrap().remove(0)
+}
+
 #[test]
 fn a_task_filter_and_the_success_reward_shape_the_steps() {
     let Some((model, tokenizer)) = default_model() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let config = GrpoConfig {
-        steps: 1,
-        held_out_eval: false,
-        reward: GrpoReward::Success,
         tasks: vec!["household".into()],
-        ..small_config()
+        ..one_step_config()
     };
     // One DB task and one household game: only the game is trained on.
-    let mut trainer =
-        GrpoTrainer::new(model, prompts(), vec![], config, &tokenizer, dir.path()).unwrap();
-    let metrics = trainer.train(None, |_| {}).unwrap();
-    let m = &metrics[0];
+    let m = &one_step(model, &tokenizer, prompts(), config);
     assert_eq!(m.groups, 1);
     assert!(
         m.success_by_kind
@@ -326,26 +342,12 @@ fn dynamic_sampling_plays_more_prompts_until_the_quota_or_the_cap() {
     let Some((model, tokenizer)) = default_model() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let config = GrpoConfig {
-        steps: 1,
-        held_out_eval: false,
-        reward: GrpoReward::Success,
         filter_groups: true,
         max_resamples: 1,
-        ..small_config()
+        ..one_step_config()
     };
-    let mut trainer = GrpoTrainer::new(
-        model,
-        household_prompts(),
-        vec![],
-        config,
-        &tokenizer,
-        dir.path(),
-    )
-    .unwrap();
-    let metrics = trainer.train(None, |_| {}).unwrap();
-    let m = &metrics[0];
+    let m = &one_step(model, &tokenizer, household_prompts(), config);
     // One prompt a step: a second batch is played only when the first group taught nothing.
     if m.groups == 1 {
         assert_eq!(m.informative_groups, 1, "{m:?}");

@@ -200,16 +200,20 @@ mod tests {
         }
     }
 
+    /// How often `s` draws `id` from `logits` in 20,000 draws seeded with `seed`.
+    fn frequency_of(id: u32, logits: &[f32], s: &Sampling, seed: u64) -> f64 {
+        let mut rng = Rng::new(seed);
+        let n = 20_000;
+        let hits = (0..n)
+            .filter(|_| s.pick(&mut logits.to_vec(), &[], &mut rng) == id)
+            .count();
+        hits as f64 / n as f64
+    }
+
     #[test]
     fn sampling_frequencies_follow_the_softmax() {
         let logits = vec![0.0f32, (3.0f32).ln()]; // p = 0.25, 0.75
-        let s = Sampling::with_temperature(1.0);
-        let mut rng = Rng::new(1);
-        let n = 20_000;
-        let ones = (0..n)
-            .filter(|_| s.pick(&mut logits.clone(), &[], &mut rng) == 1)
-            .count();
-        let freq = ones as f64 / n as f64;
+        let freq = frequency_of(1, &logits, &Sampling::with_temperature(1.0), 1);
         assert!((freq - 0.75).abs() < 0.015, "{freq}");
     }
 
@@ -229,12 +233,7 @@ mod tests {
         assert_eq!(Sampling::greedy().logprob_temperature(), 1.0);
         let expected = logprob_at(&logits, 1, s.logprob_temperature()).exp();
         assert!((expected - 0.9).abs() < 1e-6);
-        let mut rng = Rng::new(3);
-        let n = 20_000;
-        let ones = (0..n)
-            .filter(|_| s.pick(&mut logits.clone(), &[], &mut rng) == 1)
-            .count();
-        let freq = ones as f64 / n as f64;
+        let freq = frequency_of(1, &logits, &s, 3);
         assert!((freq - 0.9).abs() < 0.01, "{freq}");
     }
 
