@@ -37,6 +37,13 @@ fn quick_score_plays_every_task_once_in_order() {
         assert!(r.conversation.messages.len() > r.prompt_messages);
     }
     assert!(a.success_rate(Some("db")).is_finite());
+    // Every episode carries its graded score, in the scale's range [−0.5, 1].
+    assert!(
+        a.results
+            .iter()
+            .all(|r| r.score.is_some_and(|s| (-0.5..=1.0).contains(&s)))
+    );
+    assert!((-0.5..=1.0).contains(&a.mean_reward()));
     assert!(a.success_rate(Some("nothing")).is_nan());
     assert_eq!(
         a.table().unwrap().rows().len(),

@@ -30,8 +30,8 @@ pub struct StageOutcome {
     pub db_solved: usize,
     /// Household games solved.
     pub household_solved: usize,
-    /// The mean graded reward over every episode.
-    pub mean_reward: f64,
+    /// The mean graded score over every episode (none for scores saved before it was recorded).
+    pub mean_reward: Option<f64>,
 }
 
 /// A stage against the one before it, task by task.
@@ -87,7 +87,7 @@ impl Efficacy {
                 let outcome = StageOutcome {
                     db_solved: s.solved_of("db").0,
                     household_solved: s.solved_of("household").0,
-                    mean_reward: s.mean_reward(),
+                    mean_reward: Some(s.mean_reward()).filter(|m| m.is_finite()),
                 };
                 (s.label.clone(), outcome)
             })
@@ -140,7 +140,8 @@ impl Efficacy {
                     label.clone(),
                     rate(s.db_solved, self.tasks.db),
                     rate(s.household_solved, self.tasks.household),
-                    format!("{:.3}", s.mean_reward),
+                    s.mean_reward
+                        .map_or_else(|| "–".into(), |m| format!("{m:.3}")),
                 ])?;
             }
         }

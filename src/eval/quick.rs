@@ -99,8 +99,13 @@ pub struct TaskResult {
     pub difficulty: Difficulty,
     /// Whether the environment scored it solved.
     pub success: bool,
-    /// The episode's total reward.
+    /// The episode's total environment reward.
     pub reward: f64,
+    /// The graded score ([`crate::reward::TaskScore::score`]: 1 solved, partial credit for a
+    /// wrong answer or household progress, negative for an episode out of rounds or a broken
+    /// reply); absent from scores saved before it was recorded.
+    #[serde(default)]
+    pub score: Option<f64>,
     /// Replies given.
     pub turns: usize,
     /// Why the episode ended.
@@ -156,12 +161,11 @@ impl QuickScore {
         })
     }
 
-    /// The mean graded reward of the episodes (0 when there are none).
+    /// The mean graded score of the episodes (NaN when there are none, or when a result saved
+    /// before scores were recorded lacks one).
     pub fn mean_reward(&self) -> f64 {
-        if self.results.is_empty() {
-            return 0.0;
-        }
-        self.results.iter().map(|r| r.reward).sum::<f64>() / self.results.len() as f64
+        let sum: Option<f64> = self.results.iter().map(|r| r.score).sum();
+        sum.map_or(f64::NAN, |sum| sum / self.results.len() as f64)
     }
 
     /// Solved / played per source and kind.
@@ -443,6 +447,7 @@ pub fn quick_score(
             difficulty: task.difficulty(),
             success: p.score.success,
             reward: p.episode.reward(),
+            score: Some(p.score.score),
             turns: p.episode.turns(),
             end: p.episode.end,
             prompt_messages: p.episode.prompt_messages,
@@ -645,6 +650,7 @@ mod tests {
                 difficulty: t.difficulty(),
                 success: t.kind().len() % 2 == 0,
                 reward: t.kind().len() as f64,
+                score: Some(t.kind().len() as f64),
                 turns: 1,
                 end: EpisodeEnd::Done,
                 conversation: Conversation::new(vec![]),
@@ -711,6 +717,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(again, score);
+    }
+
+    #[test]
+    fn the_mean_reward_is_the_mean_graded_score() {
+        let tasks = Split::Dev.prompts(3, 1, Protocol::Text, false).unwrap();
+        let mut score = fake(&tasks);
+        for (r, graded) in score.results.iter_mut().zip([1.0, -0.5, 0.25, -0.25]) {
+            r.score = Some(graded);
+        }
+        assert_eq!(score.mean_reward(), 0.125);
+        // A score saved before graded scores were recorded has no mean.
+        score.results[2].score = None;
+        assert!(score.mean_reward().is_nan());
     }
 
     #[test]

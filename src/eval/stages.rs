@@ -127,7 +127,7 @@ impl StageComparison {
             )));
         }
         let row = self.row(&score.label);
-        let reward = Some(score.mean_reward());
+        let reward = Some(score.mean_reward()).filter(|m| m.is_finite());
         match split {
             Split::Test => {
                 (row.heldout_db, row.heldout_household, row.heldout_reward) =
@@ -482,6 +482,7 @@ mod tests {
             difficulty: Difficulty::Easy,
             success,
             reward: f64::from(u8::from(success)),
+            score: Some(f64::from(u8::from(success))),
             turns: 1,
             end: EpisodeEnd::Done,
             conversation: Conversation::new(vec![]),
@@ -584,7 +585,7 @@ mod tests {
         assert_eq!(e.order, ["base", "sft", "dpo"]);
         assert_eq!(e.stages["sft"].db_solved, 3);
         assert_eq!(e.stages["sft"].household_solved, 1);
-        assert_eq!(e.stages["base"].mean_reward, 0.2);
+        assert_eq!(e.stages["base"].mean_reward, Some(0.2));
         let steps: Vec<(&str, &str, usize, usize)> = e
             .comparisons
             .iter()
