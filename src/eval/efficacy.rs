@@ -158,7 +158,7 @@ impl Efficacy {
                 c.than.clone(),
                 c.won.to_string(),
                 c.lost.to_string(),
-                format!("{:.3}", c.p_value),
+                format_p(c.p_value),
             ])?;
         }
         Ok(t)
@@ -216,7 +216,8 @@ impl Efficacy {
         let settings = crate::data::summary::settings_table("settings", config);
         let markdown = format!(
             "# What each stage buys: {date}\n\n\
-             Commit `{commit}`; reproduce with `{command}`. Greedy decoding; every stage plays \
+             Checkout at commit `{commit}` when written (code digest `{code}`); reproduce with \
+             `{command}`. Greedy decoding; every stage plays \
              the same held-out tasks. A comparison counts only the tasks exactly one of the two \
              stages solves; the exact two-sided sign test says how likely a split at least that \
              uneven is if neither were better. Data: [`{stem}.json`]({stem}.json).\n\n\
@@ -225,10 +226,20 @@ impl Efficacy {
             self.comparisons_table()?.to_markdown(),
             kind_table(scores)?.to_markdown(),
             settings.to_markdown(),
+            code = env!("ABT_SOURCE_DIGEST"),
         );
         let path = dir.join(format!("{stem}.md"));
         crate::io::write_atomic(&path, markdown.as_bytes())?;
         Ok(path)
+    }
+}
+
+/// A p-value to three decimals, or in scientific notation below 0.001.
+fn format_p(p: f64) -> String {
+    if p < 1e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.3}")
     }
 }
 
@@ -258,5 +269,17 @@ fn commit() -> String {
             if dirty { format!("{hash}+dirty") } else { hash }
         }
         None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_p_values_keep_their_digits() {
+        assert_eq!(format_p(0.25), "0.250");
+        assert_eq!(format_p(2.0 * 0.5f64.powi(31)), "9.3e-10");
+        assert_eq!(today().len(), 10);
     }
 }
