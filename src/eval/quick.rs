@@ -29,7 +29,7 @@ use crate::config::RunContext;
 use crate::display::Show;
 use crate::env::Protocol;
 use crate::error::{Error, Result};
-use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
+use crate::generate::{EpisodeEnd, PlayOptions, Sampling, env_batches, play_tasks};
 use crate::model::{Decoder, Mode};
 use crate::prompts::{Difficulty, Prompt, Split};
 use crate::table::Table;
@@ -137,15 +137,10 @@ impl QuickScore {
     /// Share of tasks solved, over every task or over one source (`db/…`, `household`; a
     /// prefix such as `db` matches every DB source).
     pub fn success_rate(&self, source: Option<&str>) -> f64 {
-        let picked: Vec<&TaskResult> = self
-            .results
-            .iter()
-            .filter(|r| source.is_none_or(|s| r.source.starts_with(s)))
-            .collect();
-        if picked.is_empty() {
-            return f64::NAN;
+        match self.solved_of(source.unwrap_or("")) {
+            (_, 0) => f64::NAN,
+            (solved, played) => solved as f64 / played as f64,
         }
-        picked.iter().filter(|r| r.success).count() as f64 / picked.len() as f64
     }
 
     /// Tasks solved.
@@ -153,7 +148,8 @@ impl QuickScore {
         self.results.iter().filter(|r| r.success).count()
     }
 
-    /// Solved and played tasks whose source starts with `source` (`db`, `household`).
+    /// Solved and played tasks whose source starts with `source` (`db`, `household`; `""`:
+    /// every task).
     pub fn solved_of(&self, source: &str) -> (usize, usize) {
         let picked = self.results.iter().filter(|r| r.source.starts_with(source));
         picked.fold((0, 0), |(solved, played), r| {
@@ -295,26 +291,25 @@ fn percent(k: usize, n: usize) -> String {
 const PART_BATCHES: usize = 4;
 
 /// The tasks in parts of one environment each, as indices in task order: every part holds
-/// [`PART_BATCHES`] of the batches [`play_tasks`] would form (DB tasks first), so a score
+/// [`PART_BATCHES`] of the batches [`play_tasks`] would form ([`env_batches`]), so a score
 /// played part by part equals one played whole.
 fn parts(tasks: &[Prompt], batch: usize) -> Vec<Vec<usize>> {
-    let (household, db): (Vec<usize>, Vec<usize>) =
-        (0..tasks.len()).partition(|&i| matches!(tasks[i], Prompt::Household(_)));
-    let size = PART_BATCHES * batch.max(1);
-    db.chunks(size)
-        .chain(household.chunks(size))
-        .map(<[usize]>::to_vec)
-        .collect()
+    env_batches(tasks, PART_BATCHES * batch.max(1))
 }
 
 /// Where the parts of the score saved at `path` are kept while it is played:
 /// `<dir>/parts/<stem>-<part>.json`.
 fn part_path(path: &Path, part: usize) -> PathBuf {
+    path.with_file_name("parts")
+        .join(format!("{}{part:03}.json", part_prefix(path)))
+}
+
+/// What the names of the parts of the score saved at `path` start with: `<stem>-`.
+fn part_prefix(path: &Path) -> String {
     let stem = path
         .file_stem()
         .map_or_else(|| "score".into(), |s| s.to_string_lossy().into_owned());
-    path.with_file_name("parts")
-        .join(format!("{stem}-{part:03}.json"))
+    format!("{stem}-")
 }
 
 /// A stage's quick score in a run (at [`QuickConfig::score_path`]): the saved one if the same
@@ -391,18 +386,12 @@ fn played_in_parts(
 
 /// Removes the parts of the score saved at `path` (and their fingerprints) once it is whole.
 fn remove_parts(path: &Path) -> Result<()> {
-    let dir = path.with_file_name("parts");
-    let Some(stem) = path
-        .file_stem()
-        .map(|s| format!("{}-", s.to_string_lossy()))
-    else {
-        return Ok(());
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let prefix = part_prefix(path);
+    let Ok(entries) = std::fs::read_dir(path.with_file_name("parts")) else {
         return Ok(());
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&stem) {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let file = entry.path();
             std::fs::remove_file(&file).map_err(|e| Error::io("removing", &file, e))?;
         }

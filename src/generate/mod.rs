@@ -15,4 +15,4 @@ pub use chat_model::ChatModel;
 pub use generator::{FinishReason, GenerateOptions, Generation, GenerationSession, generate};
 pub use rollout::{Episode, EpisodeEnd, RolloutOptions, rollout};
 pub use sampling::Sampling;
-pub use tasks::{PlayOptions, PlayedTask, play_tasks};
+pub use tasks::{PlayOptions, PlayedTask, env_batches, play_tasks};

@@ -43,6 +43,18 @@ pub struct PlayedTask {
     pub score: TaskScore,
 }
 
+/// The tasks in batches of at most `size` of one environment each, as indices in task order:
+/// the DB tasks' batches, then the household games' (their lengths and turn limits differ).
+pub fn env_batches(tasks: &[Prompt], size: usize) -> Vec<Vec<usize>> {
+    let (household, db): (Vec<usize>, Vec<usize>) =
+        (0..tasks.len()).partition(|&i| matches!(tasks[i], Prompt::Household(_)));
+    let size = size.max(1);
+    db.chunks(size)
+        .chain(household.chunks(size))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
 /// Plays every task once, `options.batch` episodes at a time, reporting progress under
 /// `label`; results come back in task order.
 pub fn play_tasks(
@@ -60,15 +72,10 @@ pub fn play_tasks(
     }
     options.sampling.validate()?;
     let mut progress = Progress::new(label, Some(tasks.len() as u64)).with_unit("tasks");
-    let (household_tasks, db_tasks): (Vec<usize>, Vec<usize>) =
-        (0..tasks.len()).partition(|&i| matches!(tasks[i], Prompt::Household(_)));
-    let chunks = db_tasks
-        .chunks(options.batch)
-        .map(|c| (false, c))
-        .chain(household_tasks.chunks(options.batch).map(|c| (true, c)));
     let mut slots: Vec<Option<PlayedTask>> = vec![None; tasks.len()];
     let mut solved = 0;
-    for (b, (household, chunk)) in chunks.enumerate() {
+    for (b, chunk) in env_batches(tasks, options.batch).iter().enumerate() {
+        let household = matches!(tasks[chunk[0]], Prompt::Household(_));
         let mut envs: Vec<TaskEnv> = chunk.iter().map(|&i| tasks[i].env()).collect();
         let rollout_options = RolloutOptions {
             generate: GenerateOptions {
