@@ -330,8 +330,12 @@ mod tests {
     fn scales_replace_the_profiles_values() {
         let full = Presets::resolve(Profile::Tiny, Scale::Full).unwrap();
         let short = Presets::resolve(Profile::Tiny, Scale::Short).unwrap();
-        assert_eq!(full.sft.max_steps, Some(48));
+        assert_eq!(full.sft.max_steps, Some(120));
         assert_eq!(short.sft.max_steps, Some(10));
+        // The main job keeps the smaller corpus and short rows; the full scale trains whole
+        // household games.
+        assert_eq!((full.data.synthetic_sql, full.sft.max_len), (1200, 4096));
+        assert_eq!((short.data.synthetic_sql, short.sft.max_len), (240, 1024));
         assert_eq!(short.sft.train.learning_rate, full.sft.train.learning_rate);
         let qwen3 = Presets::resolve(Profile::ColabQwen3_4b, Scale::Full).unwrap();
         let qwen25 = Presets::resolve(Profile::ColabQwen25_7b, Scale::Full).unwrap();
