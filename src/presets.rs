@@ -20,7 +20,7 @@ use crate::model::nf4::ModelSettings;
 use crate::pairs::{PairsConfig, StepLevelConfig};
 use crate::prompts::PromptConfig;
 use crate::table::Table as HtmlTable;
-use crate::train::{DpoConfig, GrpoConfig, SftConfig};
+use crate::train::{DpoConfig, GrpoConfig, RftConfig, SftConfig};
 
 /// The profile files by name: the profiles, and `recipe`, the base they extend.
 const PROFILES: [(&str, &str); 5] = [
@@ -65,6 +65,8 @@ pub struct Presets {
     pub step_level: StepLevelConfig,
     /// Phase 05: DPO.
     pub dpo: DpoConfig,
+    /// Phase 05: rejection-sampling fine-tuning.
+    pub rft: RftConfig,
     /// Phase 05: GRPO.
     pub grpo: GrpoConfig,
     /// The quick score on the dev split, for choosing settings (notebooks 03-05, GRPO's
@@ -227,6 +229,8 @@ impl Presets {
             .train
             .validate("sft")
             .and_then(|()| presets.dpo.train.validate("dpo"))
+            .and_then(|()| presets.rft.sft.train.validate("rft"))
+            .and_then(|()| presets.rft.validate())
             .and_then(|()| presets.grpo.validate());
         checked.map_err(|e| invalid(&names, e))?;
         for path in presets

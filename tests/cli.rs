@@ -298,7 +298,12 @@ fn eval_scores_dbbench_items_with_agentbench_metrics() {
 fn later_phases_run_from_the_command_line() {
     use agentbench_tuning::chat::{Conversation, Message, Role};
     use agentbench_tuning::data::read_sft;
-    use agentbench_tuning::pairs::{Pair, PairSource, PairsReport, read_pairs, write_pairs};
+    use agentbench_tuning::env::TaskScore;
+    use agentbench_tuning::generate::EpisodeEnd;
+    use agentbench_tuning::pairs::{
+        Pair, PairSource, PairsReport, Sample, read_pairs, samples_path, write_pairs,
+    };
+    use agentbench_tuning::train::{RftConfig, RftReport};
     if common::default_model().is_none() {
         return;
     }
@@ -417,6 +422,75 @@ fn later_phases_run_from_the_command_line() {
         })
         .count();
     assert_eq!(dated, 1);
+
+    // RFT on the successes among phase 04's samples: two recorded episodes marked solved (one
+    // of them twice, kept once) and a failure, mixed 1 : 1 with SFT records, trained on top
+    // of the SFT adapter.
+    let records = read_sft(&dir.path().join("01_data")).unwrap();
+    let sample = |prompt: usize, sample: usize, success: bool| {
+        let r = &records[prompt];
+        let first = r
+            .conversation
+            .messages
+            .iter()
+            .position(|m| m.role == Role::Assistant)
+            .unwrap();
+        Sample {
+            prompt,
+            sample,
+            task: "db/synthetic".into(),
+            kind: r.kind.clone(),
+            protocol: r.protocol.unwrap(),
+            score: TaskScore {
+                success,
+                score: if success { 1.0 } else { 0.0 },
+                valid: true,
+            },
+            turns: 1,
+            end: EpisodeEnd::Done,
+            conversation: r.conversation.clone(),
+            prompt_messages: first,
+        }
+    };
+    let samples = [
+        sample(0, 0, true),
+        sample(0, 1, true),
+        sample(1, 0, true),
+        sample(2, 0, false),
+    ];
+    agentbench_tuning::io::write_jsonl(&samples_path(&pairs_dir), &samples).unwrap();
+    let rft_config = dir.path().join("rft.json");
+    let config = RftConfig {
+        sft: one_step_sft(),
+        ..common::tiny().rft
+    };
+    agentbench_tuning::io::write_json(&rft_config, &config).unwrap();
+    let (ok, text) = with("rft", &["--config", rft_config.to_str().unwrap()]);
+    assert!(ok && text.contains("step    1/1"), "{text}");
+    assert!(text.contains("adapter (SFT and RFT stacked)"), "{text}");
+    let kept: RftReport =
+        agentbench_tuning::io::read_json(&dir.path().join("05_rft/report.json")).unwrap();
+    assert_eq!((kept.solved, kept.kept, kept.sft_mixed), (3, 2, 2));
+    let trained: Vec<agentbench_tuning::data::SftRecord> =
+        agentbench_tuning::io::read_jsonl(&dir.path().join("05_rft/records.jsonl")).unwrap();
+    assert_eq!(trained.len(), 4);
+    assert!(
+        dir.path()
+            .join("05_rft/adapter/adapter_model.safetensors")
+            .is_file()
+    );
+    let start: serde_json::Value =
+        agentbench_tuning::io::read_json(&dir.path().join("05_rft/start.json")).unwrap();
+    assert_eq!(start["adapter"], "03_sft/adapter");
+    let stages: Vec<String> = agentbench_tuning::eval::stage_adapters(dir.path())
+        .into_iter()
+        .map(|(stage, _)| stage)
+        .collect();
+    assert_eq!(stages, ["base", "sft", "dpo", "rft", "grpo"]);
+    // Samples that solved nothing leave nothing to reinforce: a clear error.
+    agentbench_tuning::io::write_jsonl(&samples_path(&pairs_dir), &samples[3..]).unwrap();
+    let (ok, text) = with("rft", &["--config", rft_config.to_str().unwrap()]);
+    assert!(!ok && text.contains("nothing to reinforce"), "{text}");
 }
 
 /// docs/cli.md carries every command's help verbatim (`bash scripts/make_cli_doc.sh` writes it).

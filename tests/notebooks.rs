@@ -373,7 +373,7 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
             .iter()
             .all(|r| r.quick_db.is_some() && r.dbbench_overall.is_some())
     );
-    // and each stage against the one before it, GRPO's start as it recorded it
+    // and each stage against the stage it started from, GRPO's start as it recorded it
     let efficacy: agentbench_tuning::eval::Efficacy =
         agentbench_tuning::io::read_json(&run.run_dir.path().join("06_eval/efficacy.json"))
             .unwrap();

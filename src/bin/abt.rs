@@ -52,6 +52,10 @@ enum Command {
     /// Phase 05, DPO: adapters trained on `<run>/04_pairs/pairs.jsonl` on top of the SFT
     /// adapter (`<run>/05_dpo/adapter/`); resumes from the last checkpoint unless `--fresh`.
     Dpo(DpoArgs),
+    /// Phase 05, RFT: adapters trained on the successes among phase 04's samples, mixed with
+    /// SFT records, on top of the SFT adapter (`<run>/05_rft/adapter/`); later rounds sample
+    /// the latest policy; resumes from the last checkpoint unless `--fresh`.
+    Rft(RftArgs),
     /// Phase 05, GRPO: adapters trained by multi-turn RL in the environments on the phase 02
     /// prompts, on top of the SFT adapter (`<run>/05_grpo/adapter/`); resumes from the last
     /// checkpoint unless `--fresh`.
@@ -63,8 +67,9 @@ enum Command {
     QuickScore(QuickScoreArgs),
     /// The final comparison: every stage the run holds (the base model and each adapter) plays
     /// the held-out test split (`<run>/eval/heldout_<stage>.json`, saved in parts as they
-    /// finish, so a call that is cut off resumes), each compared with the one before it by an
-    /// exact sign test (`<run>/06_eval/efficacy.json`; `--report DIR` adds a dated report).
+    /// finish, so a call that is cut off resumes), each compared with the stage it started
+    /// from by an exact sign test (`<run>/06_eval/efficacy.json`; `--report DIR` adds a dated
+    /// report).
     Heldout(HeldoutArgs),
     /// DB Bench evaluation: the base model, or the base with `--adapter`, plays the items of a
     /// DB Bench-format file, scored with AgentBench's metric
@@ -249,6 +254,28 @@ struct DpoArgs {
 }
 
 #[derive(Debug, Args)]
+struct RftArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A JSON file with a full `RftConfig` (the profile's defaults otherwise).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The adapter RFT starts from, merged into the weights (default `<run>/03_sft/adapter`).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Stop after this many optimizer steps in all (each round).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Rounds of sample → keep → train (after the first, on phase 04's samples, each samples
+    /// the latest policy).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Delete earlier checkpoints and start over.
+    #[arg(long)]
+    fresh: bool,
+}
+
+#[derive(Debug, Args)]
 struct GrpoArgs {
     #[command(flatten)]
     run: RunArgs,
@@ -399,6 +426,7 @@ fn main() -> ExitCode {
         Command::Prompts(args) => prompts(&args),
         Command::Pairs(args) => pairs(&args),
         Command::Dpo(args) => dpo(&args),
+        Command::Rft(args) => rft(&args),
         Command::Grpo(args) => grpo(&args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve(&args),
@@ -765,6 +793,31 @@ fn dpo(args: &DpoArgs) -> Result<()> {
     }
     println!(
         "adapter (SFT and DPO stacked) -> {}",
+        done.adapter.display()
+    );
+    Ok(())
+}
+
+/// `abt rft`.
+fn rft(args: &RftArgs) -> Result<()> {
+    let ctx = args.run.context()?;
+    let presets = Presets::for_run(&ctx)?;
+    let mut config = settings(args.config.as_deref(), presets.rft.clone())?;
+    if args.max_steps.is_some() {
+        config.sft.max_steps = args.max_steps;
+    }
+    config.rounds = args.rounds.unwrap_or(config.rounds);
+    let (mut rft, kept) = phases::p05_rft::open(&ctx, &config, args.adapter.clone(), args.fresh)?;
+    print!("{}", kept.table());
+    train_to_end(&mut rft, |m, total| m.line(total))?;
+    let done = rft.finish_rft(&ctx, &config, &presets.pairs, |round, steps, m| {
+        println!("round {round} {}", m.line(steps))
+    })?;
+    if !done.rounds.is_empty() {
+        print!("{}", phases::p05_rft::rounds_table(&done.rounds)?);
+    }
+    println!(
+        "adapter (SFT and RFT stacked) -> {}",
         done.adapter.display()
     );
     Ok(())

@@ -1,6 +1,6 @@
 //! What each stage buys: every stage of a run scored on the same held-out tasks (the test
-//! split, for final comparisons), each compared with the stage before it by the exact sign test
-//! on the tasks only one of them solves. Written as `efficacy.json` (solved counts, mean graded
+//! split, for final comparisons), each compared with the stage it was trained from (else the
+//! stage before it) by the exact sign test on the tasks only one of them solves. Written as `efficacy.json` (solved counts, mean graded
 //! reward, won / lost / p per comparison) and, for an experiment that is kept, as a dated report
 //! (`efficacy-<date>.md` with its JSON: settings, commit, every task's outcome per stage, chart).
 
@@ -34,12 +34,12 @@ pub struct StageOutcome {
     pub mean_reward: Option<f64>,
 }
 
-/// A stage against the one before it, task by task.
+/// A stage against the one it was trained from (or the one before it), task by task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageStep {
     /// The later stage.
     pub better: String,
-    /// The stage before it.
+    /// The stage it started from (or, when that is unknown, the stage before it).
     pub than: String,
     /// Tasks only the later stage solves.
     pub won: usize,
@@ -49,7 +49,7 @@ pub struct StageStep {
     pub p_value: f64,
 }
 
-/// Every stage on the same tasks, and each compared with the one before it.
+/// Every stage on the same tasks, and each compared with the one it started from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Efficacy {
     /// Tasks each stage played.
@@ -62,13 +62,16 @@ pub struct Efficacy {
     pub order: Vec<String>,
     /// Each stage's numbers, by label.
     pub stages: BTreeMap<String, StageOutcome>,
-    /// One comparison per consecutive pair of stages.
+    /// One comparison per stage after the first: with the stage it started from when that
+    /// was scored, else with the stage before it.
     pub comparisons: Vec<StageStep>,
 }
 
 impl Efficacy {
-    /// From scores of the same tasks in pipeline order; each is compared with the one before.
-    pub fn new(scores: &[&QuickScore], grpo_start: Option<String>) -> Result<Self> {
+    /// From scores of the same tasks in pipeline order; each is compared with the stage it
+    /// started from (`starts`: stage → start, e.g. `grpo` → `dpo`) when that was scored, else
+    /// with the one before it.
+    pub fn new(scores: &[&QuickScore], starts: &BTreeMap<String, String>) -> Result<Self> {
         let Some(first) = scores.first() else {
             return Err(Error::Batch("no scores to compare".into()));
         };
@@ -93,9 +96,15 @@ impl Efficacy {
             })
             .collect();
         let comparisons = scores
-            .windows(2)
-            .map(|pair| {
-                let c = compare(pair[0], pair[1])?;
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, later)| {
+                let earlier = starts
+                    .get(&later.label)
+                    .and_then(|start| scores[..i].iter().find(|s| &s.label == start))
+                    .unwrap_or(&scores[i - 1]);
+                let c = compare(earlier, later)?;
                 Ok(StageStep {
                     better: c.b,
                     than: c.a,
@@ -111,7 +120,7 @@ impl Efficacy {
                 household: first.solved_of("household").1,
             },
             split: first.split,
-            grpo_start,
+            grpo_start: starts.get("grpo").cloned(),
             order: scores.iter().map(|s| s.label.clone()).collect(),
             stages,
             comparisons,
@@ -151,7 +160,7 @@ impl Efficacy {
     /// One row per consecutive pair: tasks won and lost, and the sign test's p.
     pub fn comparisons_table(&self) -> Result<Table> {
         let mut t = Table::new(["stage", "than", "won", "lost", "sign test p"])
-            .with_title("each stage against the one before it, task by task");
+            .with_title("each stage against the stage it started from, task by task");
         for c in &self.comparisons {
             t.push_row([
                 c.better.clone(),

@@ -25,6 +25,6 @@ pub use quick::{
     quick_score, quick_score_path, saved_quick_score,
 };
 pub use stages::{
-    RunScores, StageComparison, StageRow, dbbench_score_path, read_dbbench, save_dbbench,
-    saved_dbbench, stage_adapters, stage_model,
+    RunScores, StageComparison, StageRow, TRAINED_STAGES, dbbench_score_path, read_dbbench,
+    save_dbbench, saved_dbbench, stage_adapters, stage_model,
 };

@@ -2,6 +2,7 @@
 //! as one table and one grouped bar chart, saved as `06_eval/summary.json`: the held-out test
 //! split's scores, the quick (dev split) scores and DB Bench, whichever the run holds.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -293,15 +294,19 @@ pub fn saved_dbbench(
     Ok((score, path))
 }
 
+/// The training stages in pipeline order, each with its phase.
+pub const TRAINED_STAGES: [(&str, Phase); 4] = [
+    ("sft", Phase::Sft),
+    ("dpo", Phase::Dpo),
+    ("rft", Phase::Rft),
+    ("grpo", Phase::Grpo),
+];
+
 /// The stages whose adapters a run holds, in pipeline order: `base` (no adapter) and each of
-/// `sft`, `dpo`, `grpo` whose `adapter/` directory exists.
+/// `sft`, `dpo`, `rft`, `grpo` whose `adapter/` directory exists.
 pub fn stage_adapters(run_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
     let mut stages = vec![("base".to_string(), None)];
-    for (stage, phase) in [
-        ("sft", Phase::Sft),
-        ("dpo", Phase::Dpo),
-        ("grpo", Phase::Grpo),
-    ] {
+    for (stage, phase) in TRAINED_STAGES {
         let dir = run_dir.join(phase.dir_name()).join("adapter");
         if dir.join("adapter_config.json").is_file() {
             stages.push((stage.to_string(), Some(dir)));
@@ -399,10 +404,10 @@ impl RunScores {
     }
 
     /// What each stage buys on the [`Self::decisive`] scores, each stage compared with the one
-    /// before it (`grpo_start`: the stage GRPO started from, if known).
-    pub fn efficacy(&self, grpo_start: Option<String>) -> Result<Efficacy> {
+    /// it started from (`starts`: stage → start, as [`Efficacy::new`]).
+    pub fn efficacy(&self, starts: &BTreeMap<String, String>) -> Result<Efficacy> {
         let scores: Vec<&QuickScore> = self.decisive().iter().collect();
-        Efficacy::new(&scores, grpo_start)
+        Efficacy::new(&scores, starts)
     }
 
     /// The stage comparison of every score.
@@ -570,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn efficacy_compares_consecutive_stages_on_the_test_split() {
+    fn efficacy_compares_each_stage_with_its_start_on_the_test_split() {
         // base solves task 0; sft solves 0, 1, 2 (and the game); dpo solves 1, 2, 3 and the game.
         let base = heldout("base", &[true, false, false, false], &[false]);
         let sft = heldout("sft", &[true, true, true, false], &[true]);
@@ -580,7 +585,8 @@ mod tests {
             quick: vec![quick("base", &[true], &[])],
             dbbench: vec![],
         };
-        let e = scores.efficacy(Some("dpo".into())).unwrap();
+        let starts = BTreeMap::from([("grpo".to_string(), "dpo".to_string())]);
+        let e = scores.efficacy(&starts).unwrap();
         assert_eq!((e.tasks.db, e.tasks.household), (4, 1));
         assert_eq!(e.order, ["base", "sft", "dpo"]);
         assert_eq!(e.stages["sft"].db_solved, 3);
@@ -592,6 +598,22 @@ mod tests {
             .map(|c| (c.better.as_str(), c.than.as_str(), c.won, c.lost))
             .collect();
         assert_eq!(steps, [("sft", "base", 3, 0), ("dpo", "sft", 1, 1)]);
+        // A stage is compared with the one it started from, not the one before it: an RFT
+        // adapter trained on the SFT adapter is judged against SFT, beside DPO.
+        let rft = heldout("rft", &[true, true, true, true], &[true]);
+        let with_rft = [
+            &scores.heldout[0],
+            &scores.heldout[1],
+            &scores.heldout[2],
+            &rft,
+        ];
+        let starts = BTreeMap::from([("rft".to_string(), "sft".to_string())]);
+        let judged = Efficacy::new(&with_rft, &starts).unwrap();
+        let last = judged.comparisons.last().unwrap();
+        assert_eq!((last.better.as_str(), last.than.as_str()), ("rft", "sft"));
+        assert_eq!((last.won, last.lost), (1, 0));
+        assert_eq!(judged.grpo_start, None);
+        let starts = BTreeMap::from([("grpo".to_string(), "dpo".to_string())]);
         // 3 against 0: 2 · (1/2)³; 1 against 1: no evidence.
         assert!((e.comparisons[0].p_value - 0.25).abs() < 1e-12);
         assert_eq!(e.comparisons[1].p_value, 1.0);
@@ -601,7 +623,7 @@ mod tests {
         assert_eq!(json["grpo_start"], "dpo");
         // Scores of different splits are not compared.
         let mixed = [&scores.heldout[0], &scores.quick[0]];
-        assert!(Efficacy::new(&mixed, None).is_err());
+        assert!(Efficacy::new(&mixed, &starts).is_err());
 
         // The dated report: Markdown, its data and chart, and the latest `efficacy.json`.
         let dir = tempfile::tempdir().unwrap();

@@ -271,6 +271,11 @@ pub fn saved_step_level_pairs(
     reuse_or(&phase_dir.join("cache/step_level.json"), &fingerprint, make)
 }
 
+/// `samples.jsonl` in a phase directory: every episode sampled, one per line.
+pub fn samples_path(phase_dir: &Path) -> PathBuf {
+    phase_dir.join("samples.jsonl")
+}
+
 /// Writes `pairs.jsonl`, `samples.jsonl` and `report.json` into the phase directory.
 pub fn write_pairs(
     phase_dir: &Path,
@@ -279,9 +284,22 @@ pub fn write_pairs(
     report: &PairsReport,
 ) -> Result<()> {
     crate::io::create_dir_all(phase_dir)?;
-    crate::io::write_jsonl(&phase_dir.join("samples.jsonl"), samples)?;
+    crate::io::write_jsonl(&samples_path(phase_dir), samples)?;
     crate::io::write_json(&phase_dir.join("report.json"), report)?;
     crate::io::write_jsonl(&pairs_path(phase_dir), pairs)
+}
+
+/// Reads `samples.jsonl` (every episode phase 04 sampled) of a phase directory; a missing file
+/// names the phase that writes it.
+pub fn read_samples(phase_dir: &Path) -> Result<Vec<Sample>> {
+    let path = samples_path(phase_dir);
+    if !path.is_file() {
+        return Err(crate::error::Error::MissingFile {
+            path,
+            hint: "run phase 04 first (notebooks/04_pairs.ipynb or `abt pairs`)".into(),
+        });
+    }
+    crate::io::read_jsonl(&path)
 }
 
 /// Reads `pairs.jsonl` of a phase directory; a missing file names the phase that writes it.

@@ -8,7 +8,7 @@
 //! | 02 prompts | [`p02_prompts`] | `prompts` | `02_prompts/prompts.jsonl` |
 //! | 03 SFT | [`p03_sft`] | `sft` | `03_sft/adapter`, `metrics.jsonl`, checkpoints |
 //! | 04 pairs | [`p04_pairs`] | `pairs` | `04_pairs/pairs.jsonl`, `samples.jsonl`, `report.json` |
-//! | 05 DPO / GRPO | [`p05_dpo`], [`p05_grpo`] | `dpo`, `grpo` | `05_dpo/adapter`, `05_grpo/adapter` |
+//! | 05 DPO / RFT / GRPO | [`p05_dpo`], [`p05_rft`], [`p05_grpo`] | `dpo`, `rft`, `grpo` | `05_dpo/adapter`, `05_rft/adapter`, `05_grpo/adapter` |
 //! | 06 eval | [`p06_eval`] | `quick-score`, `eval`, `compare` | `eval/quick_<stage>.json`, `06_eval/dbbench_<stage>.json`, `summary.json` |
 
 use std::fmt;
@@ -26,6 +26,7 @@ pub mod p03_sft;
 pub mod p04_pairs;
 pub mod p05_dpo;
 pub mod p05_grpo;
+pub mod p05_rft;
 pub mod p06_eval;
 mod training;
 
@@ -47,6 +48,8 @@ pub enum Phase {
     Pairs,
     /// 05: DPO.
     Dpo,
+    /// 05: rejection-sampling fine-tuning.
+    Rft,
     /// 05: GRPO.
     Grpo,
     /// 06: the evaluation of every stage.
@@ -55,13 +58,14 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in pipeline order.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Setup,
         Phase::Data,
         Phase::Prompts,
         Phase::Sft,
         Phase::Pairs,
         Phase::Dpo,
+        Phase::Rft,
         Phase::Grpo,
         Phase::Eval,
     ];
@@ -75,6 +79,7 @@ impl Phase {
             Phase::Sft => "03_sft",
             Phase::Pairs => "04_pairs",
             Phase::Dpo => "05_dpo",
+            Phase::Rft => "05_rft",
             Phase::Grpo => "05_grpo",
             Phase::Eval => "06_eval",
         }
@@ -88,7 +93,7 @@ impl Phase {
             Phase::Prompts => "02_prompts.ipynb",
             Phase::Sft => "03_sft.ipynb",
             Phase::Pairs => "04_pairs.ipynb",
-            Phase::Dpo | Phase::Grpo => "05_dpo_grpo.ipynb",
+            Phase::Dpo | Phase::Rft | Phase::Grpo => "05_dpo_grpo.ipynb",
             Phase::Eval => "06_eval.ipynb",
         }
     }
@@ -102,6 +107,7 @@ impl Phase {
             Phase::Sft => "sft",
             Phase::Pairs => "pairs",
             Phase::Dpo => "dpo",
+            Phase::Rft => "rft",
             Phase::Grpo => "grpo",
             Phase::Eval => "eval",
         }
@@ -141,7 +147,7 @@ mod tests {
 
     #[test]
     fn phases_name_their_directories_in_pipeline_order() {
-        let names: Vec<&str> = Phase::ALL.iter().map(|p| p.dir_name()).collect();
+        let names: Vec<&str> = Phase::ALL.iter().map(|p| &p.dir_name()[..2]).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);

@@ -1,6 +1,7 @@
 //! Phase 06 (notebook `06_eval`, `abt quick-score`, `abt eval`, `abt compare`): every stage
 //! of the run scored on the same held-out tasks, and the stages compared.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::chat::Tokenizer;
@@ -36,14 +37,21 @@ pub fn quick_score(
     })
 }
 
-/// The stage GRPO started from (`sft`, `dpo`, …), as recorded beside its adapter; `None` when
-/// the run trained no GRPO or started it from an adapter that is not one of the run's stages.
-pub fn grpo_start(ctx: &RunContext) -> Option<String> {
-    let start = super::started_from(&ctx.run_dir, Phase::Grpo)?;
-    crate::eval::stage_adapters(&ctx.run_dir)
-        .into_iter()
-        .find(|(_, adapter)| adapter.as_deref() == Some(start.as_path()))
-        .map(|(stage, _)| stage)
+/// The stage each trained stage started from (`grpo` → `dpo`, `rft` → `sft`, …), as recorded
+/// beside its adapter; a stage trained from an adapter that is not one of the run's stages is
+/// left out.
+pub fn stage_starts(ctx: &RunContext) -> BTreeMap<String, String> {
+    let stages = crate::eval::stage_adapters(&ctx.run_dir);
+    crate::eval::TRAINED_STAGES
+        .iter()
+        .filter_map(|&(stage, phase)| {
+            let start = super::started_from(&ctx.run_dir, phase)?;
+            let (from, _) = stages
+                .iter()
+                .find(|(_, adapter)| adapter.as_deref() == Some(start.as_path()))?;
+            Some((stage.to_string(), from.clone()))
+        })
+        .collect()
 }
 
 /// The DB Bench score of the stage `label` on the items in `items` (AgentBench's JSON lines);
@@ -70,7 +78,8 @@ pub struct Summary {
     pub scores: RunScores,
     /// Every measure of every stage, in one table.
     pub comparison: StageComparison,
-    /// Each stage against the one before it on the decisive task scores (none without any).
+    /// Each stage against the stage it started from on the decisive task scores (none without
+    /// any).
     pub efficacy: Option<Efficacy>,
 }
 
@@ -95,7 +104,7 @@ pub fn summarise(ctx: &RunContext) -> Result<Summary> {
     let efficacy = if scores.decisive().is_empty() {
         None
     } else {
-        let efficacy = scores.efficacy(grpo_start(ctx))?;
+        let efficacy = scores.efficacy(&stage_starts(ctx))?;
         crate::io::write_json(&out.join("efficacy.json"), &efficacy)?;
         Some(efficacy)
     };

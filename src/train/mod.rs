@@ -12,6 +12,8 @@
 //! - [`schedule`]: linear warmup + cosine decay, as transformers.
 //! - [`run`]: gradient accumulation and clipping, checkpoints, the metrics log.
 //! - [`sft`]: LoRA SFT (assistant-only loss, packing, eval loss).
+//! - [`rft`]: rejection-sampling fine-tuning: the policy's successes, mixed with SFT records,
+//!   trained with the SFT trainer.
 
 pub mod args;
 pub mod data;
@@ -19,6 +21,7 @@ pub mod dpo;
 pub mod grpo;
 pub mod losses;
 pub mod optim;
+pub mod rft;
 pub mod run;
 pub mod schedule;
 pub mod sft;
@@ -39,6 +42,7 @@ pub use losses::{
     LossAggregation, StepNorm, dpo_loss, dpo_reward_accuracy, group_advantages, grpo_loss,
 };
 pub use optim::{AdamW, AdamWParams};
+pub use rft::{RftConfig, RftReport, keep_successes, rft_records, sample_record};
 pub use schedule::CosineSchedule;
 pub use sft::{
     Sft, SftConfig, SftTrainer, StepMetrics, loss_chart, schedule_chart, sft_trainer,
