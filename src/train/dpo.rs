@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::args::TrainArgs;
 use super::data::SftExample;
-use super::losses::{DpoLoss, DpoParams, dpo_loss};
+use super::losses::{DpoLoss, DpoParams, chosen_nll, dpo_loss};
 use super::run::{TrainState, peak_memory_mb};
 use super::trainer::{Core, Method, Trainer};
 use crate::chat::{EncodeOptions, Tokenizer, Truncation};
@@ -356,7 +356,23 @@ impl Dpo {
         let rc = host::tensor(rc, n, core.device())?;
         let rr = host::tensor(rr, n, core.device())?;
         let out = dpo_loss(&pc, &pr, &rc, &rr, &self.config.loss)?;
-        Ok((out.loss.clone(), out))
+        let alpha = self.config.loss.rpo_alpha;
+        if alpha == 0.0 {
+            return Ok((out.loss.clone(), out));
+        }
+        // The tokens `pair_logprobs` scores: trained positions after the first.
+        let tokens: Vec<usize> = examples
+            .iter()
+            .map(|e| e.chosen.mask.iter().skip(1).filter(|&&m| m == 1).count())
+            .collect();
+        let sums = if mean {
+            let counts = tokens.iter().map(|&k| k.max(1) as f32).collect();
+            (pc.to_dtype(DType::F32)? * host::tensor(counts, n, core.device())?)?
+        } else {
+            pc
+        };
+        let loss = (&out.loss + (chosen_nll(&sums, &tokens)? * alpha)?)?;
+        Ok((loss, out))
     }
 
     /// Loss, accuracy and margin on the held-out pairs in `mode`.

@@ -46,6 +46,10 @@ pub struct DpoParams {
     pub beta: f64,
     /// Assumed share of flipped preferences, in [0, 0.5) (sigmoid and robust; 0 by default).
     pub label_smoothing: f64,
+    /// Weight of the chosen sides' negative log-likelihood added to the loss (RPO, TRL's
+    /// `rpo_alpha`; 0, the default, leaves plain DPO).
+    #[serde(default)]
+    pub rpo_alpha: f64,
 }
 
 impl Default for DpoParams {
@@ -54,8 +58,24 @@ impl Default for DpoParams {
             loss: DpoLoss::Sigmoid,
             beta: 0.1,
             label_smoothing: 0.0,
+            rpo_alpha: 0.0,
         }
     }
+}
+
+/// The term RPO adds to DPO (weighted by [`DpoParams::rpo_alpha`]): the chosen sides' negative
+/// log-likelihood per trained token over the whole batch, `−Σ log π(c) / Σ tokens`, from their
+/// summed log-probs `[n]` (with gradients) and their trained token counts.
+pub fn chosen_nll(chosen_sums: &Tensor, chosen_tokens: &[usize]) -> Result<Tensor> {
+    let n = chosen_sums.dims1()?;
+    if n != chosen_tokens.len() || n == 0 {
+        return Err(Error::Batch(format!(
+            "RPO: {n} chosen log-probs and {} token counts",
+            chosen_tokens.len()
+        )));
+    }
+    let tokens = chosen_tokens.iter().sum::<usize>().max(1) as f64;
+    Ok((chosen_sums.to_dtype(DType::F32)?.sum_all()? * (-1.0 / tokens))?)
 }
 
 /// A DPO loss and the implicit rewards behind it.
@@ -492,8 +512,28 @@ mod tests {
             loss,
             beta,
             label_smoothing: eps,
+            ..DpoParams::default()
         };
         dpo_loss(&t(&[pc]), &t(&[pr]), &t(&[rc]), &t(&[rr]), &params).unwrap()
+    }
+
+    #[test]
+    fn the_rpo_term_is_the_chosen_nll_per_token_over_the_batch() {
+        // Sums −10 over 5 tokens and −6 over 3: 16 / 8 = 2, not the mean of 2 and 2 per pair
+        // nor of the sums.
+        let nll = chosen_nll(&t(&[-10.0, -6.0]), &[5, 3]).unwrap();
+        assert!((scalar(&nll) - 2.0).abs() < 1e-6);
+        let nll = chosen_nll(&t(&[-10.0, -2.0]), &[5, 3]).unwrap();
+        assert!((scalar(&nll) - 1.5).abs() < 1e-6);
+        assert!(chosen_nll(&t(&[-1.0]), &[1, 2]).is_err());
+        // Its gradient: −1 / total tokens for every pair's sum.
+        let sums = Var::new(&[-10f32, -6.0], &Device::Cpu).unwrap();
+        let grads = chosen_nll(sums.as_tensor(), &[5, 3])
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = grads.get(&sums).unwrap().to_vec1::<f32>().unwrap();
+        assert!(g.iter().all(|&g| (g + 0.125).abs() < 1e-7), "{g:?}");
     }
 
     #[test]
@@ -552,6 +592,7 @@ mod tests {
                 loss: DpoLoss::Robust,
                 beta,
                 label_smoothing: eps,
+                ..DpoParams::default()
             };
             dpo_loss(&t(&[0.0]), &t(&[0.0]), &t(&[0.0]), &t(&[0.0]), &params).is_err()
         };
@@ -625,6 +666,7 @@ mod tests {
             loss: DpoLoss::Sigmoid,
             beta: 0.5,
             label_smoothing: 0.1,
+            ..DpoParams::default()
         };
         let f = |pc: f32| {
             let out = dpo_loss(

@@ -39,7 +39,8 @@ pub use grpo::{
 };
 pub use losses::{
     AdvantageScale, DpoLoss, DpoOutput, DpoParams, GroupAdvantages, GrpoOutput, GrpoParams,
-    LossAggregation, StepNorm, dpo_loss, dpo_reward_accuracy, group_advantages, grpo_loss,
+    LossAggregation, StepNorm, chosen_nll, dpo_loss, dpo_reward_accuracy, group_advantages,
+    grpo_loss,
 };
 pub use optim::{AdamW, AdamWParams};
 pub use rft::{RftConfig, RftReport, keep_successes, rft_records, sample_record};
