@@ -10,8 +10,8 @@ use agentbench_tuning::env::Protocol;
 use agentbench_tuning::model::{Decoder, Mode, Padding, TokenBatch};
 use agentbench_tuning::prompts::{Prompt, held_out_prompts};
 use agentbench_tuning::train::{
-    GrpoConfig, GrpoParams, GrpoReward, GrpoTrainer, TrainArgs, episode_logprobs, grpo_loss,
-    policy_targets,
+    CurriculumConfig, GrpoConfig, GrpoParams, GrpoReward, GrpoTrainer, TrainArgs, episode_logprobs,
+    grpo_loss, policy_targets,
 };
 use candle_core::{Device, Tensor, Var};
 
@@ -52,6 +52,18 @@ fn small_config() -> GrpoConfig {
         prompts_per_step: 1,
         max_new_tokens: 16,
         ..config()
+    }
+}
+
+/// A pass-rate curriculum whose band every prompt starts in.
+fn with_curriculum(config: GrpoConfig) -> GrpoConfig {
+    GrpoConfig {
+        curriculum: Some(CurriculumConfig {
+            low: 0.1,
+            high: 0.8,
+            prior: [1.0, 1.0],
+        }),
+        ..config
     }
 }
 
@@ -199,7 +211,7 @@ fn an_interrupted_run_resumes_exactly() {
         model.clone(),
         household_prompts(),
         vec![],
-        small_config(),
+        with_curriculum(small_config()),
         &tokenizer,
         whole.path(),
     )
@@ -209,35 +221,46 @@ fn an_interrupted_run_resumes_exactly() {
     for m in &straight {
         assert!(m.loss.is_finite() && m.kl.is_finite());
         assert_eq!(m.groups, 1);
+        // Both games' estimates are in the pool's histogram; each step's group moved one.
+        assert_eq!(m.pass_rates.as_ref().map(|h| h.iter().sum()), Some(2));
     }
+    let seen: u32 = (0..2)
+        .map(|i| a.pass_rates().counts(i).iter().sum::<u32>())
+        .sum();
+    assert_eq!(seen, 4, "two steps of one group of two episodes");
 
     let cut = tempfile::tempdir().unwrap();
     let mut b = GrpoTrainer::new(
         model.clone(),
         household_prompts(),
         vec![],
-        small_config(),
+        with_curriculum(small_config()),
         &tokenizer,
         cut.path(),
     )
     .unwrap();
     b.train(Some(1), |_| {}).unwrap();
+    let after_one = b.pass_rates().clone();
     drop(b);
     let mut c = GrpoTrainer::new(
         model,
         household_prompts(),
         vec![],
-        small_config(),
+        with_curriculum(small_config()),
         &tokenizer,
         cut.path(),
     )
     .unwrap();
     assert!(c.resume().unwrap());
     assert_eq!(c.step_count(), 1);
+    // The estimates come back with the checkpoint.
+    assert_eq!(c.pass_rates(), &after_one);
     let rest = c.train(None, |_| {}).unwrap();
     let (x, y) = (&straight[1], &rest[0]);
     assert_eq!(x.reward_mean, y.reward_mean);
     assert_eq!(x.skipped_groups, y.skipped_groups);
+    assert_eq!(x.pass_rates, y.pass_rates);
+    assert_eq!(x.pool_in_band, y.pool_in_band);
     assert!((x.loss - y.loss).abs() < 1e-6, "{} vs {}", x.loss, y.loss);
     assert!((x.grad_norm - y.grad_norm).abs() < 1e-4);
     assert_eq!(c.read_metrics().unwrap().len(), 2);

@@ -12,7 +12,10 @@
 //! gradient. With `mask_truncated`, episodes cut off by the reply or context limit count in
 //! their group's baseline but get no loss (DAPO's overlong filtering). The loss is [`grpo_loss`]: clipped importance ratio, k3 KL to the reference (the
 //! same weights with the adapters off, so the SFT model), and grpo / dr_grpo / dapo aggregation
-//! over the step.
+//! over the step. With `filter_groups`, only groups holding a success and a reward spread
+//! train, and a step short of its quota plays more prompts (DAPO's dynamic sampling); with a
+//! `curriculum`, each prompt's pass rate is estimated from its rollouts and prompts are drawn
+//! only while the estimate lies inside a band ([`super::curriculum`]).
 //!
 //! Log-probs are computed only at the policy's tokens ([`Decoder::token_logprobs_at`]) and laid
 //! out compactly, one row per episode and one column per policy token, so long observations
@@ -20,7 +23,7 @@
 //! distribution the sampler drew from, as verl does — for the policy, the old policy and the
 //! reference alike.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,6 +31,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::args::TrainArgs;
+use super::curriculum::{CurriculumConfig, PassRates};
 use super::losses::{
     AdvantageScale, GroupAdvantages, GrpoParams, StepNorm, group_advantages, grpo_loss,
 };
@@ -99,6 +103,11 @@ pub struct GrpoConfig {
     /// With `filter_groups`: most extra rollout batches a step plays to fill its quota.
     #[serde(default = "max_resamples_default")]
     pub max_resamples: usize,
+    /// A pass-rate curriculum: each prompt's pass rate estimated from its rollouts (saved in
+    /// checkpoints), and prompts drawn only while the estimate lies in the band (none: every
+    /// prompt in turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curriculum: Option<CurriculumConfig>,
 }
 
 fn max_resamples_default() -> usize {
@@ -167,6 +176,9 @@ impl GrpoConfig {
         }
         if self.temperature <= 0.0 {
             return invalid("rollouts must sample: temperature must be above 0");
+        }
+        if let Some(curriculum) = &self.curriculum {
+            curriculum.validate()?;
         }
         self.train.validate("GrpoConfig")
     }
@@ -336,6 +348,17 @@ pub struct GrpoMetrics {
     /// Episodes the reply or context limit cut off (no loss with `mask_truncated`).
     #[serde(default)]
     pub truncated: usize,
+    /// With a curriculum: prompts passed over this step because their estimated pass rate lay
+    /// outside the band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_band: Option<usize>,
+    /// With a curriculum: prompts of the pool inside the band after this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_in_band: Option<usize>,
+    /// With a curriculum: the pool's estimated pass rates after this step, in ten bins over
+    /// [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_rates: Option<Vec<usize>>,
     /// Learning rate of the last update.
     pub lr: f64,
     /// Global gradient norm before clipping (last update; 0 when every group was skipped).
@@ -520,6 +543,12 @@ pub struct Grpo {
     prompts: Vec<Prompt>,
     eval: Vec<Prompt>,
     order: Vec<usize>,
+    /// Each prompt's position in `prompts`, by its JSON (rollouts name their prompt by value).
+    index: HashMap<String, usize>,
+    /// Pass-rate estimates of `prompts` (kept with a curriculum).
+    rates: PassRates,
+    /// Prompts passed over by the curriculum since the last step's metrics.
+    out_of_band: usize,
 }
 
 /// Trains LoRA adapters with multi-turn GRPO.
@@ -548,19 +577,50 @@ impl Grpo {
         core.dir().join("eval.jsonl")
     }
 
-    /// The next `prompts_per_step` prompts of the seeded order (a new order each pass).
+    /// The next `prompts_per_step` prompts of the seeded order (a new order each pass); with a
+    /// curriculum, prompts whose estimated pass rate lies outside the band are passed over
+    /// (counted), unless a whole pass finds none inside it.
     fn next_prompts(&mut self, state: &mut TrainState) -> Vec<Prompt> {
         let mut picked = Vec::with_capacity(self.config.prompts_per_step);
+        let mut passed_over = 0;
         while picked.len() < self.config.prompts_per_step {
             if state.cursor >= self.order.len() {
                 state.epoch += 1;
                 state.cursor = 0;
                 self.order = prompt_order(self.prompts.len(), self.config.train.seed, state.epoch);
             }
-            picked.push(self.prompts[self.order[state.cursor]].clone());
+            let i = self.order[state.cursor];
             state.cursor += 1;
+            if let Some(curriculum) = &self.config.curriculum
+                && !self.rates.in_band(i, curriculum)
+                && passed_over < self.prompts.len()
+            {
+                passed_over += 1;
+                continue;
+            }
+            picked.push(self.prompts[i].clone());
         }
+        self.out_of_band += passed_over;
         picked
+    }
+
+    /// Counts each rollout towards its prompt's pass rate (with a curriculum).
+    fn record_pass_rates(&mut self, prompts: &[Prompt], played: &[PlayedTask]) -> Result<()> {
+        if self.config.curriculum.is_none() {
+            return Ok(());
+        }
+        let g = self.config.group_size;
+        for (prompt, group) in prompts.iter().zip(played.chunks(g)) {
+            let key = serde_json::to_string(prompt)
+                .map_err(|e| Error::Batch(format!("GRPO: a prompt as JSON: {e}")))?;
+            // A prompt from outside the pool (rollouts played by the caller) has no estimate.
+            if let Some(&i) = self.index.get(&key) {
+                for p in group {
+                    self.rates.record(i, p.score.success)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Plays the held-out tasks greedily with the adapters on and records the result in
@@ -615,7 +675,7 @@ impl Grpo {
     /// The rest of a step, on the `played` rollouts of `prompts`: advantages, `iterations`
     /// optimizer updates, and the step's metrics.
     fn learn(
-        &self,
+        &mut self,
         core: &mut Core,
         prompts: &[Prompt],
         played: &[PlayedTask],
@@ -681,6 +741,9 @@ impl Grpo {
         } else {
             self.update(core, played, &kept, &groups, &policy_tokens)?
         };
+        self.record_pass_rates(prompts, played)?;
+        let out_of_band = std::mem::take(&mut self.out_of_band);
+        let curriculum = self.config.curriculum.as_ref();
         Ok(GrpoMetrics {
             step: core.state().step + 1,
             reward_mean,
@@ -700,6 +763,9 @@ impl Grpo {
             informative_groups: informative.iter().filter(|&&i| i).count(),
             dropped_groups: selected.iter().filter(|&&s| !s).count(),
             truncated,
+            out_of_band: curriculum.map(|_| out_of_band),
+            pool_in_band: curriculum.map(|c| self.rates.count_in_band(c)),
+            pass_rates: curriculum.map(|c| self.rates.histogram(c.prior, 10)),
             lr: update.lr,
             grad_norm: update.grad_norm,
             rollout_s,
@@ -873,6 +939,27 @@ impl Method for Grpo {
     fn logs(&self) -> &'static [&'static str] {
         &["eval.jsonl"]
     }
+
+    /// The pass-rate estimates, with a curriculum.
+    fn saved_state(&self) -> Result<Option<serde_json::Value>> {
+        if self.config.curriculum.is_none() {
+            return Ok(None);
+        }
+        serde_json::to_value(&self.rates)
+            .map(Some)
+            .map_err(|e| Error::Batch(format!("GRPO: pass rates as JSON: {e}")))
+    }
+
+    fn restore_state(&mut self, saved: Option<serde_json::Value>) -> Result<()> {
+        match saved {
+            Some(saved) if self.config.curriculum.is_some() => {
+                let saved: PassRates = serde_json::from_value(saved)
+                    .map_err(|e| Error::Batch(format!("GRPO: saved pass rates: {e}")))?;
+                self.rates.restore(saved)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Trainer<Grpo> {
@@ -909,14 +996,31 @@ impl Trainer<Grpo> {
             dir,
         )?;
         let order = prompt_order(prompts.len(), config.train.seed, 0);
+        let index = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                serde_json::to_string(p)
+                    .map(|key| (key, i))
+                    .map_err(|e| Error::Batch(format!("GRPO: a prompt as JSON: {e}")))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
         let method = Grpo {
             config,
             tokenizer: tokenizer.clone(),
+            rates: PassRates::new(prompts.len()),
             prompts,
             eval,
             order,
+            index,
+            out_of_band: 0,
         };
         Ok(Self::from_parts(core, method))
+    }
+
+    /// The pass-rate estimates of the training prompts (counted with a curriculum).
+    pub fn pass_rates(&self) -> &PassRates {
+        &self.method().rates
     }
 
     /// The held-out tasks.

@@ -8,6 +8,7 @@
 //!   trained, observations masked, KL to the SFT model).
 //! - [`trainer`]: the one training loop ([`Trainer`]) and what a training algorithm supplies
 //!   to it ([`Method`]); [`args`]: the settings every trainer shares ([`TrainArgs`]).
+//! - [`curriculum`]: GRPO's pass-rate curriculum (per-prompt Beta estimates, a band).
 //! - [`optim`]: AdamW with saveable state.
 //! - [`schedule`]: linear warmup + cosine decay, as transformers.
 //! - [`run`]: gradient accumulation and clipping, checkpoints, the metrics log.
@@ -16,6 +17,7 @@
 //!   trained with the SFT trainer.
 
 pub mod args;
+pub mod curriculum;
 pub mod data;
 pub mod dpo;
 pub mod grpo;
@@ -28,6 +30,7 @@ pub mod sft;
 pub mod trainer;
 
 pub use args::TrainArgs;
+pub use curriculum::{CurriculumConfig, PassRates};
 pub use data::{LossView, MicroBatch, SftExample, encode_records, epoch_batches};
 pub use dpo::{
     Dpo, DpoConfig, DpoEval, DpoExample, DpoMetrics, DpoTrainer, RoundSummary, dpo_chart,

@@ -59,6 +59,35 @@ pub trait Method {
     fn logs(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// What the method learns across steps beyond the data position (GRPO: its pass-rate
+    /// estimates), saved with each checkpoint.
+    fn saved_state(&self) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+
+    /// Restores what [`Method::saved_state`] saved (`None` from a checkpoint without it).
+    fn restore_state(&mut self, _saved: Option<serde_json::Value>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A checkpoint's `state.json`: the trainer's state and the method's own.
+#[derive(Serialize)]
+struct SavedState<'a> {
+    #[serde(flatten)]
+    train: &'a TrainState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<serde_json::Value>,
+}
+
+/// [`SavedState`] read back (checkpoints written before the method's state was kept have none).
+#[derive(serde::Deserialize)]
+struct LoadedState {
+    #[serde(flatten)]
+    train: TrainState,
+    #[serde(default)]
+    method: Option<serde_json::Value>,
 }
 
 /// What every method's step works with: the model and its trainable values, the optimizer,
@@ -317,11 +346,15 @@ impl<M: Method> Trainer<M> {
     /// Writes a checkpoint (trainable values, optimizer moments, state, configuration) into
     /// `checkpoints/step-NNNNNN/` (see [`Checkpoints::save`]).
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let state = SavedState {
+            train: &self.core.state,
+            method: self.method.saved_state()?,
+        };
         self.checkpoints().save(
             self.core.state.step,
             &self.core.vars,
             &self.core.optimizer,
-            &self.core.state,
+            &state,
             self.method.config(),
         )
     }
@@ -337,11 +370,14 @@ impl<M: Method> Trainer<M> {
         };
         let saved: serde_json::Value = crate::io::read_json(&latest.join("config.json"))?;
         check_same_config(&saved, self.method.config(), &latest)?;
-        let Some(mut state) =
-            checkpoints.load::<TrainState>(&self.core.vars, &mut self.core.optimizer)?
+        let Some(LoadedState {
+            train: mut state,
+            method,
+        }) = checkpoints.load::<LoadedState>(&self.core.vars, &mut self.core.optimizer)?
         else {
             return Ok(false);
         };
+        self.method.restore_state(method)?;
         if state.loss_scale.is_none() {
             state.loss_scale = LossScale::for_dtype(self.core.model.dtype());
         }
