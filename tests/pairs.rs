@@ -239,3 +239,74 @@ fn dpo_rounds_fold_each_round_in_and_stop_when_a_round_finds_no_pair() {
     assert_eq!(loaded.r, 6);
     assert_eq!(loaded.targets, vec![Target::Q, Target::K, Target::V]);
 }
+
+#[test]
+fn sampling_in_parts_equals_one_play_and_resumes_from_the_parts_it_kept() {
+    use agentbench_tuning::cache::Fingerprint;
+    use agentbench_tuning::generate::{PlayOptions, Sampling, play_tasks};
+    use agentbench_tuning::pairs::{SavedParts, sample_prompts};
+    let Some((model, tokenizer)) = default_model() else {
+        return;
+    };
+    // Four DB tasks, two samples each, one episode per batch: two parts of four.
+    let config = PairsConfig {
+        batch: 1,
+        max_new_tokens: 16,
+        db_turns: 1,
+        ..pairs_config()
+    };
+    let prompts = held_out_prompts(4, 0, Protocol::Text, false).unwrap();
+    let picked: Vec<&Prompt> = prompts.iter().collect();
+    let tasks: Vec<Prompt> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.clone(), 2))
+        .collect();
+    let options = PlayOptions {
+        batch: 1,
+        max_new_tokens: 16,
+        db_turns: 1,
+        household_turns: config.household_turns,
+        max_context: config.max_context,
+        sampling: Sampling {
+            temperature: config.temperature,
+            top_p: config.top_p,
+            ..Sampling::greedy()
+        },
+        seed: config.seed,
+        mode: agentbench_tuning::model::Mode::Eval,
+    };
+    let whole = play_tasks(&model, &tokenizer, &tasks, &options, "whole").unwrap();
+    let replies = |samples: &[Sample]| -> Vec<Conversation> {
+        samples.iter().map(|s| s.conversation.clone()).collect()
+    };
+    let in_parts = sample_prompts(&model, &tokenizer, &picked, &config, None).unwrap();
+    assert_eq!(
+        replies(&in_parts),
+        whole
+            .iter()
+            .map(|p| p.episode.conversation.clone())
+            .collect::<Vec<_>>()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let saved = SavedParts {
+        dir: dir.path().join("parts"),
+        // Unique to this run, so that no machine-wide copy of an earlier run's parts answers.
+        fingerprint: Fingerprint::new().value("run", dir.path()).unwrap(),
+    };
+    let first = sample_prompts(&model, &tokenizer, &picked, &config, Some(&saved)).unwrap();
+    assert_eq!(replies(&first), replies(&in_parts));
+    let part = |p: usize| saved.dir.join(format!("samples-{p:03}.json"));
+    let written = |p: usize| std::fs::metadata(part(p)).unwrap().modified().unwrap();
+    assert!((0..2).all(|p| part(p).is_file()));
+    // A sampling cut off after its first part: the next call plays only the one missing.
+    let kept = written(0);
+    std::fs::remove_file(part(1)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = sample_prompts(&model, &tokenizer, &picked, &config, Some(&saved)).unwrap();
+    assert_eq!(replies(&again), replies(&in_parts));
+    assert_eq!(written(0), kept);
+    assert!(part(1).is_file());
+    saved.remove().unwrap();
+    assert!(!saved.dir.exists());
+}

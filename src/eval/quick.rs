@@ -29,7 +29,7 @@ use crate::config::RunContext;
 use crate::display::Show;
 use crate::env::Protocol;
 use crate::error::{Error, Result};
-use crate::generate::{EpisodeEnd, PlayOptions, Sampling, env_batches, play_tasks};
+use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks, task_parts};
 use crate::model::{Decoder, Mode};
 use crate::prompts::{Difficulty, Prompt, Split};
 use crate::table::Table;
@@ -287,16 +287,6 @@ fn percent(k: usize, n: usize) -> String {
     }
 }
 
-/// Batches of tasks per saved part of a score.
-const PART_BATCHES: usize = 4;
-
-/// The tasks in parts of one environment each, as indices in task order: every part holds
-/// [`PART_BATCHES`] of the batches [`play_tasks`] would form ([`env_batches`]), so a score
-/// played part by part equals one played whole.
-fn parts(tasks: &[Prompt], batch: usize) -> Vec<Vec<usize>> {
-    env_batches(tasks, PART_BATCHES * batch.max(1))
-}
-
 /// Where the parts of the score saved at `path` are kept while it is played:
 /// `<dir>/parts/<stem>-<part>.json`.
 fn part_path(path: &Path, part: usize) -> PathBuf {
@@ -343,7 +333,10 @@ fn played_in_parts(
 ) -> Result<QuickScore> {
     let score = reuse_json_in(shared, path, fingerprint, || {
         let tasks = config.tasks()?;
-        let parts = parts(&tasks, config.batch);
+        let parts: Vec<Vec<usize>> = task_parts(&tasks, config.batch)
+            .into_iter()
+            .map(|p| p.tasks)
+            .collect();
         let mut slots: Vec<Option<TaskResult>> = vec![None; tasks.len()];
         let mut seconds = 0.0;
         for (p, indices) in parts.iter().enumerate() {
@@ -719,13 +712,6 @@ mod tests {
         // A score saved before graded scores were recorded has no mean.
         score.results[2].score = None;
         assert!(score.mean_reward().is_nan());
-    }
-
-    #[test]
-    fn parts_follow_the_batches_of_one_environment() {
-        let tasks = Split::Dev.prompts(5, 3, Protocol::Text, false).unwrap();
-        assert_eq!(parts(&tasks, 1), [vec![0, 1, 2, 3], vec![4], vec![5, 6, 7]]);
-        assert_eq!(parts(&tasks, 2), [vec![0, 1, 2, 3, 4], vec![5, 6, 7]]);
     }
 
     #[test]

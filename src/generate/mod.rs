@@ -15,4 +15,7 @@ pub use chat_model::ChatModel;
 pub use generator::{FinishReason, GenerateOptions, Generation, GenerationSession, generate};
 pub use rollout::{Episode, EpisodeEnd, RolloutOptions, rollout};
 pub use sampling::Sampling;
-pub use tasks::{PlayOptions, PlayedTask, env_batches, play_tasks};
+pub use tasks::{
+    BATCH_SEED_STEP, PART_BATCHES, PlayOptions, PlayedTask, TaskPart, env_batches, play_part,
+    play_tasks, task_parts,
+};

@@ -9,11 +9,12 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{Pair, PairDrop, PairSource, PairsReport, reply_text};
+use crate::cache::{Fingerprint, reuse_or};
 use crate::chat::{Conversation, Tokenizer};
 use crate::data::contamination::ContaminationGuard;
 use crate::env::{Protocol, TaskScore};
 use crate::error::{Error, Result};
-use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_tasks};
+use crate::generate::{EpisodeEnd, PlayOptions, Sampling, play_part, task_parts};
 use crate::model::{Decoder, Mode};
 use crate::prompts::Prompt;
 
@@ -94,13 +95,41 @@ impl Sample {
     }
 }
 
+/// Where sampled parts are kept as they finish: `<dir>/samples-NNN.json`, each with the
+/// fingerprint of what it was sampled from and which part it is.
+#[derive(Debug, Clone)]
+pub struct SavedParts {
+    /// The folder of the parts.
+    pub dir: PathBuf,
+    /// What the samples depend on (policy, prompts, settings).
+    pub fingerprint: Fingerprint,
+}
+
+impl SavedParts {
+    fn path(&self, part: usize) -> PathBuf {
+        self.dir.join(format!("samples-{part:03}.json"))
+    }
+
+    /// Removes the parts (once the whole sampling is saved).
+    pub fn remove(&self) -> Result<()> {
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io("removing", &self.dir, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Plays `config.samples` episodes of every prompt with the policy (adapters on), sampling at
-/// the configured temperature.
+/// the configured temperature, in parts of a few generation batches ([`task_parts`]); a part
+/// plays exactly as it would among all the tasks, so the parts make the same samples as one
+/// whole play. With `saved`, each part is kept as it finishes and a later call with the same
+/// fingerprint plays only the parts still missing.
 pub fn sample_prompts(
     decoder: &Decoder,
     tokenizer: &Tokenizer,
     prompts: &[&Prompt],
     config: &PairsConfig,
+    saved: Option<&SavedParts>,
 ) -> Result<Vec<Sample>> {
     if config.samples < 2 {
         return Err(Error::InvalidConfig {
@@ -126,26 +155,67 @@ pub fn sample_prompts(
         seed: config.seed,
         mode: Mode::Eval,
     };
-    let played = play_tasks(decoder, tokenizer, &tasks, &options, "04 pairs · sampling")?;
-    Ok(played
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let prompt = &tasks[i];
-            Sample {
-                prompt: i / config.samples,
-                sample: i % config.samples,
-                task: prompt.source(),
-                kind: prompt.kind(),
-                protocol: prompt.protocol(),
-                score: p.score,
-                turns: p.episode.turns(),
-                end: p.episode.end,
-                prompt_messages: p.episode.prompt_messages,
-                conversation: p.episode.conversation,
+    let parts = task_parts(&tasks, config.batch);
+    let mut slots: Vec<Option<Sample>> = vec![None; tasks.len()];
+    for (p, part) in parts.iter().enumerate() {
+        let label = if parts.len() == 1 {
+            "04 pairs · sampling".to_string()
+        } else {
+            format!("04 pairs · sampling, part {} of {}", p + 1, parts.len())
+        };
+        let play = || -> Result<Vec<Sample>> {
+            let played = play_part(decoder, tokenizer, &tasks, part, &options, &label)?;
+            Ok(part
+                .tasks
+                .iter()
+                .zip(played)
+                .map(|(&i, played)| {
+                    let prompt = &tasks[i];
+                    Sample {
+                        prompt: i / config.samples,
+                        sample: i % config.samples,
+                        task: prompt.source(),
+                        kind: prompt.kind(),
+                        protocol: prompt.protocol(),
+                        score: played.score,
+                        turns: played.episode.turns(),
+                        end: played.episode.end,
+                        prompt_messages: played.episode.prompt_messages,
+                        conversation: played.episode.conversation,
+                    }
+                })
+                .collect())
+        };
+        let samples = match saved {
+            Some(saved) => {
+                let fingerprint = saved.fingerprint.clone().value("part", &(p, parts.len()))?;
+                reuse_or(&saved.path(p), &fingerprint, play)?
             }
-        })
-        .collect())
+            None => play()?,
+        };
+        if samples.len() != part.tasks.len() {
+            return Err(Error::Batch(format!(
+                "sampling part {p} holds {} samples for {} tasks",
+                samples.len(),
+                part.tasks.len()
+            )));
+        }
+        for s in samples {
+            let i = s.prompt * config.samples + s.sample;
+            if let Some(slot) = slots.get_mut(i) {
+                *slot = Some(s);
+            }
+        }
+    }
+    let samples: Vec<Sample> = slots.into_iter().flatten().collect();
+    if samples.len() != tasks.len() {
+        return Err(Error::Batch(format!(
+            "sampling made {} samples for {} tasks",
+            samples.len(),
+            tasks.len()
+        )));
+    }
+    Ok(samples)
 }
 
 /// The filters a candidate pair must pass (gap, length, protocol, contamination), and the

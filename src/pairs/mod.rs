@@ -25,7 +25,7 @@ use crate::env::Protocol;
 use crate::error::Result;
 use crate::table::Table;
 
-pub use best_of_n::{PairFilter, PairsConfig, Sample, best_of_n_pairs, sample_prompts};
+pub use best_of_n::{PairFilter, PairsConfig, Sample, SavedParts, best_of_n_pairs, sample_prompts};
 pub use step_level::{Replay, StepLevelConfig, step_level_pairs};
 pub use teacher::{
     TEACHER_MODELS, TeacherClient, TeacherConfig, TeacherStats, is_teacher_model, teacher_pairs,
@@ -241,17 +241,24 @@ pub fn sampling_fingerprint<P: Serialize>(
 
 /// Phase 04's best-of-N episodes (`<phase>/cache/samples.json`) and the seconds sampling took:
 /// the saved ones if they were sampled with the same `fingerprint`
-/// ([`sampling_fingerprint`]), else `sample`d now and saved.
+/// ([`sampling_fingerprint`]), else `sample`d now, its parts kept as they finish in
+/// `<phase>/cache/parts/` (so a sampling cut off resumes), and saved whole.
 pub fn saved_samples(
     phase_dir: &Path,
     fingerprint: &Fingerprint,
-    sample: impl FnOnce() -> Result<Vec<Sample>>,
+    sample: impl FnOnce(&SavedParts) -> Result<Vec<Sample>>,
 ) -> Result<(Vec<Sample>, f64)> {
-    reuse_or(&phase_dir.join("cache/samples.json"), fingerprint, || {
+    let parts = SavedParts {
+        dir: phase_dir.join("cache/parts"),
+        fingerprint: fingerprint.clone(),
+    };
+    let saved = reuse_or(&phase_dir.join("cache/samples.json"), fingerprint, || {
         let started = std::time::Instant::now();
-        let samples = sample()?;
+        let samples = sample(&parts)?;
         Ok((samples, started.elapsed().as_secs_f64()))
-    })
+    })?;
+    parts.remove()?;
+    Ok(saved)
 }
 
 /// Phase 04's step-level pairs and their report (`<phase>/cache/step_level.json`): the saved

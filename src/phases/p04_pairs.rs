@@ -111,8 +111,14 @@ impl PairsPhase {
     /// pairs this step added.
     pub fn best_of_n(&mut self) -> Result<Vec<Pair>> {
         let picked = self.picked();
-        let (samples, seconds) = saved_samples(&self.dir, &self.fingerprint, || {
-            sample_prompts(&self.policy, &self.tokenizer, &picked, &self.config)
+        let (samples, seconds) = saved_samples(&self.dir, &self.fingerprint, |parts| {
+            sample_prompts(
+                &self.policy,
+                &self.tokenizer,
+                &picked,
+                &self.config,
+                Some(parts),
+            )
         })?;
         let (pairs, report) = best_of_n_pairs(&samples, &self.config, seconds)?;
         self.samples = samples;

@@ -101,7 +101,7 @@ impl TrainingPhase<Sft> {
                         seed: pairs_config.seed.wrapping_add(round as u64 * 1_000_003),
                         ..pairs_config.clone()
                     };
-                    let samples = sample_prompts(&model, &tokenizer, &picked, &sampling)?;
+                    let samples = sample_prompts(&model, &tokenizer, &picked, &sampling, None)?;
                     crate::io::create_dir_all(&round_dir)?;
                     crate::io::write_jsonl(&samples_file, &samples)?;
                     samples

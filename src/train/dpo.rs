@@ -610,7 +610,7 @@ pub fn dpo_rounds(
                 seed: pairs_config.seed.wrapping_add(round as u64 * 1_000_003),
                 ..pairs_config.clone()
             };
-            let samples = sample_prompts(&model, tokenizer, &picked, &sampling)?;
+            let samples = sample_prompts(&model, tokenizer, &picked, &sampling, None)?;
             let (pairs, report) =
                 best_of_n_pairs(&samples, &sampling, start.elapsed().as_secs_f64())?;
             write_pairs(&round_pairs, &pairs, &samples, &report)?;
