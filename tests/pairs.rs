@@ -243,7 +243,7 @@ fn dpo_rounds_fold_each_round_in_and_stop_when_a_round_finds_no_pair() {
 #[test]
 fn sampling_in_parts_equals_one_play_and_resumes_from_the_parts_it_kept() {
     use agentbench_tuning::cache::Fingerprint;
-    use agentbench_tuning::generate::{PlayOptions, Sampling, play_tasks};
+    use agentbench_tuning::generate::play_tasks;
     use agentbench_tuning::pairs::{SavedParts, sample_prompts};
     let Some((model, tokenizer)) = default_model() else {
         return;
@@ -261,20 +261,7 @@ fn sampling_in_parts_equals_one_play_and_resumes_from_the_parts_it_kept() {
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), 2))
         .collect();
-    let options = PlayOptions {
-        batch: 1,
-        max_new_tokens: 16,
-        db_turns: 1,
-        household_turns: config.household_turns,
-        max_context: config.max_context,
-        sampling: Sampling {
-            temperature: config.temperature,
-            top_p: config.top_p,
-            ..Sampling::greedy()
-        },
-        seed: config.seed,
-        mode: agentbench_tuning::model::Mode::Eval,
-    };
+    let options = config.play_options();
     let whole = play_tasks(&model, &tokenizer, &tasks, &options, "whole").unwrap();
     let replies = |samples: &[Sample]| -> Vec<Conversation> {
         samples.iter().map(|s| s.conversation.clone()).collect()

@@ -50,6 +50,25 @@ pub struct PairsConfig {
 }
 
 impl PairsConfig {
+    /// How the episodes are played: the policy (adapters on), sampling at the configured
+    /// temperature and nucleus threshold, within the reply and context limits.
+    pub fn play_options(&self) -> PlayOptions {
+        PlayOptions {
+            batch: self.batch,
+            max_new_tokens: self.max_new_tokens,
+            db_turns: self.db_turns,
+            household_turns: self.household_turns,
+            max_context: self.max_context,
+            sampling: Sampling {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                ..Sampling::greedy()
+            },
+            seed: self.seed,
+            mode: Mode::Eval,
+        }
+    }
+
     /// The prompts used: all, or `max_prompts` evenly spaced ones (so every kind keeps its
     /// share).
     pub fn pick<'a>(&self, prompts: &'a [Prompt]) -> Vec<&'a Prompt> {
@@ -141,20 +160,7 @@ pub fn sample_prompts(
         .iter()
         .flat_map(|p| std::iter::repeat_n((*p).clone(), config.samples))
         .collect();
-    let options = PlayOptions {
-        batch: config.batch,
-        max_new_tokens: config.max_new_tokens,
-        db_turns: config.db_turns,
-        household_turns: config.household_turns,
-        max_context: config.max_context,
-        sampling: Sampling {
-            temperature: config.temperature,
-            top_p: config.top_p,
-            ..Sampling::greedy()
-        },
-        seed: config.seed,
-        mode: Mode::Eval,
-    };
+    let options = config.play_options();
     let parts = task_parts(&tasks, config.batch);
     let mut slots: Vec<Option<Sample>> = vec![None; tasks.len()];
     for (p, part) in parts.iter().enumerate() {

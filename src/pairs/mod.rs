@@ -299,19 +299,16 @@ pub fn write_pairs(
 /// Reads `samples.jsonl` (every episode phase 04 sampled) of a phase directory; a missing file
 /// names the phase that writes it.
 pub fn read_samples(phase_dir: &Path) -> Result<Vec<Sample>> {
-    let path = samples_path(phase_dir);
-    if !path.is_file() {
-        return Err(crate::error::Error::MissingFile {
-            path,
-            hint: "run phase 04 first (notebooks/04_pairs.ipynb or `abt pairs`)".into(),
-        });
-    }
-    crate::io::read_jsonl(&path)
+    read_phase_file(samples_path(phase_dir))
 }
 
 /// Reads `pairs.jsonl` of a phase directory; a missing file names the phase that writes it.
 pub fn read_pairs(phase_dir: &Path) -> Result<Vec<Pair>> {
-    let path = pairs_path(phase_dir);
+    read_phase_file(pairs_path(phase_dir))
+}
+
+/// Reads a JSON-lines file phase 04 writes; a missing one names the phase.
+fn read_phase_file<T: serde::de::DeserializeOwned>(path: PathBuf) -> Result<Vec<T>> {
     if !path.is_file() {
         return Err(crate::error::Error::MissingFile {
             path,
