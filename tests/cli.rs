@@ -363,6 +363,9 @@ fn later_phases_run_from_the_command_line() {
     assert!(text.contains("adapter (SFT and DPO stacked)"), "{text}");
     let (ok, text) = with("dpo", &["--max-steps", "1"]);
     assert!(ok && text.contains("resumed at step 1 of 1"), "{text}");
+    let start: serde_json::Value =
+        agentbench_tuning::io::read_json(&dir.path().join("05_dpo/start.json")).unwrap();
+    assert_eq!(start["adapter"], "03_sft/adapter");
 
     let (ok, text) = with("grpo", &["--steps", "1"]);
     assert!(

@@ -66,8 +66,10 @@ impl TrainingPhase<Dpo> {
         ])
     }
 
-    /// After the first round's training: the later rounds (each on pairs sampled from the
-    /// latest policy with `pairs_config`, see [`dpo_rounds`]) and the stacked adapter, saved.
+    /// After the first round's training: its adapter saved with the start it was trained from
+    /// recorded beside it ([`super::started_from`]), then the later rounds (each on pairs sampled
+    /// from the latest policy with `pairs_config`, see [`dpo_rounds`]) and the stacked adapter,
+    /// saved.
     /// `on_step` sees each later round's number, its total steps and each step's metrics.
     pub fn finish(
         self,
@@ -77,7 +79,8 @@ impl TrainingPhase<Dpo> {
     ) -> Result<DpoOutcome> {
         let config = self.trainer.config().clone();
         let dir = self.dir().to_path_buf();
-        let adapter = self.adapter();
+        // The first round's adapter, with the start it was trained from recorded beside it.
+        let adapter = self.save_adapter()?;
         let tokenizer = self.tokenizer;
         let mut model = self.trainer.into_model();
         let mut rounds = Vec::new();
@@ -93,8 +96,8 @@ impl TrainingPhase<Dpo> {
                 &dir,
                 on_step,
             )?;
+            model.save_adapter(&adapter, ctx.profile.base_model())?;
         }
-        model.save_adapter(&adapter, ctx.profile.base_model())?;
         Ok(DpoOutcome {
             model,
             tokenizer,
