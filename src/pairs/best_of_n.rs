@@ -69,6 +69,15 @@ impl PairsConfig {
         }
     }
 
+    /// The settings of an iterated method's round `round` (DPO, RFT): the same, with a
+    /// sampling seed of the round's own.
+    pub fn for_round(&self, round: usize) -> Self {
+        Self {
+            seed: self.seed.wrapping_add(round as u64 * 1_000_003),
+            ..self.clone()
+        }
+    }
+
     /// The prompts used: all, or `max_prompts` evenly spaced ones (so every kind keeps its
     /// share).
     pub fn pick<'a>(&self, prompts: &'a [Prompt]) -> Vec<&'a Prompt> {

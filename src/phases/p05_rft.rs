@@ -97,10 +97,7 @@ impl TrainingPhase<Sft> {
                 let samples: Vec<Sample> = if samples_file.is_file() {
                     crate::io::read_jsonl(&samples_file)?
                 } else {
-                    let sampling = PairsConfig {
-                        seed: pairs_config.seed.wrapping_add(round as u64 * 1_000_003),
-                        ..pairs_config.clone()
-                    };
+                    let sampling = pairs_config.for_round(round);
                     let samples = sample_prompts(&model, &tokenizer, &picked, &sampling, None)?;
                     crate::io::create_dir_all(&round_dir)?;
                     crate::io::write_jsonl(&samples_file, &samples)?;

@@ -606,10 +606,7 @@ pub fn dpo_rounds(
         } else {
             let start = Instant::now();
             let picked = pairs_config.pick(prompts);
-            let sampling = crate::pairs::PairsConfig {
-                seed: pairs_config.seed.wrapping_add(round as u64 * 1_000_003),
-                ..pairs_config.clone()
-            };
+            let sampling = pairs_config.for_round(round);
             let samples = sample_prompts(&model, tokenizer, &picked, &sampling, None)?;
             let (pairs, report) =
                 best_of_n_pairs(&samples, &sampling, start.elapsed().as_secs_f64())?;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::sft::SftConfig;
-use crate::data::{SftRecord, evenly_spaced};
+use crate::data::{SftRecord, evenly_spaced, freeze_opening};
 use crate::error::{Error, Result};
 use crate::pairs::{Sample, reply_text};
 use crate::table::Table;
@@ -118,9 +118,7 @@ pub fn keep_successes(samples: &[Sample], per_prompt: usize) -> Vec<&Sample> {
 /// trained, the agent's replies trained.
 pub fn sample_record(sample: &Sample) -> SftRecord {
     let mut conversation = sample.conversation.clone();
-    for (i, m) in conversation.messages.iter_mut().enumerate() {
-        m.train = i >= sample.prompt_messages;
-    }
+    freeze_opening(&mut conversation, sample.prompt_messages);
     SftRecord {
         conversation,
         source: RFT_SOURCE.into(),
