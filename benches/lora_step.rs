@@ -5,10 +5,11 @@
 //! and `scripts/bench_lora_step.py` (PyTorch + PEFT) on the same machine and prints the ratios.
 //!
 //! ```text
-//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 [--checkpoint] [--dtype bf16] [--nf4] --json
+//! cargo bench --bench lora_step -- --model qwen2-55m --steps 8 --warmup 2 [--checkpoint] [--dtype bf16] [--nf4 | --gguf] --json
 //! ```
 //!
-//! `--nf4` quantises the base projections to NF4 (QLoRA, double quantisation). The JSON reports
+//! `--nf4` quantises the base projections to NF4 (QLoRA, double quantisation); `--gguf` (smollm2
+//! only) keeps them in the GGUF file's own Q4_1 instead of dequantising at load. The JSON reports
 //! the peak resident memory of the whole process and of the training steps alone (the peak is
 //! reset after the model is built), and the base model's bytes.
 
@@ -16,7 +17,9 @@ use std::time::Instant;
 
 mod common;
 
-use agentbench_tuning::model::{LoraConfig, Mode, Nf4Config, Padding, TokenBatch};
+use agentbench_tuning::model::{
+    Decoder, LoraConfig, Mode, ModelSource, Nf4Config, Padding, Quantization, TokenBatch,
+};
 use agentbench_tuning::system;
 use candle_core::DType;
 use candle_nn::Optimizer;
@@ -34,6 +37,8 @@ struct Args {
     checkpoint: bool,
     /// NF4 base projections (QLoRA).
     nf4: bool,
+    /// Base projections kept in the GGUF file's quantisation (smollm2).
+    gguf: bool,
     /// Set by `cargo bench`; without it (`cargo test --all-targets`) a few tiny steps check that
     /// the benchmark runs and the loss falls.
     bench: bool,
@@ -50,6 +55,7 @@ fn parse_args() -> Args {
         dtype: DType::F32,
         checkpoint: false,
         nf4: false,
+        gguf: false,
         bench: false,
     };
     let mut it = std::env::args().skip(1);
@@ -64,6 +70,7 @@ fn parse_args() -> Args {
             "--json" => args.json = true,
             "--checkpoint" => args.checkpoint = true,
             "--nf4" => args.nf4 = true,
+            "--gguf" => args.gguf = true,
             "--dtype" => args.dtype = common::parse_dtype(&value()),
             "--bench" => args.bench = true, // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
@@ -85,11 +92,22 @@ fn main() {
             dtype: DType::F32,
             checkpoint: true,
             nf4: true,
+            gguf: false,
             bench: false,
         };
     }
     let device = system::device().expect("device");
-    let mut model = common::build(&args.model, &device, args.dtype);
+    let mut model = if args.gguf {
+        assert_eq!(
+            args.model, "smollm2",
+            "--gguf needs the GGUF model, smollm2"
+        );
+        let kept = Some(Quantization::Gguf);
+        Decoder::load_with(&ModelSource::default_model(), &device, args.dtype, kept)
+            .expect("loading the default model with its Q4_1 projections kept")
+    } else {
+        common::build(&args.model, &device, args.dtype)
+    };
     if args.nf4 {
         model
             .quantize(Nf4Config { double_quant: true })
@@ -165,6 +183,7 @@ fn main() {
         "threads": candle_core::utils::get_num_threads(),
         "checkpointing": args.checkpoint,
         "nf4": args.nf4,
+        "gguf": args.gguf,
         "base_mb": model.base_size_in_bytes() as f64 / (1 << 20) as f64,
         "load_peak_rss_mb": load_peak_mb,
         "dtype": format!("{:?}", args.dtype).to_lowercase(),

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use agentbench_tuning::model::{
-    BaseWeight, Decoder, LoraConfig, Mode, ModelFiles, ModelSource, Nf4Config, Padding, Target,
-    TokenBatch,
+    BaseWeight, Decoder, LoraConfig, Mode, ModelFiles, ModelSource, Nf4Config, Padding,
+    Quantization, Target, TokenBatch,
 };
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::Optimizer;
@@ -609,6 +609,90 @@ fn default_gguf_model_matches_transformers() {
     assert_eq!(argmax, expected_argmax);
 }
 
+/// The default model with its projections kept in the file's own Q4_1 (llama's Q/K rows
+/// un-permuted as stored) equals the model dequantised at load, in log-probs and in the
+/// adapters' gradients, with its projections in a sixth of the memory.
+#[test]
+fn gguf_quantised_projections_equal_the_model_dequantised_at_load() {
+    let Some(path) = common::default_model() else {
+        return;
+    };
+    let source = ModelSource::Gguf(path);
+    let kept = Some(Quantization::Gguf);
+    let mut dense = Decoder::load(&source, &Device::Cpu, DType::F32).unwrap();
+    let mut quantised = Decoder::load_with(&source, &Device::Cpu, DType::F32, kept).unwrap();
+    assert_eq!(quantised.quantization(), kept);
+    for target in [Target::Q, Target::K, Target::Down] {
+        match quantised.projection(3, target).unwrap().weight() {
+            BaseWeight::Gguf(w) => assert_eq!(
+                format!("{:?}", w.ggml_dtype()),
+                "Q4_1",
+                "{target:?} is stored as the file stores it"
+            ),
+            other => panic!("{target:?} was not kept quantised: {other:?}"),
+        }
+    }
+    let (full, small) = (dense.base_size_in_bytes(), quantised.base_size_in_bytes());
+    println!(
+        "SmolLM2 base: {} MB dense, {} MB kept as Q4_1",
+        full >> 20,
+        small >> 20
+    );
+    assert!(small < full * 2 / 3, "{small} vs {full}");
+    let t =
+        candle_core::safetensors::load(fixture("smollm2_gguf/expected.safetensors"), &Device::Cpu)
+            .unwrap();
+    let batch = one_row(&t["input_ids"]);
+    let reference = dense.token_logprobs(&batch, Mode::Reference).unwrap();
+    let got = quantised.token_logprobs(&batch, Mode::Reference).unwrap();
+    let diff = max_abs_diff(&got, &reference);
+    println!("log-probs of the Q4_1-kept model within {diff:.1e} of the dequantised one");
+    assert!(diff < 1e-4, "{diff}");
+    // The same adapter on both: the gradients through the quantised base are the dense ones.
+    let config = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        ..LoraConfig::default()
+    };
+    dense.add_lora(&config).unwrap();
+    quantised.add_lora(&config).unwrap();
+    randomize_adapters(&dense, 0.05);
+    for (from, to) in dense
+        .trainable_vars()
+        .iter()
+        .zip(&quantised.trainable_vars())
+    {
+        to.set(from.as_tensor()).unwrap();
+    }
+    let (gd, gq) = (
+        weighted_logprob(&dense, &batch).backward().unwrap(),
+        weighted_logprob(&quantised, &batch).backward().unwrap(),
+    );
+    for (a, b) in dense
+        .trainable_vars()
+        .iter()
+        .zip(&quantised.trainable_vars())
+    {
+        let (ga, gb) = (
+            gd.get(a.as_tensor()).unwrap(),
+            gq.get(b.as_tensor()).unwrap(),
+        );
+        let scale = max_abs(ga);
+        assert!(scale > 0.0 && max_abs_diff(ga, gb) <= 1e-4 * scale.max(1.0));
+    }
+    // A model with safetensors weights has no GGUF quantisation to keep.
+    let err = Decoder::load_with(
+        &ModelSource::Dir(fixture("llama")),
+        &Device::Cpu,
+        DType::F32,
+        kept,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("nf4") && err.contains(".gguf"), "{err}");
+}
+
 #[test]
 fn activation_checkpointing_gives_the_same_loss_and_lora_gradients() {
     // Dropout on: the recomputed layers must see the masks of the first pass. Two separately
@@ -851,8 +935,9 @@ fn nf4_default_model_matches_bitsandbytes() {
         (true, "logprobs_nf4_dq", 0.15),
     ] {
         let nf4 = Nf4Config { double_quant };
-        let model = Decoder::load_with(&source, &Device::Cpu, DType::F32, Some(nf4)).unwrap();
-        assert_eq!(model.quantization(), Some(nf4));
+        let quantization = Some(Quantization::Nf4(nf4));
+        let model = Decoder::load_with(&source, &Device::Cpu, DType::F32, quantization).unwrap();
+        assert_eq!(model.quantization(), quantization);
         let batch = one_row(&t["input_ids"]);
         let got = model
             .token_logprobs(&batch, Mode::Reference)

@@ -5,11 +5,12 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{Architecture, ModelConfig, RopeScaling};
+use super::gguf_weight::{GgufWeight, unpermuted_rows};
 use crate::error::{Error, Result};
 
 /// An opened checkpoint: tensors are looked up by transformers' names
@@ -64,14 +65,13 @@ fn gguf_name(hf_name: &str) -> String {
 
 /// Undoes llama.cpp's Q/K row permutation: GGUF rows `(head, d/2, 2)` back to `(head, 2, d/2)`.
 fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
-    let dims = w.dims().to_vec();
-    let rows = dims[0];
-    let rest: usize = dims[1..].iter().product();
-    let half = rows / heads / 2;
-    Ok(w.reshape((heads, half, 2, rest))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?)
+    let order: Vec<u32> = unpermuted_rows(w.dim(0)?, heads)
+        .into_iter()
+        .map(|r| r as u32)
+        .collect();
+    let rows = order.len();
+    let ids = super::host::tensor(order, rows, w.device())?;
+    Ok(w.index_select(&ids, 0)?)
 }
 
 impl Checkpoint {
@@ -173,6 +173,56 @@ impl Checkpoint {
                 Ok(q.dequantize(device)?)
             }
         }
+    }
+
+    /// A projection's weight `[out, in]` by its transformers name, kept in the GGUF file's own
+    /// block quantisation (Q/K rows of llama models un-permuted as stored); `None` for
+    /// safetensors and for tensors the file stores unquantised (F32, F16, BF16).
+    pub fn load_quantized(
+        &mut self,
+        hf_name: &str,
+        shape: &[usize],
+        device: &Device,
+    ) -> Result<Option<GgufWeight>> {
+        let Checkpoint::Gguf {
+            content,
+            reader,
+            path,
+            unpermute,
+        } = self
+        else {
+            return Ok(None);
+        };
+        let name = gguf_name(hf_name);
+        let Some(info) = content.tensor_infos.get(&name) else {
+            return Err(Error::MissingTensor {
+                name: format!("{hf_name} (GGUF {name})"),
+                source_name: path.display().to_string(),
+            });
+        };
+        if matches!(
+            info.ggml_dtype,
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        ) {
+            return Ok(None);
+        }
+        let q = content.tensor(reader, &name, device)?;
+        if q.shape().dims() != shape {
+            return Err(Error::ShapeMismatch {
+                tensor: hf_name.to_string(),
+                expected: shape.to_vec(),
+                found: q.shape().dims().to_vec(),
+            });
+        }
+        let heads = match *unpermute {
+            Some((q, _)) if hf_name.contains("self_attn.q_proj.") => Some(q),
+            Some((_, kv)) if hf_name.contains("self_attn.k_proj.") => Some(kv),
+            _ => None,
+        };
+        Ok(Some(match heads {
+            Some(h) => GgufWeight::unpermuted(q, h)?,
+            None => GgufWeight::new(q)?,
+        }))
     }
 
     /// Loads a tensor by its transformers name, checks its shape and converts it to `dtype`.

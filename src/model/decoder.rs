@@ -11,10 +11,11 @@ use super::batch::TokenBatch;
 use super::cache::KvCache;
 use super::checkpoint::Checkpoint;
 use super::config::ModelConfig;
+use super::gguf_weight::GgufWeight;
 use super::host;
 use super::lora::{LoraConfig, LoraPair, Target};
 use super::mask::AttentionMask;
-use super::nf4::{Nf4Config, Nf4Tables, Nf4Weight};
+use super::nf4::{Nf4Config, Nf4Tables, Nf4Weight, Quantization};
 use super::ops::{self, Adapter, BaseWeight};
 use super::source::{ModelFiles, ModelSource};
 use crate::error::{Error, Result};
@@ -87,8 +88,8 @@ impl Projection {
     /// The base weight with the merged adapters, dense in `dtype`.
     fn merged_weight(&self, dtype: DType) -> Result<Tensor> {
         match (&self.weight, &self.merged) {
-            (BaseWeight::Nf4(q), Some((a, b))) => {
-                let w = (q.dequantize(DType::F32)? + b.matmul(a)?)?;
+            (w, Some((a, b))) if w.is_quantized() => {
+                let w = (w.to_dense(DType::F32)? + b.matmul(a)?)?;
                 Ok(w.to_dtype(dtype)?)
             }
             (weight, _) => Ok(weight.to_dense(dtype)?),
@@ -107,9 +108,9 @@ impl Projection {
 
     /// Applies the projection to `x` `[.., in]`.
     fn forward(&self, x: &Tensor, pass: Pass, layer: usize, target: Target) -> Result<Tensor> {
-        // An NF4 weight keeps its merged adapters beside it; a dense one has them folded in.
+        // A quantised weight keeps its merged adapters beside it; a dense one has them folded in.
         let merged = match (&self.weight, &self.merged) {
-            (BaseWeight::Nf4(_), Some((a, b))) => Some((a, b)),
+            (w, Some((a, b))) if w.is_quantized() => Some((a, b)),
             _ => None,
         };
         if let (Some(lora), true) = (&self.lora, pass.mode.adapters()) {
@@ -197,6 +198,40 @@ impl Layer {
     }
 }
 
+/// Where [`Decoder::build`] reads the model's tensors, by transformers' names and shapes.
+trait TensorSource {
+    /// A tensor in the model's dtype.
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
+
+    /// A projection's weight in the source's own quantisation, when it keeps one.
+    fn quantized(&mut self, _name: &str, _shape: &[usize]) -> Result<Option<GgufWeight>> {
+        Ok(None)
+    }
+}
+
+impl<F: FnMut(&str, &[usize]) -> Result<Tensor>> TensorSource for F {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self(name, shape)
+    }
+}
+
+/// A checkpoint file read onto `device` in `dtype`.
+struct CheckpointSource<'a> {
+    checkpoint: Checkpoint,
+    device: &'a Device,
+    dtype: DType,
+}
+
+impl TensorSource for CheckpointSource<'_> {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.checkpoint.load(name, shape, self.device, self.dtype)
+    }
+
+    fn quantized(&mut self, name: &str, shape: &[usize]) -> Result<Option<GgufWeight>> {
+        self.checkpoint.load_quantized(name, shape, self.device)
+    }
+}
+
 /// Per-batch inputs shared by every layer.
 #[derive(Debug, Clone)]
 struct Context {
@@ -217,8 +252,8 @@ pub struct Decoder {
     lora: Option<LoraConfig>,
     /// Adapters merged into the base weights: their stacked rank and targets.
     merged: Option<(usize, Vec<Target>)>,
-    /// How the projections' base weights are quantised, if they are (QLoRA).
-    quantization: Option<Nf4Config>,
+    /// How the projections' base weights are quantised, if they are (QLoRA, GGUF).
+    quantization: Option<Quantization>,
     device: Device,
     dtype: DType,
     checkpointing: bool,
@@ -234,13 +269,14 @@ impl Decoder {
         Self::load_with(source, device, dtype, None)
     }
 
-    /// [`Decoder::load`], with the projections' base weights quantised to NF4 as they are read
-    /// when `quantization` is given (QLoRA): no dense copy of the model is ever held.
+    /// [`Decoder::load`], with the projections' base weights quantised as they are read when
+    /// `quantization` is given (NF4 for QLoRA, or a GGUF file's own quantisation kept): no
+    /// dense copy of the model is ever held.
     pub fn load_with(
         source: &ModelSource,
         device: &Device,
         dtype: DType,
-        quantization: Option<Nf4Config>,
+        quantization: Option<Quantization>,
     ) -> Result<Self> {
         Self::from_files_with(&source.resolve()?, device, dtype, quantization)
     }
@@ -250,14 +286,23 @@ impl Decoder {
         Self::from_files_with(files, device, dtype, None)
     }
 
-    /// [`Decoder::from_files`] with optional NF4 base weights (see [`Decoder::load_with`]).
+    /// [`Decoder::from_files`] with optional quantised base weights (see
+    /// [`Decoder::load_with`]).
     pub fn from_files_with(
         files: &ModelFiles,
         device: &Device,
         dtype: DType,
-        quantization: Option<Nf4Config>,
+        quantization: Option<Quantization>,
     ) -> Result<Self> {
-        let (mut checkpoint, config) = match (&files.gguf, &files.config) {
+        if quantization == Some(Quantization::Gguf) && files.gguf.is_none() {
+            return Err(Error::InvalidConfig {
+                source_name: "[model] quantize = \"gguf\"".into(),
+                reason: "it keeps a .gguf file's own quantisation, and this model has safetensors \
+                         weights: use quantize = \"nf4\" (QLoRA) or a .gguf model"
+                    .into(),
+            });
+        }
+        let (checkpoint, config) = match (&files.gguf, &files.config) {
             (Some(gguf), _) => Checkpoint::gguf(gguf)?,
             (None, Some(config)) => (
                 Checkpoint::safetensors(&files.weights)?,
@@ -270,8 +315,12 @@ impl Decoder {
                 });
             }
         };
-        let mut load = |name: &str, shape: &[usize]| checkpoint.load(name, shape, device, dtype);
-        Self::build(config, &mut load, device, dtype, quantization)
+        let mut source = CheckpointSource {
+            checkpoint,
+            device,
+            dtype,
+        };
+        Self::build(config, &mut source, device, dtype, quantization)
     }
 
     /// A model with random weights (normal, std 0.02; norms 1), for benchmarks and tests.
@@ -308,33 +357,43 @@ impl Decoder {
     /// quantising each projection's weight as soon as it is read when `quantization` is given.
     fn build(
         config: ModelConfig,
-        load: &mut dyn FnMut(&str, &[usize]) -> Result<Tensor>,
+        source: &mut dyn TensorSource,
         device: &Device,
         dtype: DType,
-        quantization: Option<Nf4Config>,
+        quantization: Option<Quantization>,
     ) -> Result<Self> {
         crate::system::tune_allocator();
-        let nf4 = quantization
-            .map(|q| Nf4Tables::new(device).map(|tables| (q, tables)))
-            .transpose()?;
+        let nf4 = match quantization {
+            Some(Quantization::Nf4(q)) => Some((q, Nf4Tables::new(device)?)),
+            _ => None,
+        };
+        let keep_gguf = quantization == Some(Quantization::Gguf);
         let c = &config;
         let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
         let (qd, kvd) = (c.num_heads * d, c.num_kv_heads * d);
-        let embed = load("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let embed = source.tensor("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
             let p = format!("model.layers.{l}");
             let mut proj =
                 |module: &str, out: usize, inp: usize, bias: bool| -> Result<Projection> {
-                    let weight = load(&format!("{p}.{module}.weight"), &[out, inp])?;
-                    let weight = match &nf4 {
-                        Some((q, tables)) => {
-                            BaseWeight::Nf4(Nf4Weight::quantize(&weight, *q, tables)?)
-                        }
-                        None => BaseWeight::Dense(weight),
+                    let name = format!("{p}.{module}.weight");
+                    let kept = if keep_gguf {
+                        source.quantized(&name, &[out, inp])?
+                    } else {
+                        None
+                    };
+                    let weight = match (kept, &nf4) {
+                        (Some(q), _) => BaseWeight::Gguf(q),
+                        (None, Some((q, tables))) => BaseWeight::Nf4(Nf4Weight::quantize(
+                            &source.tensor(&name, &[out, inp])?,
+                            *q,
+                            tables,
+                        )?),
+                        (None, None) => BaseWeight::Dense(source.tensor(&name, &[out, inp])?),
                     };
                     let bias = if bias {
-                        Some(load(&format!("{p}.{module}.bias"), &[out])?)
+                        Some(source.tensor(&format!("{p}.{module}.bias"), &[out])?)
                     } else {
                         None
                     };
@@ -355,22 +414,22 @@ impl Decoder {
             };
             let mut attn = attn;
             if c.qk_norm {
-                attn.q_norm = Some(load(&format!("{p}.self_attn.q_norm.weight"), &[d])?);
-                attn.k_norm = Some(load(&format!("{p}.self_attn.k_norm.weight"), &[d])?);
+                attn.q_norm = Some(source.tensor(&format!("{p}.self_attn.q_norm.weight"), &[d])?);
+                attn.k_norm = Some(source.tensor(&format!("{p}.self_attn.k_norm.weight"), &[d])?);
             }
             layers.push(Layer {
-                input_norm: load(&format!("{p}.input_layernorm.weight"), &[h])?,
+                input_norm: source.tensor(&format!("{p}.input_layernorm.weight"), &[h])?,
                 attn,
-                post_norm: load(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                post_norm: source.tensor(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 mlp,
             });
         }
-        let norm = load("model.norm.weight", &[h])?;
+        let norm = source.tensor("model.norm.weight", &[h])?;
         // Some checkpoints of tied models still carry lm_head; it is the embedding either way.
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(load("lm_head.weight", &[c.vocab_size, h])?)
+            Some(source.tensor("lm_head.weight", &[c.vocab_size, h])?)
         };
         let inv_freq: Vec<f32> = c.inv_freq().into_iter().map(|f| f as f32).collect();
         let inv_freq = host::tensor(inv_freq, d / 2, device)?;
@@ -407,8 +466,8 @@ impl Decoder {
         self.dtype
     }
 
-    /// How the projections' base weights are quantised, if they are (QLoRA).
-    pub fn quantization(&self) -> Option<Nf4Config> {
+    /// How the projections' base weights are quantised, if they are (QLoRA, GGUF).
+    pub fn quantization(&self) -> Option<Quantization> {
         self.quantization
     }
 
@@ -433,7 +492,7 @@ impl Decoder {
                 }
             }
         }
-        self.quantization = Some(config);
+        self.quantization = Some(Quantization::Nf4(config));
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! - [`cache`]: the preallocated key/value cache for incremental decoding.
 //! - [`mask`]: which keys each query sees, as spans; [`attention`]: the tiled attention kernel.
 //! - [`nf4`]: 4-bit NormalFloat base weights for QLoRA (bitsandbytes' code book and layout).
+//! - [`gguf_weight`]: base weights kept in a GGUF file's own block quantisation.
 //! - [`ops`]: differentiable RMSNorm, RoPE, softmax, frozen projections and output
 //!   log-probs (fused CPU kernels in `kernels`, with plain candle compositions as reference).
 //! - [`tensor_ids`]: keeps candle's tensor ids unique across notebook cells.
@@ -22,6 +23,7 @@ pub(crate) mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod dropout;
+pub mod gguf_weight;
 pub mod host;
 mod kernels;
 pub mod lora;
@@ -38,6 +40,6 @@ pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use decoder::{Decoder, Mode, Projection};
 pub use lora::{LoraConfig, LoraPair, Target};
 pub use mask::AttentionMask;
-pub use nf4::{ModelSettings, Nf4Config, Quantize};
+pub use nf4::{ModelSettings, Nf4Config, Quantization, Quantize};
 pub use ops::BaseWeight;
 pub use source::{ModelFiles, ModelSource};

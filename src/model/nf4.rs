@@ -315,7 +315,8 @@ pub struct Nf4Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
-    /// `none` (the model's dtype) or `nf4` (QLoRA: 4-bit NormalFloat, adapters in bf16/f32).
+    /// `none` (the model's dtype), `nf4` (QLoRA: 4-bit NormalFloat, adapters in bf16/f32) or
+    /// `gguf` (a `.gguf` model's own quantisation, kept).
     pub quantize: Quantize,
     /// With `nf4`, also quantise the block scales to 8 bits (saves ~0.37 bits per weight).
     pub double_quant: bool,
@@ -331,12 +332,31 @@ impl Default for ModelSettings {
 }
 
 impl ModelSettings {
-    /// The NF4 configuration to load the base with, if the projections are quantised.
+    /// The NF4 configuration to load the base with, if the projections are quantised to NF4.
     pub fn nf4(&self) -> Option<Nf4Config> {
         (self.quantize == Quantize::Nf4).then_some(Nf4Config {
             double_quant: self.double_quant,
         })
     }
+
+    /// How the base's projections are to be stored, if quantised.
+    pub fn quantization(&self) -> Option<Quantization> {
+        match self.quantize {
+            Quantize::None => None,
+            Quantize::Nf4 => self.nf4().map(Quantization::Nf4),
+            Quantize::Gguf => Some(Quantization::Gguf),
+        }
+    }
+}
+
+/// How a loaded model stores its projections' base weights, when not in its dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// Quantised to NF4 as they are read (QLoRA).
+    Nf4(Nf4Config),
+    /// Kept in the GGUF file's own block quantisation (a `.gguf` source only; tensors the file
+    /// stores unquantised stay dense).
+    Gguf,
 }
 
 /// Whether the base model's projections are quantised.
@@ -347,6 +367,8 @@ pub enum Quantize {
     None,
     /// Stored as NF4 (QLoRA).
     Nf4,
+    /// Stored as the `.gguf` file stores them (Q4_0, Q4_1, Q8_0, K-quants …).
+    Gguf,
 }
 
 /// The index of the code nearest to `x` in an ascending code book given by its midpoints; a value

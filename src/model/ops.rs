@@ -4,6 +4,7 @@
 //! they silently cut the graph and the LoRA vars before them get no gradient. Everything here is
 //! composed from ops that candle differentiates, and is computed in f32 whatever the model dtype.
 
+use super::gguf_weight::GgufWeight;
 use super::kernels;
 use super::nf4::Nf4Weight;
 use candle_core::{CustomOp1, CustomOp2, D, DType, Layout, Result, Shape, Tensor};
@@ -118,6 +119,8 @@ pub enum BaseWeight {
     Dense(Tensor),
     /// 4-bit NormalFloat (QLoRA), dequantised each time it is used.
     Nf4(Nf4Weight),
+    /// A GGUF file's own block quantisation, dequantised each time it is used.
+    Gguf(GgufWeight),
 }
 
 impl BaseWeight {
@@ -126,6 +129,7 @@ impl BaseWeight {
         match self {
             BaseWeight::Dense(w) => w.dims2(),
             BaseWeight::Nf4(q) => Ok(q.dims()),
+            BaseWeight::Gguf(q) => Ok(q.dims()),
         }
     }
 
@@ -134,6 +138,7 @@ impl BaseWeight {
         match self {
             BaseWeight::Dense(w) => w.to_dtype(dtype),
             BaseWeight::Nf4(q) => q.dequantize(dtype),
+            BaseWeight::Gguf(q) => q.dequantize(dtype),
         }
     }
 
@@ -142,7 +147,13 @@ impl BaseWeight {
         match self {
             BaseWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
             BaseWeight::Nf4(q) => q.size_in_bytes(),
+            BaseWeight::Gguf(q) => q.size_in_bytes(),
         }
+    }
+
+    /// Whether it is stored quantised (and dequantised each time it is used).
+    pub fn is_quantized(&self) -> bool {
+        !matches!(self, BaseWeight::Dense(_))
     }
 }
 
@@ -157,11 +168,17 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     linear_to_input(x, weight, bias, &|| BaseWeight::Dense(weight.clone()))
 }
 
-/// [`frozen_linear`] for an NF4 weight (QLoRA): dequantised to `x`'s dtype for the product and
-/// again in the backward pass, so no dense copy of it outlives the call.
-pub fn nf4_linear(x: &Tensor, weight: &Nf4Weight, bias: Option<&Tensor>) -> Result<Tensor> {
-    let dense = weight.dequantize(x.dtype())?;
-    linear_to_input(x, &dense, bias, &|| BaseWeight::Nf4(weight.clone()))
+/// [`frozen_linear`] for any base weight: a quantised one (NF4, GGUF) is dequantised to `x`'s
+/// dtype for the product and again in the backward pass, so no dense copy of it outlives the
+/// call.
+pub fn weight_linear(x: &Tensor, weight: &BaseWeight, bias: Option<&Tensor>) -> Result<Tensor> {
+    match weight {
+        BaseWeight::Dense(w) => frozen_linear(x, w, bias),
+        quantized => {
+            let dense = quantized.to_dense(x.dtype())?;
+            linear_to_input(x, &dense, bias, &|| quantized.clone())
+        }
+    }
 }
 
 /// `x Wᵀ (+ b)` with the gradient routed to `x` only; `backward` names the weight the backward
@@ -216,10 +233,7 @@ pub fn base_linear(
     bias: Option<&Tensor>,
     merged: Option<(&Tensor, &Tensor)>,
 ) -> Result<Tensor> {
-    let y = match weight {
-        BaseWeight::Dense(w) => frozen_linear(x, w, bias)?,
-        BaseWeight::Nf4(q) => nf4_linear(x, q, bias)?,
-    };
+    let y = weight_linear(x, weight, bias)?;
     match merged {
         Some((ma, mb)) => {
             let (ma, mb) = (ma.to_dtype(x.dtype())?, mb.to_dtype(x.dtype())?);
@@ -758,6 +772,10 @@ mod tests {
         let w = Tensor::randn(0f32, 0.1, (out, inp), &dev).unwrap();
         let nf4 =
             Nf4Weight::quantize(&w, Nf4Config::default(), &Nf4Tables::new(&dev).unwrap()).unwrap();
+        let q4 =
+            candle_core::quantized::QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q4_1)
+                .unwrap();
+        let gguf = GgufWeight::new(q4).unwrap();
         let bias = Tensor::randn(0f32, 0.1, out, &dev).unwrap();
         let merged = (
             Tensor::randn(0f32, 0.1, (3, inp), &dev).unwrap(),
@@ -767,6 +785,7 @@ mod tests {
             for (weight, with_merged) in [
                 (BaseWeight::Dense(w.to_dtype(dtype).unwrap()), false),
                 (BaseWeight::Nf4(nf4.clone()), true),
+                (BaseWeight::Gguf(gguf.clone()), true),
             ] {
                 for dropout in [None, Some((7u64, 0.3f32))] {
                     let x = Var::from_tensor(

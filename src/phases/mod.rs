@@ -133,12 +133,12 @@ pub fn load_policy(ctx: &RunContext, adapter: Option<&Path>) -> Result<Decoder> 
 }
 
 /// The profile's base model on the default device in its compute dtype, its projections
-/// quantised when the presets' `[model]` section asks for it.
+/// quantised when the presets' `[model]` section asks for it (NF4, or a GGUF file's own).
 pub fn load_base(ctx: &RunContext) -> Result<Decoder> {
     let device = crate::system::device()?;
     let dtype = crate::system::compute_dtype(&device)?;
-    let nf4 = crate::presets::Presets::for_run(ctx)?.model.nf4();
-    Decoder::load_with(&ctx.profile.model_source(), &device, dtype, nf4)
+    let quantization = crate::presets::Presets::for_run(ctx)?.model.quantization();
+    Decoder::load_with(&ctx.profile.model_source(), &device, dtype, quantization)
 }
 
 #[cfg(test)]
