@@ -379,6 +379,7 @@ impl ErrorReport {
     /// Failures per kind, one bar series per report (e.g. one per stage).
     pub fn chart(reports: &[(&str, &ErrorReport)]) -> Result<crate::plot::Svg> {
         let mut chart = crate::plot::BarChart::new("failed episodes by cause")
+            .y_label("episodes")
             .categories(FailureKind::ALL.iter().map(|k| k.name()));
         for (label, report) in reports {
             chart = chart.series(

@@ -454,6 +454,7 @@ pub fn kind_chart(scores: &[&QuickScore]) -> Result<crate::plot::Svg> {
     keys.sort();
     keys.dedup();
     let mut chart = crate::plot::BarChart::new("quick score: solved per task kind (%)")
+        .y_label("solved (%)")
         .categories(keys.iter().map(|(_, kind)| kind.clone()));
     for score in scores {
         let by_kind = score.by_kind();

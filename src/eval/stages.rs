@@ -222,6 +222,7 @@ impl StageComparison {
             .filter(|(_, f)| self.rows.iter().any(|r| f(r).is_some()))
             .collect();
         let mut chart = crate::plot::BarChart::new("stage comparison (%)")
+            .y_label("solved (%)")
             .categories(present.iter().map(|(name, _)| *name));
         for r in &self.rows {
             chart = chart.series(

@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-use super::frame::{Frame, XAxis, frame_setters};
+use super::frame::{Axes, Frame, frame_setters};
 use super::{HEADROOM, Svg, color, padded};
 use crate::error::Result;
 
@@ -85,7 +85,7 @@ impl Histogram {
         let top = most as f64 * (1.0 + HEADROOM);
         let alpha = if self.series.len() > 1 { 0.55 } else { 0.85 };
         let x = edges[0]..edges[self.bins];
-        self.frame.render(x, 0.0..top, XAxis::Numeric, |chart| {
+        self.frame.render(x, 0.0..top, Axes::Numeric, |chart| {
             for (j, ((name, _), c)) in self.series.iter().zip(&counts).enumerate() {
                 let edges = &edges;
                 let bars = c.iter().enumerate().map(move |(i, n)| {

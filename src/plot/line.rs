@@ -4,8 +4,8 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::frame::{Canvas, DrawResult, Frame, XAxis, frame_setters};
-use super::{HEADROOM, Svg, color, padded};
+use super::frame::{Axes, Canvas, DrawResult, Frame, frame_setters};
+use super::{HEADROOM, Svg, padded, series_color};
 use crate::error::Result;
 
 /// Series with at most this many points get point markers.
@@ -16,6 +16,7 @@ const MARKER_MAX_POINTS: usize = 40;
 pub struct LineChart {
     frame: Frame,
     log_y: bool,
+    integer_x: bool,
     series: Vec<(String, Vec<(f64, f64)>)>,
 }
 
@@ -25,6 +26,7 @@ impl LineChart {
         LineChart {
             frame: Frame::new(title.into()),
             log_y: false,
+            integer_x: false,
             series: Vec::new(),
         }
     }
@@ -34,6 +36,12 @@ impl LineChart {
     /// Uses a logarithmic y axis (every y must then be positive).
     pub fn log_y(mut self, log: bool) -> Self {
         self.log_y = log;
+        self
+    }
+
+    /// Labels x at whole numbers only (steps, counts), never at 1.5.
+    pub fn integer_x(mut self, integer: bool) -> Self {
+        self.integer_x = integer;
         self
     }
 
@@ -71,13 +79,16 @@ impl LineChart {
         let max = |pick: fn(&(f64, f64)) -> f64| all().map(pick).fold(f64::NEG_INFINITY, f64::max);
         let (x0, x1) = padded(min(|p| p.0), max(|p| p.0), 0.02, 0.02, false);
         let (y0, y1) = padded(min(|p| p.1), max(|p| p.1), 0.05, HEADROOM, self.log_y);
+        let axes = if self.integer_x {
+            Axes::IntegerX
+        } else {
+            Axes::Numeric
+        };
         if self.log_y {
             let y = (y0..y1).log_scale();
-            self.frame
-                .render(x0..x1, y, XAxis::Numeric, |c| self.draw(c))
+            self.frame.render(x0..x1, y, axes, |c| self.draw(c))
         } else {
-            self.frame
-                .render(x0..x1, y0..y1, XAxis::Numeric, |c| self.draw(c))
+            self.frame.render(x0..x1, y0..y1, axes, |c| self.draw(c))
         }
     }
 
@@ -93,12 +104,13 @@ impl LineChart {
             } else {
                 0
             };
-            let line = LineSeries::new(points.iter().copied(), color(i).stroke_width(2));
+            let c = series_color(name, i);
+            let line = LineSeries::new(points.iter().copied(), c.stroke_width(2));
             chart
                 .draw_series(line.point_size(marker))?
                 .label(name.as_str())
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color(i).stroke_width(2))
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                 });
         }
         Ok(())
@@ -132,6 +144,28 @@ mod tests {
             &["Training loss", "step", "loss", "train", "eval"],
         );
         assert!(svg.as_str().matches("<polyline").count() >= 2);
+    }
+
+    #[test]
+    fn integer_x_labels_whole_steps_only() {
+        // y in the hundreds, so every fractional label would be an x label.
+        let points = [(1.0, 200.0), (2.0, 150.0), (3.0, 120.0)];
+        let fractional = |chart: LineChart| {
+            let svg = chart.render().unwrap();
+            let texts = crate::plot::tests::texts(svg.as_str());
+            texts
+                .into_iter()
+                .filter(|t| t.contains('.'))
+                .collect::<Vec<_>>()
+        };
+        let whole = LineChart::new("loss")
+            .series("train", points)
+            .integer_x(true);
+        assert_texts(whole.render().unwrap().as_str(), &["1", "2", "3"]);
+        assert_eq!(fractional(whole), Vec::<String>::new());
+        // Without it the same points get labels between the steps.
+        let plain = LineChart::new("loss").series("train", points);
+        assert!(!fractional(plain).is_empty());
     }
 
     #[test]

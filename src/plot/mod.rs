@@ -66,6 +66,31 @@ fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// Each training stage's colour, the same in every chart: base grey, then SFT blue, DPO
+/// orange, RFT green, GRPO purple.
+const STAGE_COLORS: [(&str, RGBColor); 5] = [
+    ("base", PALETTE[7]),
+    ("sft", PALETTE[0]),
+    ("dpo", PALETTE[1]),
+    ("rft", PALETTE[2]),
+    ("grpo", PALETTE[4]),
+];
+
+/// The colour of series `name`, the `i`-th of its chart: its stage's colour when the name is a
+/// stage (`sft`, `DPO round 2`, `grpo-quick`: the first word decides), else the `i`-th of
+/// the palette.
+fn series_color(name: &str, i: usize) -> RGBColor {
+    let word = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    STAGE_COLORS
+        .iter()
+        .find(|(stage, _)| *stage == word)
+        .map_or_else(|| color(i), |(_, c)| *c)
+}
+
 /// A rendered chart: an SVG document with its title.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Svg {
@@ -120,6 +145,18 @@ fn padded(lo: f64, hi: f64, below: f64, above: f64, log: bool) -> (f64, f64) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::tick;
+
+    #[test]
+    fn stages_keep_their_colour_wherever_they_appear() {
+        use super::{PALETTE, series_color};
+        assert_eq!(series_color("sft", 3), PALETTE[0]);
+        assert_eq!(series_color("SFT", 0), series_color("sft-quick", 5));
+        assert_eq!(series_color("grpo round 2", 0), PALETTE[4]);
+        assert_eq!(series_color("base", 0), PALETTE[7]);
+        // Anything else takes the palette in order.
+        assert_eq!(series_color("train", 1), PALETTE[1]);
+        assert_eq!(series_color("baseline", 2), PALETTE[2]);
+    }
 
     #[test]
     fn ticks_have_no_float_noise() {

@@ -241,6 +241,7 @@ pub struct DpoEval {
 pub fn dpo_chart(metrics: &[DpoMetrics]) -> Result<crate::plot::Svg> {
     crate::plot::LineChart::new("DPO: loss, reward accuracy and margin")
         .x_label("step")
+        .integer_x(true)
         .series("loss", metrics.iter().map(|m| (m.step as f64, m.loss)))
         .series(
             "accuracy",

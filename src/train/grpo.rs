@@ -465,6 +465,7 @@ impl GrpoEval {
 pub fn grpo_chart(metrics: &[GrpoMetrics], evals: &[GrpoEval]) -> Result<crate::plot::Svg> {
     crate::plot::LineChart::new("GRPO: mean episode reward")
         .x_label("step")
+        .integer_x(true)
         .series(
             "train reward",
             metrics.iter().map(|m| (m.step as f64, m.reward_mean)),
@@ -484,6 +485,7 @@ pub fn grpo_chart(metrics: &[GrpoMetrics], evals: &[GrpoEval]) -> Result<crate::
 pub fn grpo_health_chart(metrics: &[GrpoMetrics]) -> Result<crate::plot::Svg> {
     crate::plot::LineChart::new("GRPO: KL to the reference, clipped share, success")
         .x_label("step")
+        .integer_x(true)
         .series("KL", metrics.iter().map(|m| (m.step as f64, m.kl)))
         .series(
             "clip fraction",

@@ -81,6 +81,7 @@ impl StepMetrics {
 pub fn loss_chart(metrics: &[StepMetrics]) -> Result<crate::plot::Svg> {
     crate::plot::LineChart::new("SFT loss (per trained token)")
         .x_label("step")
+        .integer_x(true)
         .y_label("loss")
         .series("train", metrics.iter().map(|m| (m.step as f64, m.loss)))
         .series(
@@ -96,6 +97,7 @@ pub fn loss_chart(metrics: &[StepMetrics]) -> Result<crate::plot::Svg> {
 pub fn schedule_chart(metrics: &[StepMetrics]) -> Result<crate::plot::Svg> {
     crate::plot::LineChart::new("learning rate (x 1000) and gradient norm")
         .x_label("step")
+        .integer_x(true)
         .series(
             "lr x 1000",
             metrics.iter().map(|m| (m.step as f64, 1e3 * m.lr)),
