@@ -205,6 +205,9 @@ impl Show for DataFrame {
     }
 }
 
+/// Cells longer than this many characters wrap in HTML.
+const WRAP_AT: usize = 60;
+
 /// Renders a header and rows as an HTML table; `total_rows` beyond those given are counted.
 fn html_table(
     title: Option<&str>,
@@ -225,7 +228,14 @@ fn html_table(
     for row in rows.take(MAX_HTML_ROWS) {
         html.push_str("<tr>");
         for cell in row {
-            html.push_str(&format!("<td>{}</td>", escape_html(&cell)));
+            // A long value (a prompt, a path, a list) wraps inside a bounded column instead of
+            // stretching the table past the page.
+            let open = if cell.chars().count() > WRAP_AT {
+                "<td style=\"max-width:36em;white-space:pre-wrap;overflow-wrap:anywhere\">"
+            } else {
+                "<td>"
+            };
+            html.push_str(&format!("{open}{}</td>", escape_html(&cell)));
         }
         html.push_str("</tr>");
         shown += 1;
@@ -308,6 +318,22 @@ mod tests {
         assert!(html.contains("<caption>Scores</caption>"));
         assert!(html.contains("<th>stage</th><th>score</th>"));
         assert!(html.contains("<td>sft &lt;lora&gt;</td><td>0.35</td>"));
+    }
+
+    #[test]
+    fn long_values_wrap_in_html_and_short_ones_stay_plain() {
+        let long = "SELECT name FROM employees WHERE salary > (SELECT AVG(salary) FROM employees)";
+        let html = Table::new(["setting", "value"])
+            .row(["query", long])
+            .unwrap()
+            .row(["lr", "0.0002"])
+            .unwrap()
+            .to_html();
+        assert!(
+            html.contains("white-space:pre-wrap;overflow-wrap:anywhere\">SELECT name FROM"),
+            "{html}"
+        );
+        assert!(html.contains("<td>lr</td><td>0.0002</td>"), "{html}");
     }
 
     #[test]

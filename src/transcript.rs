@@ -16,6 +16,9 @@ use crate::generate::Episode;
 /// Marker that starts the action list the household appends to observations.
 const ACTION_LIST: &str = " AVAILABLE ACTIONS: ";
 
+/// Turns after the opening beyond which the HTML shows only the decisive ones, the rest folded.
+const FOLD_LONGER_THAN: usize = 8;
+
 /// A conversation prepared for display.
 #[derive(Debug, Clone)]
 pub struct Transcript {
@@ -23,6 +26,7 @@ pub struct Transcript {
     messages: Vec<Message>,
     folded: usize,
     facts: Vec<(String, String)>,
+    all_turns: bool,
 }
 
 impl Transcript {
@@ -33,6 +37,7 @@ impl Transcript {
             messages: conversation.messages.clone(),
             folded: 0,
             facts: Vec::new(),
+            all_turns: false,
         }
     }
 
@@ -66,6 +71,48 @@ impl Transcript {
     pub fn fold_first(mut self, n: usize) -> Self {
         self.folded = n.min(self.messages.len());
         self
+    }
+
+    /// Shows every turn in the HTML; by default a transcript longer than eight messages after
+    /// its opening shows the decisive ones (the first action and its answer, the first error
+    /// and the reply that caused it, the end) and folds the rest.
+    pub fn all_turns(mut self) -> Self {
+        self.all_turns = true;
+        self
+    }
+
+    /// Which messages after the opening the HTML shows unfolded (indices into them).
+    fn decisive(&self) -> Vec<bool> {
+        let turns = &self.messages[self.folded..];
+        let n = turns.len();
+        if self.all_turns || n <= FOLD_LONGER_THAN {
+            return vec![true; n];
+        }
+        let mut keep = vec![false; n];
+        let mut mark = |i: usize| {
+            if i < n {
+                keep[i] = true;
+            }
+        };
+        // The task, the first action and what it got back.
+        mark(0);
+        if let Some(first) = turns.iter().position(|m| m.role == Role::Assistant) {
+            mark(first);
+            mark(first + 1);
+        }
+        // The first error and the reply that caused it.
+        let is_error = |m: &Message| {
+            let text = split_actions(&m.content).0.to_lowercase();
+            m.role != Role::Assistant && (text.contains("error") || text.contains("nothing happen"))
+        };
+        if let Some(e) = turns.iter().position(is_error) {
+            mark(e.saturating_sub(1));
+            mark(e);
+        }
+        // The end: the last reply and what followed it.
+        mark(n.saturating_sub(2));
+        mark(n - 1);
+        keep
     }
 
     /// Adds a labelled fact to the summary line (reward, status, steps, …).
@@ -146,8 +193,27 @@ impl Transcript {
             }
             out.push_str("</details>");
         }
-        for m in &self.messages[self.folded..] {
-            out.push_str(&message_html(m));
+        let turns = &self.messages[self.folded..];
+        let keep = self.decisive();
+        let mut i = 0;
+        while i < turns.len() {
+            if keep[i] {
+                out.push_str(&message_html(&turns[i]));
+                i += 1;
+                continue;
+            }
+            let end = (i..turns.len()).find(|&j| keep[j]).unwrap_or(turns.len());
+            let _ = write!(
+                out,
+                "<details style=\"margin:3px 0\"><summary style=\"color:#555\">{} more \
+                 messages</summary>",
+                end - i
+            );
+            for m in &turns[i..end] {
+                out.push_str(&message_html(m));
+            }
+            out.push_str("</details>");
+            i = end;
         }
         out.push_str("</div>");
         out
@@ -261,5 +327,53 @@ mod tests {
         assert!(html.contains("THOUGHT: &lt;b&gt;"));
         assert!(html.contains("<summary style=\"color:#777\">3 available actions</summary>"));
         assert!(html.contains("opening: 2 messages"));
+    }
+
+    #[test]
+    fn a_long_episode_shows_its_decisive_turns_and_folds_the_rest() {
+        let mut messages = vec![Message::system("rules"), Message::user("the task")];
+        for i in 0..10 {
+            messages.push(Message::assistant(format!("reply {i}")));
+            let answer = if i == 6 {
+                "Error: no such table".to_string()
+            } else {
+                format!("answer {i}")
+            };
+            messages.push(Message::user(answer));
+        }
+        let conversation = Conversation::new(messages);
+        let html = Transcript::new(&conversation).fold_first(1).to_html();
+        // Shown: the task, the first reply and its answer, the failing reply and its error, the
+        // last reply and its answer; folded: the turns between them.
+        for shown in [
+            "the task",
+            "reply 0",
+            "answer 0",
+            "reply 6",
+            "Error: no such table",
+            "reply 9",
+            "answer 9",
+        ] {
+            let at = html
+                .find(shown)
+                .unwrap_or_else(|| panic!("{shown} missing"));
+            let before = &html[..at];
+            assert!(
+                before.matches("<details").count() == before.matches("</details>").count(),
+                "{shown} is folded"
+            );
+        }
+        assert!(html.contains("10 more messages"), "{html}");
+        assert!(html.contains("4 more messages"), "{html}");
+        // Every message is still there, and all_turns shows them unfolded.
+        assert!(html.contains("reply 3") && html.contains("answer 8"));
+        let all = Transcript::new(&conversation)
+            .fold_first(1)
+            .all_turns()
+            .to_html();
+        assert!(!all.contains("more messages"));
+        // A short episode folds nothing.
+        let short = Conversation::new(vec![Message::user("task"), Message::assistant("done")]);
+        assert!(!Transcript::new(&short).to_html().contains("more messages"));
     }
 }

@@ -441,6 +441,33 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_says_in_a_line_what_it_teaches() {
+        let solved = sample(0, 0, 1.0, true, "Action: Answer\nFinal Answer: [\"3\"]");
+        let wrong = sample(0, 1, 0.2, true, "Action: Answer\nFinal Answer: [\"4\"]");
+        let pair = Pair::of(&solved, &wrong, PairSource::BestOfN);
+        assert_eq!(
+            pair.why(),
+            "the best and the worst of the policy's samples: solved (1.00) over a wrong answer \
+             sharing 40% of the gold rows (0.20), a gap of 0.80"
+        );
+        let broken = sample(0, 2, -0.5, false, "SELECT");
+        let out_of_rounds = sample(0, 3, -0.25, true, "Action: Operation");
+        let both_failed = Pair::of(&out_of_rounds, &broken, PairSource::BestOfN);
+        assert!(
+            both_failed
+                .why()
+                .contains("out of rounds (-0.25) over a reply that broke the protocol (-0.50)"),
+            "{}",
+            both_failed.why()
+        );
+        let transcript = pair.transcript(true).to_text();
+        assert!(
+            transcript.contains("kept because: the best and the worst"),
+            "{transcript}"
+        );
+    }
+
+    #[test]
     fn pairs_that_quote_an_evaluation_question_are_dropped() {
         let dev = crate::paths::dbbench_dev_items();
         let items = crate::env::db::DbItem::read_jsonl(&dev).unwrap();

@@ -100,6 +100,28 @@ impl Pair {
             .fold_first(self.prompt.messages.len().saturating_sub(1))
             .with_title(format!("{name} · {} · {}", self.task, self.kind))
             .with_fact("score", format!("{score:.2}"))
+            .with_fact("kept because", self.why())
+    }
+
+    /// One line on what the pair teaches: what each side did, by its score.
+    pub fn why(&self) -> String {
+        use crate::reward::grade::describe;
+        let household = self.task.starts_with("household");
+        let (better, worse) = (
+            describe(self.chosen_score, household),
+            describe(self.rejected_score, household),
+        );
+        let how = match self.source {
+            PairSource::BestOfN => "the best and the worst of the policy's samples",
+            PairSource::Teacher => "the teacher's episode against the student's worst sample",
+            PairSource::StepLevel => "two next turns valued by rollouts from the same point",
+        };
+        format!(
+            "{how}: {better} ({:.2}) over {worse} ({:.2}), a gap of {:.2}",
+            self.chosen_score,
+            self.rejected_score,
+            self.gap()
+        )
     }
 }
 

@@ -81,9 +81,72 @@ pub fn grade_household(success: bool, progress: f64, invalid: bool) -> TaskScore
     }
 }
 
+/// What a graded score says happened, in words: `solved`, `a wrong answer sharing 40% of the
+/// gold rows`, `out of rounds`, … (`household` for a household game, else a DB task).
+pub fn describe(score: f64, household: bool) -> String {
+    let percent = |share: f64| format!("{:.0}%", 100.0 * share);
+    if score >= SOLVED {
+        return "solved".into();
+    }
+    if household {
+        return if score >= 0.0 {
+            format!(
+                "lost with {} of the sub-goals reached",
+                percent(score / PARTIAL_WEIGHT)
+            )
+        } else {
+            let progress = (score - INVALID) / PARTIAL_WEIGHT;
+            format!(
+                "ended by an invalid reply or a loop, {} of the sub-goals reached",
+                percent(progress)
+            )
+        };
+    }
+    if score > 0.0 {
+        format!(
+            "a wrong answer sharing {} of the gold rows",
+            percent(score / PARTIAL_WEIGHT)
+        )
+    } else if score == 0.0 {
+        "a wrong answer sharing nothing with the gold".into()
+    } else if score > INVALID {
+        "out of rounds".into()
+    } else {
+        "a reply that broke the protocol".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_score_is_described_as_what_happened() {
+        let db = |v| describe(grade_db(v).score, false);
+        assert_eq!(db(DbVerdict::Solved), "solved");
+        assert_eq!(
+            db(DbVerdict::Answered { overlap: 0.4 }),
+            "a wrong answer sharing 40% of the gold rows"
+        );
+        assert_eq!(
+            db(DbVerdict::Answered { overlap: 0.0 }),
+            "a wrong answer sharing nothing with the gold"
+        );
+        assert_eq!(db(DbVerdict::Failed), "out of rounds");
+        assert_eq!(db(DbVerdict::Invalid), "a reply that broke the protocol");
+        let house = |success, progress, invalid| {
+            describe(grade_household(success, progress, invalid).score, true)
+        };
+        assert_eq!(house(true, 1.0, false), "solved");
+        assert_eq!(
+            house(false, 0.5, false),
+            "lost with 50% of the sub-goals reached"
+        );
+        assert_eq!(
+            house(false, 0.5, true),
+            "ended by an invalid reply or a loop, 50% of the sub-goals reached"
+        );
+    }
 
     #[test]
     fn the_scale_is_the_documented_one() {
