@@ -6,7 +6,7 @@ use std::ops::Range;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
 use plotters::prelude::*;
 
-use super::frame::{Axes, Frame, frame_setters};
+use super::frame::{Axes, Canvas, DrawResult, Frame, frame_setters};
 use super::{HEADROOM, Svg, series_color};
 use crate::error::Result;
 
@@ -116,20 +116,10 @@ impl BarChart {
         if !self.is_horizontal() {
             let axis = CategoryAxis(&self.categories);
             return self.frame.render(axis, v0..v1, Axes::CategoriesX, |chart| {
-                for (j, (name, values)) in self.series.iter().enumerate() {
-                    let c = series_color(name, j);
-                    let bars = values.iter().enumerate().map(move |(i, v)| {
-                        let left = offset(i, j);
-                        Rectangle::new([(left, 0.0), (left + width * 0.92, *v)], c.filled())
-                    });
-                    chart
-                        .draw_series(bars)?
-                        .label(name.as_str())
-                        .legend(move |(x, y)| {
-                            Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
-                        });
-                }
-                Ok(())
+                self.draw(chart, |i, j, v| {
+                    let left = offset(i, j);
+                    [(left, 0.0), (left + width * 0.92, v)]
+                })
             });
         }
         // Sideways: the first category at the top, so the y axis runs through them reversed.
@@ -148,22 +138,38 @@ impl BarChart {
         }
         let axis = CategoryAxis(&reversed);
         frame.render(v0..v1, axis, Axes::CategoriesY { label_width }, |chart| {
-            for (j, (name, values)) in self.series.iter().enumerate() {
-                let c = series_color(name, j);
-                let bars = values.iter().enumerate().map(move |(i, v)| {
-                    // Category i sits at n - 1 - i on the reversed axis; series read top-down.
-                    let top = offset(n - 1 - i, 0) + GROUP_WIDTH - j as f64 * width;
-                    Rectangle::new([(0.0, top), (*v, top - width * 0.92)], c.filled())
-                });
-                chart
-                    .draw_series(bars)?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
-                    });
-            }
-            Ok(())
+            self.draw(chart, |i, j, v| {
+                // Category i sits at n - 1 - i on the reversed axis; series read top-down.
+                let top = offset(n - 1 - i, 0) + GROUP_WIDTH - j as f64 * width;
+                [(0.0, top), (v, top - width * 0.92)]
+            })
         })
+    }
+
+    /// Draws every series' bars, `corners(category, series, value)` placing each, with a
+    /// legend entry per series.
+    fn draw<X, Y>(
+        &self,
+        chart: &mut Canvas<'_, X, Y>,
+        corners: impl Fn(usize, usize, f64) -> [(f64, f64); 2],
+    ) -> DrawResult
+    where
+        X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        for (j, (name, values)) in self.series.iter().enumerate() {
+            let c = series_color(name, j);
+            let corners = &corners;
+            let bars = values
+                .iter()
+                .enumerate()
+                .map(move |(i, v)| Rectangle::new(corners(i, j, *v), c.filled()));
+            chart
+                .draw_series(bars)?
+                .label(name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+        }
+        Ok(())
     }
 }
 
