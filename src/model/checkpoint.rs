@@ -74,6 +74,16 @@ fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(w.index_select(&ids, 0)?)
 }
 
+/// The heads whose rows llama.cpp permuted in tensor `hf_name` (a llama Q or K projection),
+/// given the model's `(heads, kv_heads)` when it is a llama model.
+fn permuted_heads(unpermute: Option<(usize, usize)>, hf_name: &str) -> Option<usize> {
+    match unpermute {
+        Some((q, _)) if hf_name.contains("self_attn.q_proj.") => Some(q),
+        Some((_, kv)) if hf_name.contains("self_attn.k_proj.") => Some(kv),
+        _ => None,
+    }
+}
+
 impl Checkpoint {
     /// Memory-maps safetensors files (one, or the shards of an index).
     pub fn safetensors(files: &[PathBuf]) -> Result<Self> {
@@ -214,12 +224,7 @@ impl Checkpoint {
                 found: q.shape().dims().to_vec(),
             });
         }
-        let heads = match *unpermute {
-            Some((q, _)) if hf_name.contains("self_attn.q_proj.") => Some(q),
-            Some((_, kv)) if hf_name.contains("self_attn.k_proj.") => Some(kv),
-            _ => None,
-        };
-        Ok(Some(match heads {
+        Ok(Some(match permuted_heads(*unpermute, hf_name) {
             Some(h) => GgufWeight::unpermuted(q, h)?,
             None => GgufWeight::new(q)?,
         }))
@@ -236,11 +241,7 @@ impl Checkpoint {
         let tensor = match self {
             Checkpoint::Safetensors { .. } => self.load_raw(hf_name, device)?,
             Checkpoint::Gguf { unpermute, .. } => {
-                let heads = match *unpermute {
-                    Some((q, _)) if hf_name.contains("self_attn.q_proj.") => Some(q),
-                    Some((_, kv)) if hf_name.contains("self_attn.k_proj.") => Some(kv),
-                    _ => None,
-                };
+                let heads = permuted_heads(*unpermute, hf_name);
                 let raw = self
                     .load_raw(&gguf_name(hf_name), device)
                     .map_err(|e| match e {
