@@ -4,7 +4,10 @@
 Each notebook runs in a kernel of its own, with the notebook's folder as working directory and
 ABT_PROFILE / ABT_RUN_DIR in the environment; the executed copy, outputs and images included, is
 saved to <run-dir>/notebooks/. The run stops a notebook at its first failing cell and exits
-non-zero if any notebook failed. The last line printed is `N passed, N failed` (notebooks).
+non-zero if any notebook failed. At the end it writes the run's browsable report,
+<run-dir>/report/index.html (the library's `RunReport`, run in one more kernel of the same
+kind, whose build is the notebooks'), unless --no-report. The last line printed is
+`N passed, N failed` (notebooks).
 
 Why not `jupyter nbconvert --execute`: evcxr answers a panicking cell, and a cell whose `?`
 returns an `Err`, with status "ok" — it only prints the panic or the error to stderr — so nbconvert
@@ -140,30 +143,22 @@ def save_atomic(nb, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
-                 kernel: str | None = None, scale: str = "full") -> tuple[bool, str]:
-    """Execute one notebook; returns (passed, summary line)."""
-    nb = nbformat.read(str(path), as_version=4)
-    kernel = kernel or nb.metadata.get("kernelspec", {}).get("name", "rust")
-    env = dict(os.environ)
-    env["ABT_PROFILE"] = profile
-    env["ABT_RUN_DIR"] = str(run_dir)
-    env.pop("ABT_SMOKE", None)
-    env["ABT_SCALE"] = scale
+def execute(nb, cwd: Path, env: dict, kernel: str, timeout: int) -> tuple[tuple | None, float]:
+    """Run every code cell of `nb` in a fresh kernel, judging each; returns (failure, seconds),
+    failure being (cell index or None, reason) for the first failing cell."""
     client = NotebookClient(
         nb,
         kernel_name=kernel,
         timeout=timeout,
         allow_errors=True,
         record_timing=True,
-        resources={"metadata": {"path": str(path.parent.resolve())}},
+        resources={"metadata": {"path": str(cwd)}},
     )
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     failure = None
     started = time.monotonic()
-    print(f"== {path} ({len(code_cells)} code cells, kernel {kernel!r})", flush=True)
     try:
-        with client.setup_kernel(env=env, cwd=str(path.parent.resolve())):
+        with client.setup_kernel(env=env, cwd=str(cwd)):
             for n, index in enumerate(code_cells, 1):
                 cell = nb.cells[index]
                 t0 = time.monotonic()
@@ -186,7 +181,28 @@ def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
                     break
     except Exception as exc:  # kernel could not start, protocol errors
         failure = (None, f"{type(exc).__name__}: {exc}")
-    elapsed = time.monotonic() - started
+    return failure, time.monotonic() - started
+
+
+def notebook_env(run_dir: Path, profile: str, scale: str) -> dict:
+    """The environment a notebook's kernel runs in: the run context as ABT_* variables."""
+    env = dict(os.environ)
+    env["ABT_PROFILE"] = profile
+    env["ABT_RUN_DIR"] = str(run_dir)
+    env.pop("ABT_SMOKE", None)
+    env["ABT_SCALE"] = scale
+    return env
+
+
+def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
+                 kernel: str | None = None, scale: str = "full") -> tuple[bool, str]:
+    """Execute one notebook; returns (passed, summary line)."""
+    nb = nbformat.read(str(path), as_version=4)
+    kernel = kernel or nb.metadata.get("kernelspec", {}).get("name", "rust")
+    code_cells = sum(c.cell_type == "code" for c in nb.cells)
+    print(f"== {path} ({code_cells} code cells, kernel {kernel!r})", flush=True)
+    failure, elapsed = execute(nb, path.parent.resolve(), notebook_env(run_dir, profile, scale),
+                               kernel, timeout)
     renumber(nb)
     nb.metadata["abt_runner"] = {
         "status": "failed" if failure else "passed",
@@ -203,6 +219,28 @@ def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
         indented = "\n".join("    " + line for line in reason.splitlines())
         return False, f"FAIL {path.name}: {where} after {elapsed:.1f} s -> {out}\n{indented}"
     return True, f"PASS {path.name} in {elapsed:.1f} s -> {out}"
+
+
+REPORT_CELL = """:dep agentbench_tuning = {{ path = '{root}' }}
+let report = agentbench_tuning::report::RunReport::build(std::path::Path::new(r#"{run_dir}"#))?;
+println!("{{}}", report.write()?.display());"""
+
+
+def write_report(notebook: Path, run_dir: Path, profile: str, scale: str, timeout: int,
+                 kernel: str | None = None) -> tuple[bool, str]:
+    """Write the run's browsable report (<run>/report/index.html) with the library's
+    `RunReport`, in a kernel like the notebooks' (its build is reused); returns (ok, line)."""
+    kernel = kernel or nbformat.read(str(notebook), as_version=4).metadata.get(
+        "kernelspec", {}).get("name", "rust")
+    nb = nbformat.v4.new_notebook()
+    root = Path(__file__).resolve().parent.parent
+    nb.cells = [nbformat.v4.new_code_cell(REPORT_CELL.format(root=root, run_dir=run_dir))]
+    print("== report", flush=True)
+    failure, elapsed = execute(nb, notebook.parent.resolve(),
+                               notebook_env(run_dir, profile, scale), kernel, timeout)
+    if failure:
+        return False, f"FAIL report after {elapsed:.1f} s: {failure[1]}"
+    return True, f"report in {elapsed:.1f} s -> {run_dir / 'report' / 'index.html'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="kernel to use instead of the one the notebook names (default: its own)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run later notebooks after one fails (default: stop)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write the run's HTML report (<run>/report/) at the end")
     args = parser.parse_args(argv)
 
     missing = [str(p) for p in args.notebooks if not p.is_file()]
@@ -244,11 +284,18 @@ def main(argv: list[str] | None = None) -> int:
         if not ok and not args.keep_going:
             break
     skipped = len(args.notebooks) - passed - failed
+    report_ok, report_line = True, "report: not written (--no-report)"
+    if not args.no_report:
+        report_ok, report_line = write_report(args.notebooks[0], run_dir, args.profile,
+                                              "smoke" if args.smoke else args.scale,
+                                              args.timeout, args.kernel)
+        print(report_line, flush=True)
     print(f"run directory: {run_dir}")
     for s in summaries:
         print(f"  {s}")
+    print(f"  {report_line}")
     print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""), flush=True)
-    return 0 if failed == 0 else 1
+    return 0 if failed == 0 and report_ok else 1
 
 
 if __name__ == "__main__":

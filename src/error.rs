@@ -177,6 +177,9 @@ pub enum Error {
         /// What went wrong and how to fix it.
         reason: String,
     },
+    /// A run's report could not be checked in the browser (no Chromium, a page that failed).
+    #[error("report: {0}")]
+    Report(String),
     /// An error from candle (tensor operations, devices).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -34,6 +34,7 @@ pub mod presets;
 pub mod progress;
 pub mod prompts;
 pub mod python;
+pub mod report;
 pub mod reward;
 pub mod rng;
 #[cfg(feature = "serve")]

@@ -24,6 +24,7 @@ pub use crate::plot::{BarChart, Histogram, LineChart, Svg};
 pub use crate::presets::Presets;
 pub use crate::progress::Progress;
 pub use crate::prompts::{Prompt, Split};
+pub use crate::report::RunReport;
 pub use crate::system::{
     GpuInfo, SystemReport, compute_dtype, device, device_name, gpu_info, matmul_gflops,
 };

@@ -54,7 +54,7 @@ fn run(notebooks: &[&str]) -> Run {
         .iter()
         .map(|n| root().join("tests/notebooks").join(n))
         .collect();
-    run_paths(&paths, &[])
+    run_paths(&paths, &["--no-report"])
 }
 
 /// Runs notebooks given by path, in order, on the tiny profile, with extra runner flags.
@@ -272,7 +272,7 @@ fn a_gpu_bootstrap_gives_a_kernel_that_builds_for_cuda_without_rewriting_noteboo
         .arg(root().join("scripts/run_notebooks.py"))
         .arg("--run-dir")
         .arg(run_dir.path())
-        .args(["--profile", "tiny"])
+        .args(["--profile", "tiny", "--no-report"])
         .arg(&nb_path)
         .output()
         .unwrap();
@@ -381,6 +381,51 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
     assert_eq!(efficacy.comparisons.len(), 3);
     assert_eq!(efficacy.grpo_start.as_deref(), Some("sft"));
 
+    // The run's report: an index naming every notebook as run to the end, with the stage
+    // comparison's chart and the phases' charts, and one page per notebook.
+    let index = std::fs::read_to_string(run.run_dir.path().join("report/index.html"))
+        .unwrap_or_else(|e| panic!("report/index.html: {e}\n{}", run.log()));
+    assert_eq!(
+        index.matches("ran to the end").count(),
+        notebooks.len(),
+        "{index}"
+    );
+    assert!(index.matches("<svg").count() >= 4, "{index}");
+    for nb in &notebooks {
+        let name = nb.file_stem().unwrap().to_string_lossy();
+        let page = run
+            .run_dir
+            .path()
+            .join(format!("report/notebooks/{name}.html"));
+        let html =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(html.contains("class=\"cell\""), "{name}");
+    }
+    // ... and as a person sees it: every page in headless Chromium, no errors, no chart
+    // missing, empty or overflowing (`scripts/test.sh` installs Chromium and requires it).
+    match agentbench_tuning::report::find_chromium() {
+        Some(chromium) => {
+            let check = agentbench_tuning::report::check_report(
+                &run.run_dir.path().join("report"),
+                &chromium,
+                None,
+            )
+            .unwrap();
+            assert!(check.passed(), "{}", check.summary());
+            assert_eq!(
+                check.pages.len(),
+                notebooks.len() + 1,
+                "{}",
+                check.summary()
+            );
+            assert!(check.pages[0].charts >= 4, "{}", check.summary());
+        }
+        None if std::env::var_os("ABT_REQUIRE_BROWSER").is_some() => {
+            panic!("ABT_REQUIRE_BROWSER is set but no Chromium was found (ABT_CHROMIUM, PATH)")
+        }
+        None => eprintln!("report browser check skipped: no Chromium (apt-get install chromium)"),
+    }
+
     // Notebook 06 again on the same run: every stage's quick and DB Bench scores are read back
     // by their fingerprints, none is played again, and the comparison is the same.
     let eval = notebooks
@@ -388,7 +433,7 @@ fn pipeline_notebooks_run_on_the_tiny_profile() {
         .find(|p| p.ends_with("06_eval.ipynb"))
         .expect("notebooks/06_eval.ipynb")
         .clone();
-    let again = run_in(run.run_dir, &[eval], &["--smoke"]);
+    let again = run_in(run.run_dir, &[eval], &["--smoke", "--no-report"]);
     assert_eq!(again.code, 0, "{}", again.log());
     let nb = again.executed("06_eval.ipynb");
     for (cell, what) in [(2, "quick"), (3, "dbbench")] {

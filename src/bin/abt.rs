@@ -79,6 +79,10 @@ enum Command {
     /// score (`<run>/06_eval/dbbench_*.json`) of the run in one table
     /// (`<run>/06_eval/summary.json`).
     Compare(CompareArgs),
+    /// A browsable report of a run, readable from disk with no server:
+    /// `<run>/report/index.html` (the stage comparison, every saved chart, the executed
+    /// notebooks) and one page per executed notebook.
+    Report(ReportArgs),
     /// An OpenAI-compatible server (`POST /v1/chat/completions`, `GET /v1/models`) for a model
     /// and an adapter, e.g. for AgentBench's HTTP agent; SIGTERM drains requests in flight.
     #[cfg(feature = "serve")]
@@ -124,6 +128,19 @@ struct ServeArgs {
 struct CompareArgs {
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The run directory (`runs/<name>`).
+    run_dir: PathBuf,
+    /// Open every page in headless Chromium (`$ABT_CHROMIUM`, else `chromium` on the PATH)
+    /// and fail if a chart is missing, empty or overflows, or a page has an error.
+    #[arg(long)]
+    check: bool,
+    /// With `--check`: save a screenshot of each page into this directory.
+    #[arg(long, requires = "check")]
+    screenshots: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -434,6 +451,7 @@ fn main() -> ExitCode {
         Command::QuickScore(args) => quick_score(&args),
         Command::Eval(args) => eval(&args),
         Command::Compare(args) => compare_stages(&args),
+        Command::Report(args) => report(&args),
         Command::Heldout(args) => heldout(&args),
     };
     match result {
@@ -1007,6 +1025,42 @@ fn heldout(args: &HeldoutArgs) -> Result<()> {
 }
 
 /// `abt compare`.
+fn report(args: &ReportArgs) -> Result<()> {
+    let report = agentbench_tuning::report::RunReport::build(&agentbench_tuning::paths::resolve(
+        &args.run_dir,
+    ))?;
+    let index = report.write()?;
+    println!(
+        "{} notebooks, {} charts -> {}",
+        report.notebooks().len(),
+        report.charts().len(),
+        index.display()
+    );
+    if !args.check {
+        return Ok(());
+    }
+    use agentbench_tuning::report::{check_report, find_chromium};
+    let chromium = find_chromium().ok_or_else(|| {
+        Error::Report(
+            "--check needs Chromium: install it (Debian: apt-get install chromium) or set \
+             ABT_CHROMIUM to its path"
+                .into(),
+        )
+    })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let check = check_report(dir, &chromium, args.screenshots.as_deref())?;
+    print!("{}", check.summary());
+    if check.passed() {
+        Ok(())
+    } else {
+        Err(Error::Report(format!(
+            "{} of {} pages do not show as they should",
+            check.pages.iter().filter(|p| !p.passed()).count(),
+            check.pages.len()
+        )))
+    }
+}
+
 fn compare_stages(args: &CompareArgs) -> Result<()> {
     use agentbench_tuning::eval::ErrorReport;
     let ctx = args.run.context()?;

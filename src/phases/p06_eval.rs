@@ -40,12 +40,12 @@ pub fn quick_score(
 /// The stage each trained stage started from (`grpo` → `dpo`, `rft` → `sft`, …), as recorded
 /// beside its adapter; a stage trained from an adapter that is not one of the run's stages is
 /// left out.
-pub fn stage_starts(ctx: &RunContext) -> BTreeMap<String, String> {
-    let stages = crate::eval::stage_adapters(&ctx.run_dir);
+pub fn stage_starts(run_dir: &Path) -> BTreeMap<String, String> {
+    let stages = crate::eval::stage_adapters(run_dir);
     crate::eval::TRAINED_STAGES
         .iter()
         .filter_map(|&(stage, phase)| {
-            let start = super::started_from(&ctx.run_dir, phase)?;
+            let start = super::started_from(run_dir, phase)?;
             let (from, _) = stages
                 .iter()
                 .find(|(_, adapter)| adapter.as_deref() == Some(start.as_path()))?;
@@ -104,7 +104,7 @@ pub fn summarise(ctx: &RunContext) -> Result<Summary> {
     let efficacy = if scores.decisive().is_empty() {
         None
     } else {
-        let efficacy = scores.efficacy(&stage_starts(ctx))?;
+        let efficacy = scores.efficacy(&stage_starts(&ctx.run_dir))?;
         crate::io::write_json(&out.join("efficacy.json"), &efficacy)?;
         Some(efficacy)
     };
