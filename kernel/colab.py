@@ -8,8 +8,9 @@ Used from the one-cell bootstrap in the README:
 
 `bootstrap()` installs Rust (rustup, minimal profile) if it is missing, the notebook engine and the
 evcxr kernel through `scripts/setup.sh`, registers the kernel "rust" so that it starts in the
-checkout's notebooks/ folder (the notebooks load the crate by the relative path ".."), and fetches
-the default model. On a GPU VM the kernel builds the crate for CUDA (`setup_command`): the notebooks
+checkout's notebooks/ folder (the notebooks load the crate by the relative path ".."), fetches
+the default model, and compiles the crate into the kernel's build directory with its progress
+shown (scripts/run_notebooks.py --warm), so that no notebook cell sits silent through it. On a GPU VM the kernel builds the crate for CUDA (`setup_command`): the notebooks
 themselves are never rewritten. A notebook whose metadata says `kernelspec.name = "rust"` (all of
 this project's do) then runs on the Rust kernel once Colab reconnects.
 
@@ -33,6 +34,17 @@ CARGO_BIN = Path.home() / ".cargo" / "bin"
 def _sh(cmd: list[str] | str, **kw) -> None:
     print("$", cmd if isinstance(cmd, str) else " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, shell=isinstance(cmd, str), **kw)
+
+
+def _stream(cmd: list[str]) -> None:
+    """Run `cmd`, printing its output line by line as it comes (so a notebook cell shows it)."""
+    print("$", " ".join(cmd), flush=True)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def has_gpu() -> bool:
@@ -75,13 +87,17 @@ def bootstrap(profile: str | None = None, cuda: bool | None = None, run_dir: str
     _sh(["bash", str(ROOT / "scripts/fetch_default_model.sh")])
     if "--cuda" in command:
         print("GPU found: the Rust kernel builds the crate for CUDA", flush=True)
+    # The crate's first compile in the kernel, here where its progress shows, rather than
+    # silently in a notebook's first cell.
+    _stream([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "scripts/run_notebooks.py"),
+             "--warm"])
     print(
         "\nReady. Two ways to run a notebook of this project:\n"
         f"  1. On the Rust kernel: open {ROOT}/notebooks/<name>.ipynb in Colab (upload it, or open it\n"
         "     from GitHub); its metadata names the kernel 'rust', which Colab now finds on this VM.\n"
         "     If it still starts a Python kernel, use Runtime > Restart session (not 'delete\n"
-        "     runtime', which wipes this VM). The first cell compiles the crate once (a few\n"
-        "     minutes); later kernels reuse the build.\n"
+        "     runtime', which wipes this VM). The crate is compiled (above): a notebook's first\n"
+        "     cell loads it in about half a minute.\n"
         "  2. Headless, from this Python notebook:  colab.run_headless('00_setup.ipynb')\n"
     )
 

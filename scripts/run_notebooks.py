@@ -7,7 +7,8 @@ saved to <run-dir>/notebooks/. The run stops a notebook at its first failing cel
 non-zero if any notebook failed. At the end it writes the run's browsable report,
 <run-dir>/report/index.html (the library's `RunReport`, run in one more kernel of the same
 kind, whose build is the notebooks'), unless --no-report. The last line printed is
-`N passed, N failed` (notebooks).
+`N passed, N failed` (notebooks). A cell running longer than a minute prints a heartbeat line
+every minute. `--warm` only compiles the crate into the kernel's build directory, with progress.
 
 Why not `jupyter nbconvert --execute`: evcxr answers a panicking cell, and a cell whose `?`
 returns an `Err`, with status "ok" — it only prints the panic or the error to stderr — so nbconvert
@@ -32,7 +33,9 @@ import os
 import queue
 import re
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
@@ -49,6 +52,30 @@ except ImportError as exc:  # pragma: no cover - message for users without the v
 BARRIER = "ABT_RUNNER_BARRIER"
 BARRIER_TIMEOUT = 120
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+HEARTBEAT = 60
+
+
+@contextmanager
+def heartbeat(label: str, every: float = HEARTBEAT):
+    """Print `label ... still running (N min)` every `every` seconds until the block ends, so a
+    long cell (the crate's first compile, training) shows that it is alive."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat():
+        while not done.wait(every):
+            minutes, seconds = divmod(int(time.monotonic() - started), 60)
+            print(f"         {label} still running ({minutes} min {seconds:02d} s)", flush=True)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def plain(text: str) -> str:
@@ -164,7 +191,8 @@ def execute(nb, cwd: Path, env: dict, kernel: str, timeout: int) -> tuple[tuple 
                 t0 = time.monotonic()
                 print(f"   [{n}/{len(code_cells)}] cell {index}: {first_line(cell)}", flush=True)
                 try:
-                    client.execute_cell(cell, index)
+                    with heartbeat(f"cell {index}"):
+                        client.execute_cell(cell, index)
                 except CellTimeoutError:
                     failure = (index, f"timed out after {timeout} s")
                 except DeadKernelError as exc:
@@ -226,6 +254,24 @@ let report = agentbench_tuning::report::RunReport::build(std::path::Path::new(r#
 println!("{{}}", report.write()?.display());"""
 
 
+WARM_CELL = """:dep agentbench_tuning = {{ path = '{root}' }}"""
+
+
+def warm(kernel: str, timeout: int) -> tuple[bool, str]:
+    """Compile the crate into the kernel's build directory (what a notebook's first cell does),
+    with cargo's `Compiling ...` lines from the kernel and a heartbeat on the way, so that the
+    first notebook starts at once; returns (ok, line)."""
+    root = Path(__file__).resolve().parent.parent
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(WARM_CELL.format(root=root))]
+    print(f"== compiling the crate into the {kernel!r} kernel's build directory (the first time "
+          "on a machine: 8-14 min on 2 cores; later: under a minute)", flush=True)
+    failure, elapsed = execute(nb, root / "notebooks", dict(os.environ), kernel, timeout)
+    if failure:
+        return False, f"FAIL warm-up after {elapsed:.1f} s: {failure[1]}"
+    return True, f"kernel build ready in {elapsed:.1f} s"
+
+
 def write_report(notebook: Path, run_dir: Path, profile: str, scale: str, timeout: int,
                  kernel: str | None = None) -> tuple[bool, str]:
     """Write the run's browsable report (<run>/report/index.html) with the library's
@@ -245,7 +291,7 @@ def write_report(notebook: Path, run_dir: Path, profile: str, scale: str, timeou
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="+", type=Path, help="notebooks to run, in this order")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run, in this order")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="run directory (default runs/<timestamp> in the current directory)")
     parser.add_argument("--profile", default=os.environ.get("ABT_PROFILE", "tiny"),
@@ -261,10 +307,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="kernel to use instead of the one the notebook names (default: its own)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run later notebooks after one fails (default: stop)")
+    parser.add_argument("--warm", action="store_true",
+                        help="only compile the crate into the kernel's build directory (what the "
+                             "first cell of the first notebook on a machine would do), showing "
+                             "progress; no notebook runs")
     parser.add_argument("--no-report", action="store_true",
                         help="do not write the run's HTML report (<run>/report/) at the end")
     args = parser.parse_args(argv)
 
+    if args.warm:
+        ok, line = warm(args.kernel or "rust", args.timeout)
+        print(line, flush=True)
+        return 0 if ok else 1
+    if not args.notebooks:
+        parser.error("give the notebooks to run (or --warm)")
     missing = [str(p) for p in args.notebooks if not p.is_file()]
     if missing:
         print(f"error: notebook not found: {', '.join(missing)}", file=sys.stderr)

@@ -117,16 +117,10 @@ pub fn check_report(
     screenshots: Option<&Path>,
 ) -> Result<BrowserCheck> {
     let mut pages = vec![report_dir.join("index.html")];
-    let notebooks = report_dir.join("notebooks");
-    if notebooks.is_dir() {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&notebooks)
-            .map_err(|e| Error::io("reading", &notebooks, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "html"))
-            .collect();
-        found.sort();
-        pages.extend(found);
-    }
+    pages.extend(super::files_with_extension(
+        &report_dir.join("notebooks"),
+        "html",
+    )?);
     let scratch = std::env::temp_dir().join(format!("abt-browser-{}", std::process::id()));
     let mut checks = Vec::new();
     for page in &pages {

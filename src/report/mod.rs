@@ -243,17 +243,7 @@ fn saved_charts(run_dir: &Path) -> Result<Vec<SavedChart>> {
     dirs.dedup();
     let mut charts = Vec::new();
     for dir in dirs {
-        let path = run_dir.join(dir);
-        if !path.is_dir() {
-            continue;
-        }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
-            .map_err(|e| Error::io("reading", &path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "svg"))
-            .collect();
-        files.sort();
-        for file in files {
+        for file in files_with_extension(&run_dir.join(dir), "svg")? {
             let svg = std::fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?;
             let name = file
                 .strip_prefix(run_dir)
@@ -268,17 +258,24 @@ fn saved_charts(run_dir: &Path) -> Result<Vec<SavedChart>> {
 
 /// The executed notebooks of the run (`<run>/notebooks/*.ipynb`), sorted by name.
 fn executed_notebooks(run_dir: &Path) -> Result<Vec<NotebookPage>> {
-    let dir = run_dir.join("notebooks");
+    files_with_extension(&run_dir.join("notebooks"), "ipynb")?
+        .iter()
+        .map(|p| NotebookPage::read(p))
+        .collect()
+}
+
+/// The files in `dir` whose extension is `ext`, sorted; none when `dir` does not exist.
+fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| Error::io("reading", &dir, e))?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io("reading", dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "ipynb"))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
     files.sort();
-    files.iter().map(|p| NotebookPage::read(p)).collect()
+    Ok(files)
 }
 
 #[cfg(test)]
