@@ -187,6 +187,8 @@ fn run_chromium(chromium: &Path, page: &Path, scratch: &Path, extra: &[&str]) ->
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // containers often have a small /dev/shm
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--allow-file-access-from-files",
             "--virtual-time-budget=5000",
