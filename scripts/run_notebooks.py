@@ -222,11 +222,16 @@ def notebook_env(run_dir: Path, profile: str, scale: str) -> dict:
     return env
 
 
+def kernel_of(nb) -> str:
+    """The kernel a notebook names in its metadata (default "rust")."""
+    return nb.metadata.get("kernelspec", {}).get("name", "rust")
+
+
 def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
                  kernel: str | None = None, scale: str = "full") -> tuple[bool, str]:
     """Execute one notebook; returns (passed, summary line)."""
     nb = nbformat.read(str(path), as_version=4)
-    kernel = kernel or nb.metadata.get("kernelspec", {}).get("name", "rust")
+    kernel = kernel or kernel_of(nb)
     code_cells = sum(c.cell_type == "code" for c in nb.cells)
     print(f"== {path} ({code_cells} code cells, kernel {kernel!r})", flush=True)
     failure, elapsed = execute(nb, path.parent.resolve(), notebook_env(run_dir, profile, scale),
@@ -249,24 +254,26 @@ def run_notebook(path: Path, run_dir: Path, profile: str, timeout: int,
     return True, f"PASS {path.name} in {elapsed:.1f} s -> {out}"
 
 
-REPORT_CELL = """:dep agentbench_tuning = {{ path = '{root}' }}
-let report = agentbench_tuning::report::RunReport::build(std::path::Path::new(r#"{run_dir}"#))?;
-println!("{{}}", report.write()?.display());"""
+ROOT = Path(__file__).resolve().parent.parent
+# What a notebook's first cell does: load the crate, compiling it into the kernel's build
+# directory when the sources changed.
+DEP_LINE = f":dep agentbench_tuning = {{ path = '{ROOT}' }}"
 
 
-WARM_CELL = """:dep agentbench_tuning = {{ path = '{root}' }}"""
+def run_code(code: str, cwd: Path, env: dict, kernel: str, timeout: int) -> tuple[tuple | None, float]:
+    """Run one cell of Rust, after loading the crate, in a fresh kernel; as `execute`."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"{DEP_LINE}\n{code}".rstrip())]
+    return execute(nb, cwd, env, kernel, timeout)
 
 
 def warm(kernel: str, timeout: int) -> tuple[bool, str]:
     """Compile the crate into the kernel's build directory (what a notebook's first cell does),
     with cargo's `Compiling ...` lines from the kernel and a heartbeat on the way, so that the
     first notebook starts at once; returns (ok, line)."""
-    root = Path(__file__).resolve().parent.parent
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(WARM_CELL.format(root=root))]
     print(f"== compiling the crate into the {kernel!r} kernel's build directory (the first time "
           "on a machine: 8-14 min on 2 cores; later: under a minute)", flush=True)
-    failure, elapsed = execute(nb, root / "notebooks", dict(os.environ), kernel, timeout)
+    failure, elapsed = run_code("", ROOT / "notebooks", dict(os.environ), kernel, timeout)
     if failure:
         return False, f"FAIL warm-up after {elapsed:.1f} s: {failure[1]}"
     return True, f"kernel build ready in {elapsed:.1f} s"
@@ -276,14 +283,13 @@ def write_report(notebook: Path, run_dir: Path, profile: str, scale: str, timeou
                  kernel: str | None = None) -> tuple[bool, str]:
     """Write the run's browsable report (<run>/report/index.html) with the library's
     `RunReport`, in a kernel like the notebooks' (its build is reused); returns (ok, line)."""
-    kernel = kernel or nbformat.read(str(notebook), as_version=4).metadata.get(
-        "kernelspec", {}).get("name", "rust")
-    nb = nbformat.v4.new_notebook()
-    root = Path(__file__).resolve().parent.parent
-    nb.cells = [nbformat.v4.new_code_cell(REPORT_CELL.format(root=root, run_dir=run_dir))]
+    kernel = kernel or kernel_of(nbformat.read(str(notebook), as_version=4))
+    code = (f'let report = agentbench_tuning::report::RunReport::build('
+            f'std::path::Path::new(r#"{run_dir}"#))?;\n'
+            'println!("{}", report.write()?.display());')
     print("== report", flush=True)
-    failure, elapsed = execute(nb, notebook.parent.resolve(),
-                               notebook_env(run_dir, profile, scale), kernel, timeout)
+    failure, elapsed = run_code(code, notebook.parent.resolve(),
+                                notebook_env(run_dir, profile, scale), kernel, timeout)
     if failure:
         return False, f"FAIL report after {elapsed:.1f} s: {failure[1]}"
     return True, f"report in {elapsed:.1f} s -> {run_dir / 'report' / 'index.html'}"

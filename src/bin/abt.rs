@@ -1024,7 +1024,7 @@ fn heldout(args: &HeldoutArgs) -> Result<()> {
     Ok(())
 }
 
-/// `abt compare`.
+/// `abt report`.
 fn report(args: &ReportArgs) -> Result<()> {
     let report = agentbench_tuning::report::RunReport::build(&agentbench_tuning::paths::resolve(
         &args.run_dir,
@@ -1061,6 +1061,7 @@ fn report(args: &ReportArgs) -> Result<()> {
     }
 }
 
+/// `abt compare`.
 fn compare_stages(args: &CompareArgs) -> Result<()> {
     use agentbench_tuning::eval::ErrorReport;
     let ctx = args.run.context()?;

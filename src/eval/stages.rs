@@ -344,20 +344,12 @@ pub struct RunScores {
 
 /// The `.json` files in `dir` whose names start with `prefix`, sorted; none if `dir` is absent.
 fn scores_in(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("reading", dir, e))?;
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    let mut files = crate::io::files_with_extension(dir, "json")?;
+    files.retain(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+    });
+    Ok(files)
 }
 
 fn stage_rank(label: &str) -> usize {

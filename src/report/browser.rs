@@ -117,7 +117,7 @@ pub fn check_report(
     screenshots: Option<&Path>,
 ) -> Result<BrowserCheck> {
     let mut pages = vec![report_dir.join("index.html")];
-    pages.extend(super::files_with_extension(
+    pages.extend(crate::io::files_with_extension(
         &report_dir.join("notebooks"),
         "html",
     )?);

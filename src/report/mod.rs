@@ -243,7 +243,7 @@ fn saved_charts(run_dir: &Path) -> Result<Vec<SavedChart>> {
     dirs.dedup();
     let mut charts = Vec::new();
     for dir in dirs {
-        for file in files_with_extension(&run_dir.join(dir), "svg")? {
+        for file in crate::io::files_with_extension(&run_dir.join(dir), "svg")? {
             let svg = std::fs::read_to_string(&file).map_err(|e| Error::io("reading", &file, e))?;
             let name = file
                 .strip_prefix(run_dir)
@@ -258,24 +258,10 @@ fn saved_charts(run_dir: &Path) -> Result<Vec<SavedChart>> {
 
 /// The executed notebooks of the run (`<run>/notebooks/*.ipynb`), sorted by name.
 fn executed_notebooks(run_dir: &Path) -> Result<Vec<NotebookPage>> {
-    files_with_extension(&run_dir.join("notebooks"), "ipynb")?
+    crate::io::files_with_extension(&run_dir.join("notebooks"), "ipynb")?
         .iter()
         .map(|p| NotebookPage::read(p))
         .collect()
-}
-
-/// The files in `dir` whose extension is `ext`, sorted; none when `dir` does not exist.
-fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io("reading", dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -118,17 +118,11 @@ impl NotebookPage {
         self.cells
             .iter()
             .filter(|c| c.cell_type == "markdown")
-            .flat_map(|c| {
-                c.source
-                    .text()
-                    .lines()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .find_map(|line| {
-                let heading = line.trim_start_matches('#');
-                (line.starts_with('#') && !heading.trim().is_empty())
-                    .then(|| heading.trim().to_string())
+            .find_map(|c| {
+                c.source.text().lines().find_map(|line| {
+                    let heading = line.strip_prefix('#')?.trim_start_matches('#').trim();
+                    (!heading.is_empty()).then(|| heading.to_string())
+                })
             })
             .unwrap_or_else(|| self.name.clone())
     }
